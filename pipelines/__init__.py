@@ -1,0 +1,1 @@
+"""Beam wiring: manifests, decoding, the per-video DoFn and the `run()` entry point."""

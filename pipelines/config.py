@@ -1,0 +1,118 @@
+"""The preprocessing job's typed configuration, validated early and recorded in the description."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from flow.tvl1 import DEFAULT_FLOW_PRESET, FLOW_PRESETS
+from pipelines.manifest import FORMATS
+from render import RenderStyle
+from schemas.media_sequence import ALL_MODALITIES
+
+
+@dataclasses.dataclass(frozen=True)
+class PreprocessConfig:
+    """Everything that decides what the job writes (DESIGN.md section 10).
+
+    Attributes:
+      input: manifest path, local or gs://.
+      output_dir: where records, the description and failures go, local or gs://.
+      manifest_format: one of pipelines.manifest.FORMATS.
+      video_root: prefix for relative video paths, or None.
+      label_map: path of an explicit label map (JSON), or None to derive it from the manifest.
+      dataset_name: recorded in every example and the description.
+      modalities: image streams written, a subset of ("rgb", "pose", "flow").
+      render_style: compact `RenderStyle` spec ("" for the defaults).
+      flow_preset: a key of flow.FLOW_PRESETS.
+      pose_model: a MediaPipe pose landmarker bundle, local or gs://; None for the embedded one.
+      num_poses: most persons the pose estimator returns per frame, >= 1.
+      fps: stored frame rate, frames per second, > 0.
+      short_side: stored shorter side in pixels, >= 16.
+      jpeg_quality: JPEG quality of every stored image, 1..100.
+      num_shards: shards per split; 0 picks about one shard per `clips_per_shard` clips.
+      max_clip_seconds: longer windows are cut into consecutive clips of at most this; 0: no cut.
+      strict_manifest: stop at the first bad manifest row instead of recording it.
+      overwrite: replace the outputs of an earlier run in output_dir.
+    """
+
+    input: str
+    output_dir: str
+    manifest_format: str = "auto"
+    video_root: str | None = None
+    label_map: str | None = None
+    dataset_name: str = "perfnet"
+    modalities: tuple[str, ...] = ALL_MODALITIES
+    render_style: str = ""
+    flow_preset: str = DEFAULT_FLOW_PRESET
+    pose_model: str | None = None
+    num_poses: int = 10
+    fps: float = 25.0
+    short_side: int = 256
+    jpeg_quality: int = 90
+    num_shards: int = 0
+    clips_per_shard: int = 50
+    max_clip_seconds: float = 30.0
+    strict_manifest: bool = False
+    overwrite: bool = False
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        """Raises ValueError naming the first bad field and its value."""
+
+        def bad(field, why):
+            raise ValueError(f"{field}={getattr(self, field)!r}: {why}")
+
+        if not self.input:
+            bad("input", "a manifest path is required")
+        if not self.output_dir:
+            bad("output_dir", "an output directory is required")
+        if self.manifest_format not in FORMATS:
+            bad("manifest_format", f"expected one of {list(FORMATS)}")
+        if not self.dataset_name or any(c in self.dataset_name for c in "/\\ \t\n"):
+            bad("dataset_name", "must be non-empty, without slashes or spaces")
+        mods = tuple(self.modalities)
+        if not mods or any(m not in ALL_MODALITIES for m in mods) or len(set(mods)) != len(mods):
+            bad("modalities", f"expected a non-empty subset of {list(ALL_MODALITIES)}")
+        RenderStyle.parse(self.render_style)  # raises naming the bad key or value
+        if self.flow_preset not in FLOW_PRESETS:
+            bad("flow_preset", f"expected one of {sorted(FLOW_PRESETS)}")
+        if self.num_poses < 1:
+            bad("num_poses", "must be >= 1")
+        if not (math.isfinite(self.fps) and self.fps > 0):
+            bad("fps", "must be > 0")
+        if self.short_side < 16:
+            bad("short_side", "must be >= 16 pixels")
+        if not 1 <= self.jpeg_quality <= 100:
+            bad("jpeg_quality", "must be in 1..100")
+        if self.num_shards < 0:
+            bad("num_shards", "must be >= 0 (0 picks automatically)")
+        if self.clips_per_shard < 1:
+            bad("clips_per_shard", "must be >= 1")
+        if not (math.isfinite(self.max_clip_seconds) and self.max_clip_seconds >= 0):
+            bad("max_clip_seconds", "must be >= 0 (0: never cut)")
+        if 0 < self.max_clip_seconds * self.fps < 1:
+            bad("max_clip_seconds", f"holds no frame at fps={self.fps}")
+
+    @property
+    def style(self) -> RenderStyle:
+        return RenderStyle.parse(self.render_style)
+
+    @property
+    def max_clip_frames(self) -> int:
+        """Frames per clip before a window is cut; 0 for never."""
+        return int(math.floor(self.max_clip_seconds * self.fps + 1e-9))
+
+    def shards_for(self, num_clips: int) -> int:
+        """Shards of a split holding about `num_clips` clips."""
+        if self.num_shards:
+            return self.num_shards
+        return max(1, math.ceil(num_clips / self.clips_per_shard))
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["modalities"] = list(self.modalities)
+        d["render_style_resolved"] = self.style.to_dict()
+        return d

@@ -1,0 +1,455 @@
+"""The preprocessing job: manifest -> sharded TFRecords of RGB, pose-rendered and flow streams.
+
+Run `perfnet-preprocess --help` or `python -m pipelines.preprocess --help`. The job flags are
+those of DESIGN.md section 10; every other flag goes to Beam (`--runner`, `--direct_num_workers`,
+`--project`, `--region`, `--temp_location`, ...). The runner defaults to DirectRunner.
+
+Wiring only: the work per video is `pipelines.clip.ClipProcessor`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import logging
+import platform
+import sys
+import time
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+from flow import flow_params
+from pipelines import output
+from pipelines.config import PreprocessConfig
+from pipelines.failures import Failure
+from pipelines.manifest import (
+    ClipSpec,
+    ManifestError,
+    label_names,
+    load_label_map,
+    parse_manifest,
+    splits_of,
+)
+from schemas import media_sequence as ms
+
+LOG = logging.getLogger("perfnet.preprocess")
+FAILED = "failed"
+DONE = "done"
+STAGING_DIR = ".staging"
+LOCAL_RUNNERS = ("DirectRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="perfnet-preprocess",
+        description=(
+            "Turn videos listed in a manifest into sharded TFRecords of SequenceExamples with RGB, "
+            "pose-rendered and TV-L1 flow streams plus per-frame COCO-17 keypoints. Unknown flags "
+            "are Beam pipeline options (--runner, --direct_num_workers, --project, ...)."
+        ),
+    )
+    d = PreprocessConfig.__dataclass_fields__
+    p.add_argument("--input", required=True, help="manifest path, local or gs://")
+    p.add_argument(
+        "--manifest_format",
+        default=d["manifest_format"].default,
+        help="auto (by extension), csv or jsonl",
+    )
+    p.add_argument("--video_root", default=None, help="prefix for relative video paths")
+    p.add_argument("--label_map", default=None, help="explicit label map JSON (list or dict)")
+    p.add_argument("--output_dir", required=True, help="output directory, local or gs://")
+    p.add_argument("--dataset_name", default=d["dataset_name"].default)
+    p.add_argument(
+        "--modalities",
+        default=",".join(ms.ALL_MODALITIES),
+        help="image streams to write, comma-separated subset of rgb,pose,flow",
+    )
+    p.add_argument(
+        "--render_style",
+        default="",
+        help="rendering variant, e.g. background=black,marker=dots,colors=coarse,"
+        "thickness=uniform,threshold=0.5 (default: fine colors, bars, ratio-aware, on RGB)",
+    )
+    p.add_argument("--flow_preset", default=d["flow_preset"].default, help="fast or reference")
+    p.add_argument(
+        "--pose_model",
+        default=None,
+        help="MediaPipe pose landmarker .task bundle, local or gs:// (default: the embedded one)",
+    )
+    p.add_argument("--num_poses", type=int, default=d["num_poses"].default)
+    p.add_argument("--fps", type=float, default=d["fps"].default)
+    p.add_argument("--short_side", type=int, default=d["short_side"].default)
+    p.add_argument("--jpeg_quality", type=int, default=d["jpeg_quality"].default)
+    p.add_argument("--num_shards", type=int, default=0, help="shards per split (0: automatic)")
+    p.add_argument(
+        "--max_clip_seconds",
+        type=float,
+        default=d["max_clip_seconds"].default,
+        help="cut longer windows into consecutive clips of at most this length (0: never)",
+    )
+    p.add_argument("--strict_manifest", action="store_true", help="stop on the first bad row")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace an earlier run's outputs in output_dir"
+    )
+    return p
+
+
+def parse_args(argv: list[str] | None) -> tuple[PreprocessConfig, PipelineOptions]:
+    """Splits argv into the job's config (validated) and Beam's pipeline options."""
+    args, beam_args = build_parser().parse_known_args(argv)
+    config = PreprocessConfig(
+        input=args.input,
+        output_dir=args.output_dir.rstrip("/") or args.output_dir,
+        manifest_format=args.manifest_format,
+        video_root=args.video_root,
+        label_map=args.label_map,
+        dataset_name=args.dataset_name,
+        modalities=tuple(m.strip() for m in args.modalities.split(",") if m.strip()),
+        render_style=args.render_style,
+        flow_preset=args.flow_preset,
+        pose_model=args.pose_model,
+        num_poses=args.num_poses,
+        fps=args.fps,
+        short_side=args.short_side,
+        jpeg_quality=args.jpeg_quality,
+        num_shards=args.num_shards,
+        max_clip_seconds=args.max_clip_seconds,
+        strict_manifest=args.strict_manifest,
+        overwrite=args.overwrite,
+    )
+    options = PipelineOptions(beam_args)
+    std = options.view_as(StandardOptions)
+    if not std.runner:
+        std.runner = "DirectRunner"  # named, so Beam does not try to fetch another runner
+    return config, options
+
+
+# ---------------------------------------------------------------------------------------------
+# DoFns.
+# ---------------------------------------------------------------------------------------------
+class ProcessVideoFn(beam.DoFn):
+    """One manifest row -> its clips (main output) or one failure row (FAILED), never both."""
+
+    def __init__(self, config: PreprocessConfig, pose_model_path: str | None, pose_sha256: str):
+        self._config = config
+        self._model_path = pose_model_path
+        self._model_sha = pose_sha256
+        self._processor = None
+        self._clips = Metrics.counter("perfnet", "clips_written")
+        self._frames = Metrics.counter("perfnet", "frames_written")
+        self._videos = Metrics.counter("perfnet", "inputs_written")
+        self._seconds = Metrics.distribution("perfnet", "ms_per_frame")
+
+    def setup(self):
+        from pipelines.clip import ClipProcessor
+
+        model = None
+        if ms.MODALITY_POSE in self._config.modalities:
+            from pipelines.pose import load_pose_model
+
+            model, sha = load_pose_model(self._model_path)
+            if sha != self._model_sha:
+                raise ValueError(
+                    f"pose_model={self._model_path!r}: sha256 {sha} differs from the launcher's "
+                    f"{self._model_sha}; the file changed while the job ran"
+                )
+        self._processor = ClipProcessor(self._config, model)
+
+    def process(self, spec: ClipSpec):
+        t0 = time.perf_counter()
+        try:
+            records = self._processor.process(spec)
+        except Exception as e:  # every input ends as records or as one failure row
+            failure = self._processor.failure(spec, e)
+            Metrics.counter("perfnet", f"failed_{failure.stage}").inc()
+            LOG.warning("failed %s at %s: %s", spec.data_path, failure.stage, failure.error)
+            yield beam.pvalue.TaggedOutput(FAILED, failure)
+            return
+        frames = sum(r.num_frames for r in records)
+        self._videos.inc()
+        self._clips.inc(len(records))
+        self._frames.inc(frames)
+        if frames:
+            self._seconds.update(int(1000 * (time.perf_counter() - t0) / frames))
+        yield beam.pvalue.TaggedOutput(DONE, spec.split)
+        for r in records:
+            yield (
+                r.split,
+                (r.example_id, r.serialized, r.num_frames, r.num_persons, r.duration_us),
+            )
+
+
+class WriteShardFn(beam.DoFn):
+    """((split, shard), clips) -> one TFRecord file; yields the shard's summary."""
+
+    def __init__(self, output_dir: str, dataset_name: str, num_shards: dict[str, int]):
+        self._output_dir = output_dir
+        self._dataset_name = dataset_name
+        self._num_shards = num_shards
+
+    def process(self, element):
+        (split, shard), clips = element
+        clips = sorted(clips, key=lambda c: c[0])  # records in id order: reproducible files
+        path = output.shard_path(
+            self._output_dir, split, self._dataset_name, shard, self._num_shards[split]
+        )
+        output.write_tfrecords(path, (c[1] for c in clips))
+        yield {
+            "split": split,
+            "shard": output.relative(self._output_dir, path),
+            "clips": len(clips),
+            "frames": sum(c[2] for c in clips),
+            "persons": sum(c[3] for c in clips),
+            "duration_us": sum(c[4] for c in clips),
+            "bytes": sum(len(c[1]) for c in clips),
+        }
+
+
+def _write_info(_, shards, done, failures, static_info, output_dir, num_shards, dataset_name):
+    """Writes dataset_info.json once every shard is written; fills in empty shards."""
+    splits = {}
+    for split, n in sorted(num_shards.items()):
+        names = [
+            output.relative(output_dir, output.shard_path(output_dir, split, dataset_name, i, n))
+            for i in range(n)
+        ]
+        written = {s["shard"] for s in shards if s["split"] == split}
+        for name in names:
+            if name not in written:  # a shard no clip hashed to: still written, empty
+                output.write_tfrecords(output.join(output_dir, name), [])
+        mine = [s for s in shards if s["split"] == split]
+        splits[split] = {
+            "clips": sum(s["clips"] for s in mine),
+            "frames": sum(s["frames"] for s in mine),
+            "persons": sum(s["persons"] for s in mine),
+            "duration_seconds": round(sum(s["duration_us"] for s in mine) / 1e6, 3),
+            "bytes": sum(s["bytes"] for s in mine),
+            "num_shards": n,
+            "shards": names,
+        }
+    by_stage: dict[str, int] = {}
+    for stage in failures:
+        by_stage[stage] = by_stage.get(stage, 0) + 1
+    info = dict(static_info)
+    info["splits"] = splits
+    info["inputs"] = {
+        "rows": static_info["inputs"]["rows"],
+        "written": len(done),
+        "failed": len(failures),
+        "failed_by_stage": dict(sorted(by_stage.items())),
+    }
+    output.write_text(
+        output.join(output_dir, output.DATASET_INFO), json.dumps(info, indent=2, sort_keys=True)
+    )
+    yield info
+
+
+# ---------------------------------------------------------------------------------------------
+# Launcher.
+# ---------------------------------------------------------------------------------------------
+def software_versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    versions = {"python": platform.python_version()}
+    for dist in (
+        "perfnet-data",
+        "apache-beam",
+        "tensorflow",
+        "mediapipe",
+        "opencv-contrib-python",
+        "numpy",
+        "pyarrow",
+    ):
+        try:
+            versions[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            versions[dist] = "not installed"
+    return versions
+
+
+def _resolve_pose_model(config: PreprocessConfig) -> tuple[str | None, str, str]:
+    """(path, name, sha256) of the pose model, checked by loading it once; before any video."""
+    if ms.MODALITY_POSE not in config.modalities:
+        return None, "", ""
+    from pipelines import assets
+    from pipelines.pose import check_pose_model, load_pose_model
+
+    path = config.pose_model or str(assets.default_pose_model_path())
+    model, sha = load_pose_model(path)
+    name = path.rstrip("/").rsplit("/", 1)[-1]
+    if name.endswith(".task"):
+        name = name[: -len(".task")]
+    check_pose_model(model, path)
+    return path, name, sha
+
+
+def _prepare_output(config: PreprocessConfig) -> None:
+    info = output.join(config.output_dir, output.DATASET_INFO)
+    old = [info] if output.FileSystems.exists(info) else []
+    old += output.list_files(output.join(config.output_dir, "*", f"{config.dataset_name}-*"))
+    old += output.list_files(output.join(config.output_dir, output.FAILURES_DIR, "*"))
+    if old and not config.overwrite:
+        raise FileExistsError(
+            f"output_dir={config.output_dir!r} already holds the output of a run "
+            f"({old[0]}); pass --overwrite to replace it or choose another directory"
+        )
+    if old:
+        output.FileSystems.delete(old)
+
+
+def _stage_specs(config: PreprocessConfig, specs: list[ClipSpec], options) -> str:
+    """Writes the validated clip specs as JSON lines for the pipeline to read."""
+    text = "".join(s.to_json() + "\n" for s in specs)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    path = output.join(config.output_dir, STAGING_DIR, f"clips-{digest}.jsonl")
+    output.write_text(path, text)
+    return path
+
+
+def _stage_model(config, options, path: str | None, sha: str) -> str | None:
+    """Copies a local pose model next to the outputs when workers run elsewhere (Dataflow)."""
+    runner = options.view_as(StandardOptions).runner or "DirectRunner"
+    if path is None or "://" in path or runner in LOCAL_RUNNERS:
+        return path
+    staged = output.join(config.output_dir, STAGING_DIR, f"pose-{sha[:16]}.task")
+    if not output.FileSystems.exists(staged):
+        with open(path, "rb") as src, output.FileSystems.create(staged) as dst:
+            dst.write(src.read())
+    return staged
+
+
+def run(argv: list[str] | None = None) -> dict:
+    """Runs the job; returns the dataset description it wrote."""
+    config, options = parse_args(argv)
+    label_map = load_label_map(config.label_map) if config.label_map else None
+    pose_path, pose_name, pose_sha = _resolve_pose_model(config)
+    specs, manifest_failures, label_map = parse_manifest(
+        config.input,
+        config.manifest_format,
+        config.video_root,
+        label_map=label_map,
+        strict=config.strict_manifest,
+    )
+    _prepare_output(config)
+    per_split = splits_of(specs)
+    num_shards = {split: config.shards_for(n) for split, n in per_split.items()}
+    staged = _stage_specs(config, specs, options)
+    pose_path = _stage_model(config, options, pose_path, pose_sha)
+    static_info = {
+        "schema_version": ms.SCHEMA_VERSION,
+        "dataset_name": config.dataset_name,
+        "labels": label_names(label_map),
+        "num_classes": len(label_map),
+        "modalities": list(config.modalities),
+        "frame_rate": config.fps,
+        "jpeg_quality": config.jpeg_quality,
+        "flow": {
+            "preset": config.flow_preset,
+            "params": dataclasses.asdict(flow_params(config.flow_preset)),
+            "saturation": ms.FLOW_SATURATION,
+        },
+        "pose_model": {"name": pose_name, "sha256": pose_sha, "path": config.pose_model or ""},
+        "render_style": config.style.to_dict(),
+        "config": config.to_dict(),
+        "software": software_versions(),
+        "inputs": {"rows": len(specs) + len(manifest_failures)},
+        "failures": output.join(output.FAILURES_DIR, output.FAILURES_PREFIX + "-*.jsonl"),
+    }
+    LOG.info("%d rows (%d bad), splits %s", len(specs), len(manifest_failures), per_split)
+
+    with beam.Pipeline(options=options) as p:
+        rows = (
+            p
+            | "ReadSpecs" >> beam.io.ReadFromText(staged)
+            | "ParseSpecs" >> beam.Map(ClipSpec.from_json)
+            | "Spread" >> beam.Reshuffle()
+        )
+        results = rows | "ProcessVideos" >> beam.ParDo(
+            ProcessVideoFn(config, pose_path, pose_sha)
+        ).with_outputs(FAILED, DONE, main="clips")
+        shards = (
+            results.clips
+            | "AssignShard"
+            >> beam.Map(lambda kv: ((kv[0], output.shard_of(kv[1][0], num_shards[kv[0]])), kv[1]))
+            | "GroupShards" >> beam.GroupByKey()
+            | "WriteShards"
+            >> beam.ParDo(WriteShardFn(config.output_dir, config.dataset_name, num_shards))
+        )
+        failures = (
+            results[FAILED],
+            p | "ManifestFailures" >> beam.Create(manifest_failures),
+        ) | "AllFailures" >> beam.Flatten()
+        _ = (
+            failures
+            | "FailureJson" >> beam.Map(Failure.to_json)
+            | "WriteFailures"
+            >> beam.io.WriteToText(
+                output.join(config.output_dir, output.FAILURES_DIR, output.FAILURES_PREFIX),
+                file_name_suffix=".jsonl",
+                num_shards=1,
+            )
+        )
+        _ = (
+            p
+            | "InfoTrigger" >> beam.Create([None])
+            | "WriteInfo"
+            >> beam.FlatMap(
+                _write_info,
+                shards=beam.pvalue.AsList(shards),
+                done=beam.pvalue.AsList(results[DONE]),
+                failures=beam.pvalue.AsList(failures | "Stages" >> beam.Map(lambda f: f.stage)),
+                static_info=static_info,
+                output_dir=config.output_dir,
+                num_shards=num_shards,
+                dataset_name=config.dataset_name,
+            )
+        )
+    info = output.read_json(output.join(config.output_dir, output.DATASET_INFO))
+    output.FileSystems.delete([staged])
+    if info["inputs"]["written"] + info["inputs"]["failed"] != info["inputs"]["rows"]:
+        raise RuntimeError(f"inputs do not add up: {info['inputs']}")
+    return info
+
+
+def summary_table(info: dict, output_dir: str) -> str:
+    """A short human-readable summary of a dataset description."""
+    lines = [
+        f"output: {output_dir}",
+        f"{'split':<12}{'clips':>7}{'frames':>9}{'persons/frame':>15}{'MB':>9}{'shards':>8}",
+    ]
+    for split, s in info["splits"].items():
+        ppf = s["persons"] / s["frames"] if s["frames"] else 0.0
+        lines.append(
+            f"{split:<12}{s['clips']:>7}{s['frames']:>9}{ppf:>15.2f}"
+            f"{s['bytes'] / 1e6:>9.1f}{s['num_shards']:>8}"
+        )
+    inputs = info["inputs"]
+    lines.append(
+        f"inputs: {inputs['rows']} rows, {inputs['written']} written, {inputs['failed']} failed"
+        + (f" {inputs['failed_by_stage']}" if inputs["failed"] else "")
+    )
+    if inputs["failed"]:
+        lines.append(f"failures: {output.join(output_dir, info['failures'])}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("apache_beam").setLevel(logging.WARNING)
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        config, _ = parse_args(argv)
+        info = run(argv)
+    except (ValueError, FileNotFoundError, FileExistsError, ManifestError) as e:
+        print(f"perfnet-preprocess: error: {e}", file=sys.stderr)
+        return 2
+    print(summary_table(info, config.output_dir))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

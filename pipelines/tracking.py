@@ -1,0 +1,84 @@
+"""Person identities across frames: greedy IoU matching of person boxes, frame to frame."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise intersection over union.
+
+    Args:
+      a: float [N, 4], b: float [M, 4]; boxes as (ymin, xmin, ymax, xmax), any consistent unit.
+
+    Returns:
+      float32 [N, M] in [0, 1]; 0 where a box has no area.
+    """
+    a = np.asarray(a, np.float64).reshape(-1, 4)
+    b = np.asarray(b, np.float64).reshape(-1, 4)
+    ymin = np.maximum(a[:, None, 0], b[None, :, 0])
+    xmin = np.maximum(a[:, None, 1], b[None, :, 1])
+    ymax = np.minimum(a[:, None, 2], b[None, :, 2])
+    xmax = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(ymax - ymin, 0, None) * np.clip(xmax - xmin, 0, None)
+    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
+    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
+    union = area_a[:, None] + area_b[None, :] - inter
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = np.where(union > 0, inter / union, 0.0)
+    return iou.astype(np.float32)
+
+
+class IouTracker:
+    """Assigns track ids to person boxes frame by frame.
+
+    Each frame's boxes are matched to the tracks seen in the last `max_gap` frames, greedily by
+    decreasing IoU (pairs below `min_iou` never match); unmatched boxes start new tracks. Ids are
+    0, 1, 2, ... in order of first appearance. One tracker serves one clip.
+    """
+
+    def __init__(self, min_iou: float = 0.3, max_gap: int = 5):
+        if not 0.0 < min_iou <= 1.0:
+            raise ValueError(f"min_iou={min_iou!r}: must be in (0, 1]")
+        if max_gap < 1:
+            raise ValueError(f"max_gap={max_gap!r}: must be >= 1")
+        self._min_iou = min_iou
+        self._max_gap = max_gap
+        self._boxes = np.zeros((0, 4), np.float32)  # last box of each live track
+        self._ids = np.zeros((0,), np.int64)
+        self._last_seen = np.zeros((0,), np.int64)
+        self._frame = 0
+        self._next_id = 0
+
+    def update(self, boxes: np.ndarray) -> np.ndarray:
+        """Returns int64 [P] track ids for float [P, 4] boxes of the next frame."""
+        boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+        ids = np.full(len(boxes), -1, np.int64)
+        if len(boxes) and len(self._ids):
+            iou = box_iou(boxes, self._boxes)
+            order = np.dstack(np.unravel_index(np.argsort(-iou, axis=None), iou.shape))[0]
+            used_box, used_track = set(), set()
+            for i, t in order:
+                if iou[i, t] < self._min_iou:
+                    break
+                if i in used_box or t in used_track:
+                    continue
+                ids[i] = self._ids[t]
+                used_box.add(i)
+                used_track.add(t)
+                self._boxes[t] = boxes[i]
+                self._last_seen[t] = self._frame
+        for i in np.flatnonzero(ids < 0):
+            ids[i] = self._next_id
+            self._next_id += 1
+            self._boxes = np.vstack([self._boxes, boxes[i : i + 1]])
+            self._ids = np.append(self._ids, ids[i])
+            self._last_seen = np.append(self._last_seen, self._frame)
+        live = self._frame - self._last_seen < self._max_gap
+        self._boxes, self._ids, self._last_seen = (
+            self._boxes[live],
+            self._ids[live],
+            self._last_seen[live],
+        )
+        self._frame += 1
+        return ids

@@ -1,0 +1,249 @@
+"""Video decoding: stream frames of a clip window, resampled to a fixed rate and resized.
+
+Frames are decoded one at a time with OpenCV's FFmpeg backend (rotation metadata applied) and
+yielded as soon as they are selected, so memory holds one or two decoded frames, never the clip.
+
+Resampling rule (by timestamp): output frame k of a window starting at `start_us` has the time
+`t_k = start_us + round(k * 1e6 / fps)`, and shows the source frame on screen at `t_k`, i.e. the
+last source frame whose presentation timestamp is <= t_k (the first frame if t_k precedes every
+frame).
+Output frames run while `t_k < end_us`, where `end_us` defaults to the end of the last source frame.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterator, Sequence
+
+import cv2
+import numpy as np
+
+MICROS = 1_000_000
+
+
+class VideoError(Exception):
+    """The video cannot be decoded or its window holds no frame. The message says why."""
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoInfo:
+    """What the container declares: frame size in pixels (after rotation), fps, frame count."""
+
+    width: int
+    height: int
+    fps: float
+    frame_count: int
+
+    @property
+    def duration_us(self) -> int | None:
+        if self.fps > 0 and self.frame_count > 0:
+            return int(round(self.frame_count * MICROS / self.fps))
+        return None
+
+
+@dataclasses.dataclass(frozen=True)
+class Frame:
+    """One output frame: RGB pixels uint8 [H, W, 3] and its time in the source (microseconds)."""
+
+    rgb: np.ndarray
+    timestamp_us: int
+    source_index: int
+
+
+def output_timestamps(start_us: int, end_us: int, fps: float) -> list[int]:
+    """Times of the output frames of a window: `start_us + round(k * 1e6 / fps)` while < end_us."""
+    if fps <= 0:
+        raise ValueError(f"fps={fps!r}: must be > 0")
+    if end_us <= start_us:
+        return []
+    n = math.ceil((end_us - start_us) * fps / MICROS - 1e-9)
+    times = [start_us + int(round(k * MICROS / fps)) for k in range(n)]
+    return [t for t in times if t < end_us]
+
+
+def resample_indices(
+    source_timestamps_us: Sequence[int], start_us: int, end_us: int | None, fps: float
+) -> list[int]:
+    """Source frame index shown at each output time (the rule in the module docstring).
+
+    Args:
+      source_timestamps_us: presentation timestamps of the source frames, increasing, microseconds.
+      start_us: window start, microseconds.
+      end_us: window end (exclusive), microseconds; None for the end of the last frame, taken as
+        its timestamp plus the median frame interval.
+      fps: output rate, frames per second, > 0.
+
+    Returns:
+      One source index per output frame; empty if the window holds no frame.
+    """
+    ts = list(source_timestamps_us)
+    if not ts:
+        return []
+    if end_us is None:
+        end_us = ts[-1] + _median_interval(ts)
+    end_us = min(end_us, ts[-1] + _median_interval(ts))
+    out, i = [], 0
+    for t in output_timestamps(start_us, end_us, fps):
+        while i + 1 < len(ts) and ts[i + 1] <= t:
+            i += 1
+        out.append(i)
+    return out
+
+
+def _median_interval(ts: Sequence[int]) -> int:
+    if len(ts) < 2:
+        return MICROS // 25
+    return int(np.median(np.diff(np.asarray(ts, np.int64))))
+
+
+def resize_short_side(frame: np.ndarray, short_side: int) -> np.ndarray:
+    """Resizes so the shorter side is `short_side` pixels, keeping the aspect ratio.
+
+    Args:
+      frame: uint8 [H, W, C].
+      short_side: target shorter side in pixels, >= 1; 0 keeps the frame as it is.
+
+    Returns:
+      uint8 [H', W', C] with min(H', W') == short_side and the longer side rounded to the nearest
+      pixel. Downscaling uses area averaging, upscaling bilinear interpolation.
+    """
+    if short_side < 0:
+        raise ValueError(f"short_side={short_side!r}: must be >= 0")
+    h, w = frame.shape[:2]
+    if short_side == 0 or min(h, w) == short_side:
+        return frame
+    new_h, new_w = stored_size(h, w, short_side)
+    interp = cv2.INTER_AREA if short_side < min(h, w) else cv2.INTER_LINEAR
+    return cv2.resize(frame, (new_w, new_h), interpolation=interp)
+
+
+def stored_size(height: int, width: int, short_side: int) -> tuple[int, int]:
+    """(height, width) after `resize_short_side`; 0 keeps the size."""
+    if short_side == 0:
+        return height, width
+    scale = short_side / min(height, width)
+    if height <= width:
+        return short_side, max(1, int(round(width * scale)))
+    return max(1, int(round(height * scale))), short_side
+
+
+def probe(path: str) -> VideoInfo:
+    """Reads the container's declared size, fps and frame count; VideoError if it cannot open."""
+    cap = _open(path)
+    try:
+        return _info(cap, path)
+    finally:
+        cap.release()
+
+
+def _open(path: str):
+    cap = cv2.VideoCapture(path, cv2.CAP_FFMPEG)
+    if not cap.isOpened():
+        cap.release()
+        raise VideoError(f"cannot open video {path!r}: not a readable video file")
+    return cap
+
+
+def _info(cap, path: str) -> VideoInfo:
+    w = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))
+    h = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    rotation = int(cap.get(cv2.CAP_PROP_ORIENTATION_META) or 0) % 180
+    if rotation == 90:
+        w, h = h, w
+    fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+    count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+    if w <= 0 or h <= 0:
+        raise VideoError(f"video {path!r} has no video stream (frame size {w}x{h})")
+    return VideoInfo(width=w, height=h, fps=fps, frame_count=max(count, 0))
+
+
+def iter_frames(
+    path: str,
+    start_us: int = 0,
+    end_us: int | None = None,
+    fps: float = 25.0,
+    short_side: int = 256,
+) -> Iterator[Frame]:
+    """Streams the window [start_us, end_us) of a video, resampled to `fps` and resized.
+
+    Args:
+      path: local video file.
+      start_us: window start in the source, microseconds, >= 0.
+      end_us: window end (exclusive), microseconds; None for the end of the video.
+      fps: output frame rate, frames per second, > 0.
+      short_side: shorter side of the output frames in pixels (0 keeps the source size).
+
+    Yields:
+      `Frame`s in time order: RGB uint8 [H, W, 3], timestamps `start_us + round(k * 1e6 / fps)`.
+
+    Raises:
+      VideoError: the file cannot be opened or decoded, or the window holds no frame.
+    """
+    if fps <= 0:
+        raise ValueError(f"fps={fps!r}: must be > 0")
+    if start_us < 0:
+        raise ValueError(f"start_us={start_us!r}: must be >= 0")
+    if end_us is not None and end_us <= start_us:
+        raise ValueError(f"end_us={end_us!r}: must be > start_us={start_us}")
+    cap = _open(path)
+    try:
+        info = _info(cap, path)
+        yield from _stream(cap, info, path, start_us, end_us, fps, short_side)
+    finally:
+        cap.release()
+
+
+def _stream(cap, info: VideoInfo, path, start_us, end_us, fps, short_side) -> Iterator[Frame]:
+    period = MICROS / fps
+    src_period = MICROS / info.fps if info.fps > 0 else period
+    k = 0  # next output frame
+    prev: tuple[np.ndarray, int, int] | None = None  # (bgr, pts_us, index) of the last frame read
+    index = -1
+    emitted = 0
+
+    def target(k: int) -> int:
+        return start_us + int(round(k * period))
+
+    while True:
+        ok, bgr = cap.read()
+        if not ok:
+            break
+        index += 1
+        pts_ms = cap.get(cv2.CAP_PROP_POS_MSEC)
+        pts = int(round(pts_ms * 1000)) if pts_ms > 0 or index == 0 else int(index * src_period)
+        if prev is not None and pts <= prev[1]:
+            pts = prev[1] + 1  # containers with broken timestamps: keep them increasing
+        # Output frames whose time falls before this frame's pts show the previous frame.
+        while prev is not None and target(k) < pts and (end_us is None or target(k) < end_us):
+            if target(k) >= start_us:
+                yield _make_frame(prev[0], target(k), prev[2], short_side)
+                emitted += 1
+            k += 1
+        if end_us is not None and target(k) >= end_us:
+            break
+        prev = (bgr, pts, index)
+    if prev is not None:
+        # The last frame read is shown until its end (pts + one source frame period).
+        stop = prev[1] + int(round(src_period))
+        if end_us is not None:
+            stop = min(stop, end_us)
+        while target(k) < stop:
+            yield _make_frame(prev[0], target(k), prev[2], short_side)
+            emitted += 1
+            k += 1
+    if index < 0:
+        raise VideoError(f"video {path!r}: no frame could be decoded")
+    if emitted == 0:
+        raise VideoError(
+            f"video {path!r}: the window [{start_us / MICROS:.3f}s, "
+            f"{'end' if end_us is None else f'{end_us / MICROS:.3f}s'}) holds no frame "
+            f"(the video has {index + 1} frames, about {(prev[1] + src_period) / MICROS:.3f}s)"
+        )
+
+
+def _make_frame(bgr: np.ndarray, timestamp_us: int, index: int, short_side: int) -> Frame:
+    small = resize_short_side(bgr, short_side)
+    return Frame(
+        rgb=cv2.cvtColor(small, cv2.COLOR_BGR2RGB), timestamp_us=timestamp_us, source_index=index
+    )

@@ -1,0 +1,126 @@
+"""The record contract: key sets, encoding, and parsing with plain tf.io."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from schemas import media_sequence as ms
+
+EXPECTED_CONTEXT = {
+    "example/id", "example/dataset_name", "clip/data_path", "clip/media_id",
+    "clip/start/timestamp", "clip/end/timestamp", "clip/label/index", "clip/label/string",
+    "clip/label/text",
+    "image/format", "image/channels", "image/height", "image/width", "image/frame_rate",
+    "POSE_RENDERED/image/format", "POSE_RENDERED/image/channels", "POSE_RENDERED/image/height",
+    "POSE_RENDERED/image/width", "POSE_RENDERED/image/frame_rate",
+    "FORWARD_FLOW/image/format", "FORWARD_FLOW/image/channels", "FORWARD_FLOW/image/height",
+    "FORWARD_FLOW/image/width", "FORWARD_FLOW/image/frame_rate", "FORWARD_FLOW/image/saturation",
+    "POSE/region/parts",
+}  # fmt: skip
+EXPECTED_SEQUENCE = {
+    "image/encoded", "image/timestamp",
+    "POSE_RENDERED/image/encoded", "POSE_RENDERED/image/timestamp",
+    "FORWARD_FLOW/image/encoded", "FORWARD_FLOW/image/timestamp",
+    "region/num_regions", "region/timestamp", "region/is_annotated",
+    "region/bbox/ymin", "region/bbox/xmin", "region/bbox/ymax", "region/bbox/xmax",
+    "region/label/confidence", "region/track/index",
+    "POSE/region/point/x", "POSE/region/point/y", "POSE/region/num_regions",
+    "POSE/region/label/confidence",
+}  # fmt: skip
+
+
+def test_key_sets_match_the_design():
+    assert ms.context_keys() == EXPECTED_CONTEXT
+    assert ms.sequence_keys() == EXPECTED_SEQUENCE
+    assert ms.context_keys(["rgb"]) == {
+        k for k in EXPECTED_CONTEXT if not k.startswith(("POSE", "FORWARD_FLOW"))
+    }
+    assert ms.sequence_keys(["flow"]) == {
+        "FORWARD_FLOW/image/encoded", "FORWARD_FLOW/image/timestamp"
+    }  # fmt: skip
+    with pytest.raises(ValueError, match="depth"):
+        ms.context_keys(["depth"])
+
+
+def _two_frame_example(modalities=ms.ALL_MODALITIES):
+    ctx = ms.ClipContext("vid_0", "demo", "a/vid.mp4", "vid", 0, 80_000, 3, "jumping")
+    streams = {m: ms.StreamInfo(height=4, width=6) for m in modalities}
+    b = ms.SequenceExampleBuilder(ctx, streams)
+    kp = np.zeros((2, 17, 2), np.float32)
+    kp[0, :, 0] = np.linspace(0, 1, 17)
+    kp[1, :, 1] = 0.5
+    kp[1, 0, 0] = 1.5  # outside the frame: stored clipped to 1
+    scores = np.full((2, 17), 0.9, np.float32)
+    boxes = np.array([[0.1, 0.2, 0.8, 0.4], [0.0, 0.5, 1.2, 0.9]], np.float32)
+    for t, persons in ((0, 2), (40_000, 0)):
+        b.add_frame(
+            t,
+            rgb_jpeg=b"rgb%d" % t if "rgb" in modalities else None,
+            pose_jpeg=b"pose%d" % t if "pose" in modalities else None,
+            keypoints=kp[:persons],
+            keypoint_scores=scores[:persons],
+            boxes=boxes[:persons],
+            box_scores=np.array([0.7, 0.6], np.float32)[:persons],
+            track_ids=np.array([0, 1])[:persons],
+        )
+    if "flow" in modalities:
+        b.add_flow(0, b"flow0")
+    return b.serialize()
+
+
+def test_round_trip_through_plain_tf_parse():
+    data = _two_frame_example()
+    ex = tf.train.SequenceExample.FromString(data)
+    assert set(ex.context.feature) == EXPECTED_CONTEXT
+    assert set(ex.feature_lists.feature_list) == EXPECTED_SEQUENCE
+    ctx, seq = ms.parse_specs()
+    c, s = tf.io.parse_single_sequence_example(data, ctx, seq)
+    assert c["example/id"].numpy() == b"vid_0"
+    assert c["clip/label/index"].numpy() == 3
+    assert c["clip/label/string"].numpy() == c["clip/label/text"].numpy() == b"jumping"
+    assert c["clip/end/timestamp"].numpy() == 80_000
+    assert c["FORWARD_FLOW/image/saturation"].numpy() == 20.0
+    assert c["image/frame_rate"].numpy() == 25.0
+    assert [p.decode() for p in c["POSE/region/parts"].numpy()] == list(ms.COCO17_JOINT_NAMES)
+    assert s["image/encoded"].numpy().tolist() == [b"rgb0", b"rgb40000"]
+    assert s["image/timestamp"].numpy().tolist() == [0, 40_000]
+    assert s["FORWARD_FLOW/image/encoded"].numpy().tolist() == [b"flow0"]
+    assert s["FORWARD_FLOW/image/timestamp"].numpy().tolist() == [0]
+    assert s["region/num_regions"].numpy().tolist() == [2, 0]
+    assert s["POSE/region/num_regions"].numpy().tolist() == [34, 0]
+    x = tf.sparse.to_dense(s["POSE/region/point/x"]).numpy()
+    assert x.shape == (2, 34)
+    np.testing.assert_allclose(x[0, :17], np.linspace(0, 1, 17), atol=1e-6)
+    assert x[0, 17] == 1.0  # person 1, joint 0: clipped from 1.5
+    ymax = tf.sparse.to_dense(s["region/bbox/ymax"]).numpy()
+    np.testing.assert_allclose(ymax[0], [0.8, 1.0])  # clipped to [0, 1]
+    assert tf.sparse.to_dense(s["region/track/index"]).numpy()[0].tolist() == [0, 1]
+
+
+def test_subset_of_modalities_carries_only_its_keys():
+    data = _two_frame_example(("rgb",))
+    ex = tf.train.SequenceExample.FromString(data)
+    assert set(ex.feature_lists.feature_list) == {"image/encoded", "image/timestamp"}
+    ctx, seq = ms.parse_specs(("rgb",))
+    tf.io.parse_single_sequence_example(data, ctx, seq)
+
+
+def test_builder_rejects_bad_input():
+    ctx = ms.ClipContext("v_0", "d", "p", "v", 0, 10, 0, "a")
+    b = ms.SequenceExampleBuilder(ctx, {"rgb": ms.StreamInfo(4, 4)})
+    b.add_frame(10, rgb_jpeg=b"x")
+    with pytest.raises(ValueError, match="timestamp_us=10"):
+        b.add_frame(10, rgb_jpeg=b"x")
+    with pytest.raises(ValueError, match="end_us=-5"):
+        ms.ClipContext("v_0", "d", "p", "v", 0, -5, 0, "a")
+    b2 = ms.SequenceExampleBuilder(ctx, {"flow": ms.StreamInfo(4, 4)})
+    b2.add_frame(0)
+    b2.add_frame(40_000)
+    with pytest.raises(ValueError, match="flow steps=0"):
+        b2.build()
+
+
+def test_schema_version_check():
+    assert ms.check_schema_version(ms.SCHEMA_VERSION) == ms.SCHEMA_VERSION
+    with pytest.raises(ValueError, match="schema_version=99"):
+        ms.check_schema_version(99)
