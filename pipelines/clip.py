@@ -51,11 +51,16 @@ def clip_id(media_id: str, start_us: int) -> str:
     return f"{media_id}_{start_us}"
 
 
-def encode_jpeg(rgb: np.ndarray, quality: int) -> bytes:
-    """uint8 [H, W, 3] RGB -> JPEG bytes at `quality` (1..100)."""
-    ok, buf = cv2.imencode(
-        ".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(quality)]
-    )
+def encode_jpeg(rgb: np.ndarray, quality: int, full_chroma: bool = False) -> bytes:
+    """uint8 [H, W, 3] RGB -> JPEG bytes at `quality` (1..100).
+
+    full_chroma: 4:4:4 sampling instead of the usual 4:2:0. Flow images need it: their x and y
+    live in R and G, and 4:2:0 would halve their resolution and mix them into B.
+    """
+    params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)]
+    if full_chroma:
+        params += [cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444]
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
     if not ok:
         raise ValueError(f"JPEG encoding failed for a frame of shape {rgb.shape}")
     return buf.tobytes()
@@ -213,7 +218,9 @@ class ClipProcessor:
             if clip.prev_gray is not None:
                 try:
                     flow = compute_flow(self._flow_algo, clip.prev_gray, gray)
-                    clip.builder.add_flow(clip.prev_ts, encode_jpeg(quantize_flow(flow), q))
+                    clip.builder.add_flow(
+                        clip.prev_ts, encode_jpeg(quantize_flow(flow), q, full_chroma=True)
+                    )
                 except Exception as e:
                     raise StageError("flow", e) from e
             clip.prev_gray, clip.prev_ts = gray, frame.timestamp_us

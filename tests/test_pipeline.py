@@ -104,7 +104,7 @@ def test_records_parse_with_plain_tf_and_hold_all_streams(demo_run):
     flow = decode_jpeg(seq["FORWARD_FLOW/image/encoded"].numpy()[0])
     assert pose.shape == flow.shape == (452, 256, 3)
     assert np.abs(pose.astype(int) - rgb.astype(int)).max() > 100  # skeletons drawn
-    assert flow[..., 2].max() <= 8  # B = 0 up to JPEG error
+    assert flow[..., 2].mean() < 1.0 and flow[..., 2].max() <= 8  # B = 0, up to JPEG error
     # People: the multi-person clip shows two.
     persons = seq["region/num_regions"].numpy()
     assert persons.max() == 2
