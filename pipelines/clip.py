@@ -20,7 +20,7 @@ from pipelines.config import PreprocessConfig
 from pipelines.failures import Failure
 from pipelines.manifest import ClipSpec
 from pipelines.pose import FramePoses, PoseEstimator
-from pipelines.tracking import IouTracker
+from pipelines.tracking import IouTracker, suppress_duplicates
 from render import render_poses
 from schemas import media_sequence as ms
 
@@ -189,8 +189,11 @@ class ClipProcessor:
                 poses = estimator.detect(frame.rgb, frame.timestamp_us)
             except Exception as e:
                 raise StageError("pose", e) from e
-            track_ids = clip.tracker.update(poses.boxes)
-            order = np.argsort(track_ids, kind="stable")
+            keep = suppress_duplicates(poses.boxes, poses.box_scores)
+            track_ids = np.full(poses.num_people, -1, np.int64)
+            track_ids[keep] = clip.tracker.update(poses.boxes[keep])
+            # Persons ordered by track id; duplicates (-1) dropped.
+            order = keep[np.argsort(track_ids[keep], kind="stable")]
             poses = dataclasses.replace(
                 poses,
                 keypoints=poses.keypoints[order],

@@ -29,6 +29,33 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return iou.astype(np.float32)
 
 
+def suppress_duplicates(boxes: np.ndarray, scores: np.ndarray, max_iou: float = 0.7) -> np.ndarray:
+    """Indices of the people to keep when two detections are one person (non-maximum suppression).
+
+    The pose estimator now and then returns one person twice (a tracked and a re-detected pose,
+    boxes overlapping up to IoU 0.95). Going from the highest score down, a box is dropped when it
+    overlaps a kept box by more than `max_iou`.
+
+    Args:
+      boxes: float [P, 4] (ymin, xmin, ymax, xmax); scores: float [P]; max_iou in (0, 1].
+
+    Returns:
+      int64 [K] indices into the inputs, K <= P, in increasing order.
+    """
+    if not 0.0 < max_iou <= 1.0:
+        raise ValueError(f"max_iou={max_iou!r}: must be in (0, 1]")
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    scores = np.asarray(scores, np.float32).reshape(-1)
+    if len(boxes) != len(scores):
+        raise ValueError(f"boxes has {len(boxes)} rows but scores has {len(scores)}")
+    iou = box_iou(boxes, boxes)
+    keep: list[int] = []
+    for i in np.argsort(-scores, kind="stable"):
+        if all(iou[i, k] <= max_iou for k in keep):
+            keep.append(int(i))
+    return np.asarray(sorted(keep), np.int64)
+
+
 class IouTracker:
     """Assigns track ids to person boxes frame by frame.
 

@@ -28,7 +28,11 @@ class VideoError(Exception):
 
 @dataclasses.dataclass(frozen=True)
 class VideoInfo:
-    """What the container declares: frame size in pixels (after rotation), fps, frame count."""
+    """What the container declares: frame size in pixels, fps, frame count.
+
+    OpenCV applies rotation metadata to the decoded frames (CAP_PROP_ORIENTATION_AUTO is on by
+    default) and reports the size of the rotated frame.
+    """
 
     width: int
     height: int
@@ -148,9 +152,6 @@ def _open(path: str):
 def _info(cap, path: str) -> VideoInfo:
     w = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))
     h = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
-    rotation = int(cap.get(cv2.CAP_PROP_ORIENTATION_META) or 0) % 180
-    if rotation == 90:
-        w, h = h, w
     fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
     count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
     if w <= 0 or h <= 0:

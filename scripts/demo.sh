@@ -13,3 +13,6 @@ python -m pipelines.preprocess \
   --overwrite \
   --runner DirectRunner \
   "$@"
+echo
+echo "checking the output against the record contract:"
+python -m pipelines.validate out/demo

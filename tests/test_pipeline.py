@@ -152,3 +152,89 @@ def test_cli_runs_and_refuses_a_bad_model_before_any_video(tmp_path, assets_read
         capture_output=True, text=True, cwd=REPO,
     )  # fmt: skip
     assert proc.returncode == 2 and "--overwrite" in proc.stderr
+
+
+def _transcode(src, dst, fourcc, fps, num_frames, size=None, step=1, start=0):
+    """Writes frames start, start+step, ... of a real video into a new container at `fps`."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(src))
+    frames = []
+    index = 0
+    while len(frames) < num_frames:
+        ok, frame = cap.read()
+        assert ok, f"{src} ended early"
+        if index >= start and (index - start) % step == 0:
+            frames.append(cv2.resize(frame, size) if size else frame)
+        index += 1
+    h, w = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(dst), cv2.VideoWriter_fourcc(*fourcc), fps, (w, h))
+    for f in frames:
+        writer.write(f)
+    writer.release()
+    return str(dst)
+
+
+def test_other_containers_rates_and_shapes(tmp_path, assets_ready):
+    """avi and mp4, portrait and landscape, 6 to 60 fps, odd sizes: exact frame times."""
+    sports = assets.sample_video_path("sports2d_demo.mp4")
+    multi = assets.sample_video_path("pose2sim_multi_cam02.mp4")
+    clips = {
+        # name: (path, expected stored (h, w), expected frame count)
+        "avi6": (_transcode(sports, tmp_path / "a6.avi", "MJPG", 6, 6, (640, 360), 5, 60),
+                 (256, 455), 25),  # 1 s at 6 fps -> 25 frames
+        "mp460": (_transcode(multi, tmp_path / "p60.mp4", "mp4v", 60, 30),
+                  (452, 256), 13),  # 0.5 s at 60 fps, portrait
+        "odd2997": (_transcode(sports, tmp_path / "o.mp4", "mp4v", 30000 / 1001, 15, (300, 166)),
+                    (256, 463), 13),  # 15 frames = 0.5005 s; 300x166 -> 463x256
+    }  # fmt: skip
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(
+        "path,label,id\n" + "".join(f"{p},x,{name}\n" for name, (p, _, _) in clips.items())
+    )
+    out = tmp_path / "out"
+    info = run([f"--input={manifest}", f"--output_dir={out}", "--runner=DirectRunner"])
+    assert info["inputs"]["failed"] == 0, info["inputs"]
+    _, recs = _records(out, "train")
+    ctx_spec, seq_spec = ms.parse_specs()
+    seen = {}
+    for rec in recs:
+        ctx, seq = tf.io.parse_single_sequence_example(rec, ctx_spec, seq_spec)
+        name = ctx["clip/media_id"].numpy().decode()
+        _, (h, w), n = clips[name]
+        assert (ctx["image/height"].numpy(), ctx["image/width"].numpy()) == (h, w), name
+        assert seq["image/timestamp"].numpy().tolist() == [40_000 * k for k in range(n)], name
+        assert len(seq["FORWARD_FLOW/image/encoded"].numpy()) == n - 1
+        seen[name] = int(seq["region/num_regions"].numpy().max())
+    assert sorted(seen) == sorted(clips)
+    assert seen["mp460"] == 2  # both people of the two-person scene
+
+
+def test_validator_passes_our_output_and_catches_violations(demo_run, tmp_path):
+    import shutil
+
+    from pipelines import validate
+
+    info, out = demo_run
+    violations, table = validate.validate(str(out))
+    assert violations == []
+    assert "train" in table and "violations: 0" in table
+    # Break one record: drop its last flow step, and claim one more clip than written.
+    broken = tmp_path / "broken"
+    shutil.copytree(out, broken)
+    shard = next(s for s in info["splits"]["train"]["shards"] if (broken / s).stat().st_size)
+    ex = tf.train.SequenceExample.FromString(next(output.read_tfrecords(str(broken / shard))))
+    del ex.feature_lists.feature_list["FORWARD_FLOW/image/encoded"].feature[-1]
+    del ex.feature_lists.feature_list["FORWARD_FLOW/image/timestamp"].feature[-1]
+    output.write_tfrecords(str(broken / shard), [ex.SerializeToString()])
+    desc = json.loads((broken / "dataset_info.json").read_text())
+    desc["splits"]["train"]["clips"] += 1
+    (broken / "dataset_info.json").write_text(json.dumps(desc))
+    violations, _ = validate.validate(str(broken))
+    assert any("flow: expected T-1=19 steps" in v for v in violations), violations
+    assert any("1 clips in the shards, the description says 2" in v for v in violations)
+    assert validate.main([str(broken)]) == 1
+    desc["schema_version"] = 99
+    (broken / "dataset_info.json").write_text(json.dumps(desc))
+    violations, _ = validate.validate(str(broken))
+    assert len(violations) == 1 and "schema_version=99" in violations[0]

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from pipelines.tracking import IouTracker, box_iou
+from pipelines.tracking import IouTracker, box_iou, suppress_duplicates
 
 
 def test_box_iou_exact():
@@ -40,3 +40,16 @@ def test_bad_parameters():
         IouTracker(min_iou=0)
     with pytest.raises(ValueError, match="max_gap=0"):
         IouTracker(max_gap=0)
+
+
+def test_suppress_duplicates_keeps_the_better_of_two_poses_of_one_person():
+    boxes = np.array(
+        [[0.1, 0.1, 0.9, 0.4], [0.11, 0.1, 0.9, 0.41], [0.1, 0.5, 0.9, 0.8], [0.1, 0.3, 0.9, 0.6]],
+        np.float32,
+    )
+    scores = np.array([0.6, 0.9, 0.8, 0.7], np.float32)
+    # Box 0 overlaps box 1 (IoU 0.95) and loses; box 3 overlaps 0 and 2 by a third only.
+    assert suppress_duplicates(boxes, scores).tolist() == [1, 2, 3]
+    assert suppress_duplicates(np.zeros((0, 4)), np.zeros(0)).tolist() == []
+    with pytest.raises(ValueError, match="max_iou=0"):
+        suppress_duplicates(boxes, scores, max_iou=0)
