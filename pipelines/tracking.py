@@ -60,33 +60,57 @@ class IouTracker:
     """Assigns track ids to person boxes frame by frame.
 
     Each frame's boxes are matched to the tracks seen in the last `max_gap` frames, greedily by
-    decreasing IoU (pairs below `min_iou` never match); unmatched boxes start new tracks. Ids are
-    0, 1, 2, ... in order of first appearance. One tracker serves one clip.
+    decreasing similarity; unmatched boxes start new tracks. Similarity is the IoU with the track's
+    last box when that is >= `min_iou`; otherwise, when the box centres lie within
+    `max_center_shift` of the track box's diagonal, a weaker match (below `min_iou`) that still
+    wins over nothing: the pose detector's boxes jitter from frame to frame, and a box that jumped
+    but stayed near its person should keep the person's id. Ids are 0, 1, 2, ... in order of first
+    appearance. One tracker serves one clip.
+
+    Defaults measured on the two-person sample scenes at 25 fps: with them each person keeps one
+    id over the whole clip (IoU 0.3 alone and a 5-frame gap split the same scenes into up to 5).
     """
 
-    def __init__(self, min_iou: float = 0.3, max_gap: int = 5):
+    def __init__(self, min_iou: float = 0.1, max_gap: int = 10, max_center_shift: float = 0.5):
         if not 0.0 < min_iou <= 1.0:
             raise ValueError(f"min_iou={min_iou!r}: must be in (0, 1]")
         if max_gap < 1:
             raise ValueError(f"max_gap={max_gap!r}: must be >= 1")
+        if max_center_shift < 0:
+            raise ValueError(f"max_center_shift={max_center_shift!r}: must be >= 0")
         self._min_iou = min_iou
         self._max_gap = max_gap
+        self._max_shift = max_center_shift
         self._boxes = np.zeros((0, 4), np.float32)  # last box of each live track
         self._ids = np.zeros((0,), np.int64)
         self._last_seen = np.zeros((0,), np.int64)
         self._frame = 0
         self._next_id = 0
 
+    def _similarity(self, boxes: np.ndarray) -> np.ndarray:
+        """[P, T] match scores; < 0 means no match."""
+        iou = box_iou(boxes, self._boxes)
+        centers = (boxes[:, None, :2] + boxes[:, None, 2:]) / 2
+        track_centers = (self._boxes[None, :, :2] + self._boxes[None, :, 2:]) / 2
+        shift = np.linalg.norm(centers - track_centers, axis=2)
+        diag = np.linalg.norm(self._boxes[:, 2:] - self._boxes[:, :2], axis=1)[None, :]
+        near = shift <= self._max_shift * diag
+        # Near but not overlapping enough: a score in [0, min_iou), the closer the higher.
+        weak = 0.999 * self._min_iou * (1.0 - shift / np.maximum(self._max_shift * diag, 1e-9))
+        return np.where(iou >= self._min_iou, iou, np.where(near, weak, -1.0))
+
     def update(self, boxes: np.ndarray) -> np.ndarray:
         """Returns int64 [P] track ids for float [P, 4] boxes of the next frame."""
         boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
         ids = np.full(len(boxes), -1, np.int64)
         if len(boxes) and len(self._ids):
-            iou = box_iou(boxes, self._boxes)
-            order = np.dstack(np.unravel_index(np.argsort(-iou, axis=None), iou.shape))[0]
+            sim = self._similarity(boxes)
+            order = np.dstack(
+                np.unravel_index(np.argsort(-sim, axis=None, kind="stable"), sim.shape)
+            )[0]
             used_box, used_track = set(), set()
             for i, t in order:
-                if iou[i, t] < self._min_iou:
+                if sim[i, t] < 0:
                     break
                 if i in used_box or t in used_track:
                     continue

@@ -116,6 +116,12 @@ def test_records_parse_with_plain_tf_and_hold_all_streams(demo_run):
     assert conf[t, :34].mean() > 0.5
     tracks = tf.sparse.to_dense(seq["region/track/index"], default_value=-1).numpy()
     assert sorted(tracks[t, :2].tolist()) == [0, 1]
+    # The two people keep their ids over the whole clip: no id beyond 0 and 1 ever appears, and
+    # track 0 stays the same person (its mean x moves less than a tenth of the frame a step).
+    assert set(tracks[tracks >= 0].tolist()) == {0, 1}
+    x0 = [x[i, 17 * p : 17 * p + 17].mean() for i in range(len(persons))
+          for p in range(persons[i]) if tracks[i, p] == 0]  # fmt: skip
+    assert np.abs(np.diff(x0)).max() < 0.1
 
 
 def test_cli_runs_and_refuses_a_bad_model_before_any_video(tmp_path, assets_ready):

@@ -53,3 +53,18 @@ def test_suppress_duplicates_keeps_the_better_of_two_poses_of_one_person():
     assert suppress_duplicates(np.zeros((0, 4)), np.zeros(0)).tolist() == []
     with pytest.raises(ValueError, match="max_iou=0"):
         suppress_duplicates(boxes, scores, max_iou=0)
+
+
+def test_a_jittering_box_keeps_its_id_when_it_stays_near_its_person():
+    t = IouTracker()
+    person = np.array([[0.10, 0.30, 0.50, 0.40]], np.float32)  # diagonal ~0.41
+    assert t.update(person).tolist() == [0]
+    # The detector's box jumps to a small one: IoU 0.075 < 0.1, centre shift 0.13 < 0.5 * 0.41.
+    jumped = np.array([[0.10, 0.36, 0.25, 0.38]], np.float32)
+    assert box_iou(jumped, person)[0, 0] < 0.1
+    assert t.update(jumped).tolist() == [0]
+    # Someone far away is somebody else.
+    far = np.array([[0.10, 0.80, 0.50, 0.90]], np.float32)
+    assert t.update(np.vstack([jumped, far])).tolist() == [0, 1]
+    with pytest.raises(ValueError, match="max_center_shift=-1"):
+        IouTracker(max_center_shift=-1)
