@@ -123,7 +123,10 @@ class ClipProcessor:
 
     def _clips(self, spec: ClipSpec, local_path: str) -> Iterator[ClipRecord]:
         cfg = self.config
-        frames = video.iter_frames(local_path, spec.start_us, spec.end_us, cfg.fps, cfg.short_side)
+        pose_side = cfg.pose_frame_side if ms.MODALITY_POSE in self.modalities else None
+        frames = video.iter_frames(
+            local_path, spec.start_us, spec.end_us, cfg.fps, cfg.short_side, pose_side
+        )
         estimator = None
         if ms.MODALITY_POSE in self.modalities:
             try:
@@ -186,7 +189,7 @@ class ClipProcessor:
         track_ids = np.zeros((0,), np.int64)
         if estimator is not None:
             try:
-                poses = estimator.detect(frame.rgb, frame.timestamp_us)
+                poses = estimator.detect(frame.pose_rgb, frame.timestamp_us)
             except Exception as e:
                 raise StageError("pose", e) from e
             keep = suppress_duplicates(poses.boxes, poses.box_scores)

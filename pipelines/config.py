@@ -27,6 +27,8 @@ class PreprocessConfig:
       flow_preset: a key of flow.FLOW_PRESETS.
       pose_model: a MediaPipe pose landmarker bundle, local or gs://; None for the embedded one.
       num_poses: most persons the pose estimator returns per frame, >= 1.
+      pose_short_side: shorter side in pixels of the frames the pose estimator sees, made from
+        the decoded frame (0: full resolution; -1: the stored frame, `short_side`).
       fps: stored frame rate, frames per second, > 0.
       short_side: stored shorter side in pixels, >= 16.
       jpeg_quality: JPEG quality of every stored image, 1..100.
@@ -47,6 +49,7 @@ class PreprocessConfig:
     flow_preset: str = DEFAULT_FLOW_PRESET
     pose_model: str | None = None
     num_poses: int = 10
+    pose_short_side: int = -1
     fps: float = 25.0
     short_side: int = 256
     jpeg_quality: int = 90
@@ -81,6 +84,10 @@ class PreprocessConfig:
             bad("flow_preset", f"expected one of {sorted(FLOW_PRESETS)}")
         if self.num_poses < 1:
             bad("num_poses", "must be >= 1")
+        if self.pose_short_side != -1 and not (
+            self.pose_short_side == 0 or self.pose_short_side >= 16
+        ):
+            bad("pose_short_side", "must be -1 (stored frame), 0 (full resolution) or >= 16")
         if not (math.isfinite(self.fps) and self.fps > 0):
             bad("fps", "must be > 0")
         if self.short_side < 16:
@@ -99,6 +106,11 @@ class PreprocessConfig:
     @property
     def style(self) -> RenderStyle:
         return RenderStyle.parse(self.render_style)
+
+    @property
+    def pose_frame_side(self) -> int:
+        """Shorter side of the pose estimator's frames (0: full resolution)."""
+        return self.short_side if self.pose_short_side == -1 else self.pose_short_side
 
     @property
     def max_clip_frames(self) -> int:

@@ -80,7 +80,16 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="MediaPipe pose landmarker .task bundle, local or gs:// (default: the embedded one)",
     )
-    p.add_argument("--num_poses", type=int, default=d["num_poses"].default)
+    p.add_argument(
+        "--num_poses", type=int, default=d["num_poses"].default, help="most persons per frame"
+    )
+    p.add_argument(
+        "--pose_short_side",
+        type=int,
+        default=d["pose_short_side"].default,
+        help="shorter side of the frames the pose estimator sees (0: full resolution, "
+        "-1: the stored frames)",
+    )
     p.add_argument("--fps", type=float, default=d["fps"].default)
     p.add_argument("--short_side", type=int, default=d["short_side"].default)
     p.add_argument("--jpeg_quality", type=int, default=d["jpeg_quality"].default)
@@ -113,6 +122,7 @@ def parse_args(argv: list[str] | None) -> tuple[PreprocessConfig, PipelineOption
         flow_preset=args.flow_preset,
         pose_model=args.pose_model,
         num_poses=args.num_poses,
+        pose_short_side=args.pose_short_side,
         fps=args.fps,
         short_side=args.short_side,
         jpeg_quality=args.jpeg_quality,

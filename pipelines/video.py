@@ -48,11 +48,20 @@ class VideoInfo:
 
 @dataclasses.dataclass(frozen=True)
 class Frame:
-    """One output frame: RGB pixels uint8 [H, W, 3] and its time in the source (microseconds)."""
+    """One output frame.
+
+    Attributes:
+      rgb: uint8 [H, W, 3], the stored frame (shorter side `short_side`).
+      timestamp_us: its time in the source, microseconds.
+      source_index: index of the decoded source frame it shows.
+      pose_rgb: uint8 [H', W', 3], the same frame at the pose estimator's resolution; `rgb`
+        itself when both resolutions are the same.
+    """
 
     rgb: np.ndarray
     timestamp_us: int
     source_index: int
+    pose_rgb: np.ndarray | None = None
 
 
 def output_timestamps(start_us: int, end_us: int, fps: float) -> list[int]:
@@ -165,6 +174,7 @@ def iter_frames(
     end_us: int | None = None,
     fps: float = 25.0,
     short_side: int = 256,
+    pose_short_side: int | None = None,
 ) -> Iterator[Frame]:
     """Streams the window [start_us, end_us) of a video, resampled to `fps` and resized.
 
@@ -174,6 +184,8 @@ def iter_frames(
       end_us: window end (exclusive), microseconds; None for the end of the video.
       fps: output frame rate, frames per second, > 0.
       short_side: shorter side of the output frames in pixels (0 keeps the source size).
+      pose_short_side: if given, each frame also carries `pose_rgb` with this shorter side
+        (0: the source size), made from the decoded frame, not from the stored one.
 
     Yields:
       `Frame`s in time order: RGB uint8 [H, W, 3], timestamps `start_us + round(k * 1e6 / fps)`.
@@ -190,16 +202,16 @@ def iter_frames(
     cap = _open(path)
     try:
         info = _info(cap, path)
-        yield from _stream(cap, info, path, start_us, end_us, fps, short_side)
+        yield from _stream(cap, info, path, start_us, end_us, fps, (short_side, pose_short_side))
     finally:
         cap.release()
 
 
-def _stream(cap, info: VideoInfo, path, start_us, end_us, fps, short_side) -> Iterator[Frame]:
+def _stream(cap, info: VideoInfo, path, start_us, end_us, fps, sizes) -> Iterator[Frame]:
     period = MICROS / fps
     src_period = MICROS / info.fps if info.fps > 0 else period
     k = 0  # next output frame
-    prev: tuple[np.ndarray, int, int] | None = None  # (bgr, pts_us, index) of the last frame read
+    prev: list | None = None  # [bgr, pts_us, index, made frames] of the last frame read
     index = -1
     emitted = 0
 
@@ -217,20 +229,19 @@ def _stream(cap, info: VideoInfo, path, start_us, end_us, fps, short_side) -> It
             pts = prev[1] + 1  # containers with broken timestamps: keep them increasing
         # Output frames whose time falls before this frame's pts show the previous frame.
         while prev is not None and target(k) < pts and (end_us is None or target(k) < end_us):
-            if target(k) >= start_us:
-                yield _make_frame(prev[0], target(k), prev[2], short_side)
-                emitted += 1
+            yield _make_frame(prev, target(k), sizes)
+            emitted += 1
             k += 1
         if end_us is not None and target(k) >= end_us:
             break
-        prev = (bgr, pts, index)
+        prev = [bgr, pts, index, None]
     if prev is not None:
         # The last frame read is shown until its end (pts + one source frame period).
         stop = prev[1] + int(round(src_period))
         if end_us is not None:
             stop = min(stop, end_us)
         while target(k) < stop:
-            yield _make_frame(prev[0], target(k), prev[2], short_side)
+            yield _make_frame(prev, target(k), sizes)
             emitted += 1
             k += 1
     if index < 0:
@@ -243,8 +254,14 @@ def _stream(cap, info: VideoInfo, path, start_us, end_us, fps, short_side) -> It
         )
 
 
-def _make_frame(bgr: np.ndarray, timestamp_us: int, index: int, short_side: int) -> Frame:
-    small = resize_short_side(bgr, short_side)
-    return Frame(
-        rgb=cv2.cvtColor(small, cv2.COLOR_BGR2RGB), timestamp_us=timestamp_us, source_index=index
-    )
+def _make_frame(prev: list, timestamp_us: int, sizes: tuple[int, int | None]) -> Frame:
+    """The output frame of a decoded frame; resized once, however often it is shown."""
+    if prev[3] is None:
+        bgr, short_side, pose_side = prev[0], sizes[0], sizes[1]
+        rgb = cv2.cvtColor(resize_short_side(bgr, short_side), cv2.COLOR_BGR2RGB)
+        pose = rgb
+        if pose_side is not None and pose_side != short_side:
+            pose = cv2.cvtColor(resize_short_side(bgr, pose_side), cv2.COLOR_BGR2RGB)
+        prev[3] = (rgb, pose if pose_side is not None else None)
+    rgb, pose = prev[3]
+    return Frame(rgb=rgb, timestamp_us=timestamp_us, source_index=prev[2], pose_rgb=pose)

@@ -72,3 +72,14 @@ def test_resize_short_side_keeps_aspect():
     assert video.stored_size(16, 16, 256) == (256, 256)
     with pytest.raises(ValueError, match="short_side=-1"):
         video.resize_short_side(frame, -1)
+
+
+def test_pose_frames_come_from_the_decoded_frame(tmp_path):
+    path = write_video(tmp_path / "v.mp4", 5, 10.0, size=(96, 64))
+    full = list(video.iter_frames(path, 0, None, 25.0, short_side=16, pose_short_side=0))
+    assert full[0].rgb.shape == (16, 24, 3) and full[0].pose_rgb.shape == (64, 96, 3)
+    # Shown three times (10 -> 25 fps), resized once: the same arrays.
+    assert full[0].rgb is full[1].rgb and full[0].pose_rgb is full[2].pose_rgb
+    same = list(video.iter_frames(path, 0, None, 25.0, short_side=32, pose_short_side=32))
+    assert same[0].pose_rgb is same[0].rgb
+    assert list(video.iter_frames(path, 0, None, 25.0, 32))[0].pose_rgb is None
