@@ -278,10 +278,21 @@ class _local_copy:
                 while chunk := src.read(1 << 22):
                     out.write(chunk)
         except Exception as e:
-            raise StageError("fetch", e) from e
+            self.__exit__(None, None, None)
+            missing = FileNotFoundError(f"video {self.path!r} does not exist")
+            raise StageError("fetch", e if _exists(self.path) else missing) from e
         return self._tmp
 
     def __exit__(self, *exc):
         if self._tmp and os.path.exists(self._tmp):
             os.remove(self._tmp)
         return False
+
+
+def _exists(path: str) -> bool:
+    from apache_beam.io.filesystems import FileSystems
+
+    try:
+        return FileSystems.exists(path)
+    except Exception:  # the store itself is unreachable: report the original error
+        return True

@@ -16,6 +16,10 @@ from collections.abc import Iterable, Iterator
 import google_crc32c
 from apache_beam.io.filesystems import FileSystems
 
+from pipelines.gcs import configure_emulator
+
+configure_emulator()  # only with STORAGE_EMULATOR_HOST set: see pipelines/gcs.py
+
 DATASET_INFO = "dataset_info.json"
 FAILURES_DIR = "failures"
 FAILURES_PREFIX = "failures"

@@ -9,19 +9,21 @@ Writes two PNGs into DIR (local or gs://) and prints their paths:
   columns; rows RGB, pose-rendered (as stored) and flow (TV-L1, frame t to t + 1, decoded from the
   stored quantized JPEG and shown with the Middlebury color wheel of `flow.visualize`), one row
   per stream the record holds, each labelled; under each column the frame index and its
-  timestamp in seconds of the source video. A legend beside the flow row shows the color wheel and
-  its scale: the rim is `--flow_max` pixels per frame (default: chosen per record, the 99th
+  timestamp in seconds of the source video. Under the flow row's label, a legend: the color wheel
+  and its scale, the rim being `--flow_max` pixels per frame (default: chosen per record, the 99th
   percentile of the shown flow's length rounded up to 1, 2, 3, 5, 10, 15 or 20 px).
 - `<id>_variants.png`, the variant sheet: the frame with the most people (the first such),
   re-rendered from its stored keypoints on its stored RGB frame in every variant of
   `render.VARIANTS` (16), as a 4 x 4 grid (rows background x marker, columns colors x
   thickness), each tile labelled with its variant name; the rows of the paper's Table 2 are
-  framed in orange and numbered in the paper's order. Tiles show the people's region (their
-  boxes, with a margin) unless `--full_frame`.
+  framed in orange and labelled `T2 #row` in the paper's order. Tiles show the people's region
+  (their boxes and keypoints, with a margin, at least 40 % of the frame tall) unless
+  `--full_frame`.
 
-Thumbnails are `--thumb_height` pixels tall (default 180 for the contact sheet, 200 for the
-variant sheet); when a PNG would exceed 1.5 MB its thumbnails are made smaller until it fits.
-Only the sampled frames' images are decoded (and one frame for the variants).
+Thumbnails are `--thumb_height` pixels tall (default 180 for the contact sheet, wide frames
+shorter so that none is wider than 1.6 times that; 200 for the variant sheet); when a PNG would
+exceed 1.5 MB its thumbnails are made smaller until it fits. Only the sampled frames' images are
+decoded (and one frame for the variants).
 
 The record is chosen by `--id` (its `example/id`) or `--index` (0-based, in the description's
 split order and shard order, or within `--split`).
@@ -65,6 +67,10 @@ FONT = cv2.FONT_HERSHEY_SIMPLEX
 FONT_SCALE = 0.45
 TITLE_SCALE = 0.55
 LINE_PX = 17  # height of one line of text at FONT_SCALE, with spacing
+MAX_THUMB_ASPECT = 1.6  # contact sheet thumbnails are at most this times thumb_height wide
+LEGEND_MIN_PX = 72  # the flow legend column is at least this wide
+VARIANT_MIN_COL_PX = 130  # variant sheet columns are at least this wide
+TABLE2_TEXT = (190, 80, 0)  # labels of the Table 2 variants
 
 
 @dataclasses.dataclass(frozen=True)
@@ -250,12 +256,14 @@ def contact_sheet(
       example: a `tf.train.SequenceExample` of the record contract.
       split: the record's split, for the title.
       num_frames: K, columns, >= 1; fewer when the clip has fewer frames.
-      thumb_height: thumbnail height in pixels, in [64, 512]; widths keep the frame's aspect.
+      thumb_height: thumbnail height in pixels, in [64, 512]; widths keep the frame's aspect,
+        and wide frames get shorter thumbnails so that none is wider than 1.6 x thumb_height.
       flow_max: flow length in pixels at the legend wheel's rim, > 0; None to choose it.
 
     Returns:
       a `Sheet`; tiles named `<row>/<column>` with row in rgb, pose, flow and column 0..K'-1, plus
-      `legend`. facts: frames (the sampled frame indices), timestamps_us, flow_max, rows.
+      `legend` (the color wheel). facts: frames (the sampled frame indices), timestamps_us,
+      flow_max (None without flow), rows, thumb_height, thumb_width.
     """
     thumb_height = _check_thumb_height(thumb_height)
     if isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1:
@@ -286,6 +294,9 @@ def contact_sheet(
     width = int(_context(example, ms.prefixed(prefix, ms.IMAGE_WIDTH)))
     th = thumb_height
     tw = max(1, int(round(width * th / height)))
+    if tw > MAX_THUMB_ASPECT * thumb_height:
+        tw = int(MAX_THUMB_ASPECT * thumb_height)
+        th = max(1, int(round(height * tw / width)))
     saturation = float(
         _context(example, ms.prefixed(ms.FORWARD_FLOW_PREFIX, ms.IMAGE_SATURATION), 20.0)
     )
@@ -298,50 +309,46 @@ def contact_sheet(
         else:
             pictures[name] = [_thumb(decode_jpeg(encoded[name][t]), th, tw) for t in frames]
     scale = float(flow_max) if flow_max is not None else _auto_flow_scale(flows)
+    rim = f"rim {scale:g} px"
     if flows:
         # Color at full resolution, then shrink: the colors of small flow survive the averaging.
         pictures["flow"] = [_thumb(flow_to_color(f, scale), th, tw) for f in flows]
 
-    label_w = max(_text_width(label) for _, label in rows + [("", "TV-L1")]) + 2 * GAP
-    legend_w = max(_text_width(s) for s in ("flow scale", f"rim = {scale:g} px")) + GAP
-    legend_w = max(legend_w, min(th, 96)) if flows else 0
+    label_w = max(_text_width(label) for _, label in rows)
+    if flows:
+        label_w = max(label_w, _text_width(rim), LEGEND_MIN_PX)
+    label_w += 2 * GAP
     col_w = max(tw, _text_width("#000  00.00 s") + GAP)
     header_h = MARGIN + 2 * LINE_PX + GAP
-    caption_h = LINE_PX + GAP
     grid_x = MARGIN + label_w
-    sheet_w = grid_x + len(frames) * (col_w + GAP) - GAP + (GAP * 2 + legend_w if flows else 0)
-    sheet_w += MARGIN
-    sheet_h = header_h + len(rows) * (th + GAP) + caption_h + LINE_PX + MARGIN
+    sheet_w = grid_x + len(frames) * (col_w + GAP) - GAP + MARGIN
+    sheet_h = header_h + len(rows) * (th + GAP) + 2 * LINE_PX + MARGIN
     canvas = np.full((sheet_h, sheet_w, 3), BACKGROUND, np.uint8)
 
     title = _fit_width(_title(example, split), sheet_w - 2 * MARGIN, TITLE_SCALE)
     _put(canvas, title, MARGIN, MARGIN + 13, TITLE_SCALE)
     sub = f"{frame_count} frames {width}x{height}"
     if flows:
-        sub += f"; flow from frame t to t+1, rim = {scale:g} px (white: no motion)"
+        sub += f"; TV-L1 flow from frame t to t+1 in Middlebury colors: white = still, {rim}"
     _put(canvas, _fit_width(sub, sheet_w - 2 * MARGIN), MARGIN, MARGIN + 13 + LINE_PX, color=MUTED)
 
     tiles: list[Tile] = []
     for r, (name, label) in enumerate(rows):
         y = header_h + r * (th + GAP)
-        _put(canvas, label, MARGIN, y + th // 2 + 5)
-        if name == "flow":
-            _put(canvas, "TV-L1", MARGIN, y + th // 2 + 5 + LINE_PX, color=MUTED)
+        _put(canvas, label, MARGIN, y + 13)
         for c, pic in enumerate(pictures[name]):
             x = grid_x + c * (col_w + GAP) + (col_w - tw) // 2
             _paste(canvas, pic, y, x)
             tiles.append(Tile(f"{name}/{c}", y, x, th, tw))
-        if name == "flow":
-            lx = grid_x + len(frames) * (col_w + GAP) + GAP
-            diameter = max(16, min(legend_w - GAP, th - 2 * LINE_PX - GAP))
-            wheel = color_wheel(diameter, scale, BACKGROUND)
-            wx = lx + (legend_w - diameter) // 2
-            _put_centered(canvas, "flow scale", lx + legend_w / 2, y + 12)
-            canvas[y + LINE_PX : y + LINE_PX + diameter, wx : wx + diameter] = wheel
-            tiles.append(Tile("legend", y + LINE_PX, wx, diameter, diameter))
-            _put_centered(
-                canvas, f"rim = {scale:g} px", lx + legend_w / 2, y + 2 * LINE_PX + diameter
+        if name == "flow":  # the legend, under the row's label: the wheel and its scale
+            diameter = max(LEGEND_MIN_PX // 2, min(label_w - 2 * GAP, th - 2 * LINE_PX - GAP))
+            wy = y + LINE_PX + 2
+            wx = MARGIN + (label_w - GAP - diameter) // 2
+            canvas[wy : wy + diameter, wx : wx + diameter] = color_wheel(
+                diameter, scale, BACKGROUND
             )
+            tiles.append(Tile("legend", wy, wx, diameter, diameter))
+            _put_centered(canvas, rim, wx + diameter / 2, wy + diameter + 14)
     y = header_h + len(rows) * (th + GAP) + 13
     for c, t in enumerate(frames):
         cx = grid_x + c * (col_w + GAP) + col_w / 2
@@ -364,25 +371,32 @@ def contact_sheet(
 # The variant sheet.
 # ---------------------------------------------------------------------------------------------
 def _people_crop(clip: export.ClipPoses, t: int, height: int, width: int) -> tuple[int, ...]:
-    """(y0, x0, y1, x1) px: the frame's people (boxes, keypoints) with a margin, >= 40 % tall."""
+    """(y0, x0, y1, x1) px: frame t's people (boxes and keypoints) with a margin of 15 % of their
+    extent, at least 40 % of the frame tall and 0.6 times as wide as tall where the frame allows."""
     boxes = clip.boxes[t]
     if not len(boxes):
         return 0, 0, height, width
     kp = clip.keypoints[t]
-    ymin = min(boxes[:, 0].min(), kp[..., 1].min())
-    xmin = min(boxes[:, 1].min(), kp[..., 0].min())
-    ymax = max(boxes[:, 2].max(), kp[..., 1].max())
-    xmax = max(boxes[:, 3].max(), kp[..., 0].max())
-    y0, y1, x0, x1 = ymin * height, ymax * height, xmin * width, xmax * width
-    pad = 0.15 * max(y1 - y0, x1 - x0)
-    y0, y1, x0, x1 = y0 - pad, y1 + pad, x0 - pad, x1 + pad
-    min_h = 0.4 * height
-    if y1 - y0 < min_h:
-        cy = (y0 + y1) / 2
-        y0, y1 = cy - min_h / 2, cy + min_h / 2
-    y0, x0 = max(0, int(math.floor(y0))), max(0, int(math.floor(x0)))
-    y1, x1 = min(height, int(math.ceil(y1))), min(width, int(math.ceil(x1)))
+    ymin = min(boxes[:, 0].min(), kp[..., 1].min()) * height
+    xmin = min(boxes[:, 1].min(), kp[..., 0].min()) * width
+    ymax = max(boxes[:, 2].max(), kp[..., 1].max()) * height
+    xmax = max(boxes[:, 3].max(), kp[..., 0].max()) * width
+    pad = 0.15 * max(ymax - ymin, xmax - xmin)
+    y0, y1 = _grow(ymin - pad, ymax + pad, 0.4 * height, height)
+    x0, x1 = _grow(xmin - pad, xmax + pad, 0.6 * (y1 - y0), width)
     return y0, x0, y1, x1
+
+
+def _grow(lo: float, hi: float, least: float, size: int) -> tuple[int, int]:
+    """[lo, hi) widened about its centre to at least `least` px, then clipped to [0, size)."""
+    if hi - lo < least:
+        mid = (lo + hi) / 2
+        lo, hi = mid - least / 2, mid + least / 2
+    if lo < 0:
+        lo, hi = 0, hi - lo
+    if hi > size:
+        lo, hi = lo - (hi - size), size
+    return max(0, int(math.floor(lo))), min(size, int(math.ceil(hi)))
 
 
 def variant_sheet(
@@ -413,10 +427,8 @@ def variant_sheet(
     rgb_jpegs = _images(example, ms.RGB_PREFIX)
     if rgb_jpegs:
         frame = decode_jpeg(rgb_jpegs[t])
-        note = ""
     else:
         frame = np.zeros((clip.height, clip.width, 3), np.uint8)
-        note = "  (no RGB stream: black frame)"
     height, width = frame.shape[:2]
     y0, x0, y1, x1 = (0, 0, height, width) if full_frame else _people_crop(clip, t, height, width)
     th = thumb_height
@@ -426,32 +438,29 @@ def variant_sheet(
     # Grid: rows background x marker, columns colors x thickness (VARIANTS' product order).
     ncols = 4
     nrows = math.ceil(len(names) / ncols)
-    label_lines = 2
-    col_w = max(tw, max(_text_width(n.replace("_", " ")) for n in names) // 2 + 4 * GAP)
-    col_w = max(col_w, _text_width("Table 2 row 7") + 2 * GAP)
-    cell_h = th + GAP + label_lines * LINE_PX + GAP
-    header_h = MARGIN + 3 * LINE_PX + GAP
+    col_w = max(tw, VARIANT_MIN_COL_PX)
+    cell_h = th + GAP + 3 * LINE_PX
+    header_h = MARGIN + 4 * LINE_PX + GAP
     sheet_w = 2 * MARGIN + ncols * (col_w + 2 * GAP) - 2 * GAP
     sheet_h = header_h + nrows * (cell_h + GAP) + MARGIN
     canvas = np.full((sheet_h, sheet_w, 3), BACKGROUND, np.uint8)
 
+    lines = [
+        f"frame #{t} at {_seconds(int(clip.timestamps_us[t]))}: {int(counts[t])} people, "
+        "stored keypoints re-rendered",
+        "orange: the paper's Table 2 rows (T2 #row)",
+    ]
+    if not rgb_jpegs:
+        lines.append("no RGB stream: a black frame instead")
+    elif (y0, x0, y1, x1) != (0, 0, height, width):
+        lines.append(f"crop x {x0}-{x1}, y {y0}-{y1} of {width}x{height}")
+    else:
+        lines.append(f"full frame {width}x{height}")
     title = _fit_width(_title(example, split), sheet_w - 2 * MARGIN, TITLE_SCALE)
     _put(canvas, title, MARGIN, MARGIN + 13, TITLE_SCALE)
-    sub = (
-        f"frame #{t} ({_seconds(int(clip.timestamps_us[t]))}), {int(counts[t])} people, "
-        f"stored keypoints re-rendered in {len(names)} variants{note}"
-    )
-    _put(canvas, _fit_width(sub, sheet_w - 2 * MARGIN), MARGIN, MARGIN + 13 + LINE_PX, color=MUTED)
-    key = "orange frame: a row of the paper's Table 2 (T2 #row)"
-    if (y0, x0, y1, x1) != (0, 0, height, width):
-        key += f"; crop x {x0}-{x1}, y {y0}-{y1} of {width}x{height}"
-    _put(
-        canvas,
-        _fit_width(key, sheet_w - 2 * MARGIN),
-        MARGIN,
-        MARGIN + 13 + 2 * LINE_PX,
-        color=MUTED,
-    )
+    for i, line in enumerate(lines):
+        y = MARGIN + 13 + (i + 1) * LINE_PX
+        _put(canvas, _fit_width(line, sheet_w - 2 * MARGIN), MARGIN, y, color=MUTED)
 
     tiles = []
     for i, name in enumerate(names):
@@ -470,19 +479,14 @@ def variant_sheet(
         tiles.append(Tile(name, y, x, th, tw))
         background, marker, colors, thickness = name.split("_")
         cx = cell_x + col_w / 2
-        line1 = f"{background} {marker}"
-        line2 = f"{colors} {thickness}"
         ly = y + th + GAP + 12
-        _put_centered(canvas, line1, cx, ly)
-        _put_centered(canvas, line2, cx, ly + LINE_PX)
-        marks = []
+        _put_centered(canvas, f"{background} {marker}", cx, ly)
+        _put_centered(canvas, f"{colors} {thickness}", cx, ly + LINE_PX)
+        marks = [f"T2 #{table2[name]}"] if name in table2 else []
         if name == names[0]:
             marks.append("default")
-        if name in table2:
-            marks.append(f"T2 #{table2[name]}")
         if marks:
-            _put(canvas, ", ".join(marks), x + 4, y + 14, FONT_SCALE, (255, 255, 255), 3)
-            _put(canvas, ", ".join(marks), x + 4, y + 14, FONT_SCALE, TEXT)
+            _put_centered(canvas, ", ".join(marks), cx, ly + 2 * LINE_PX, color=TABLE2_TEXT)
     facts = {
         "frame": t,
         "timestamp_us": int(clip.timestamps_us[t]),
