@@ -161,7 +161,7 @@ def parse_example(data: bytes):
     return tf.train.SequenceExample.FromString(data)
 
 
-def _context_value(example, key: str):
+def context_value(example, key: str):
     feature = example.context.feature.get(key)
     if feature is None:
         raise ValueError(f"record has no context feature {key!r}")
@@ -181,13 +181,13 @@ def _steps(example, key: str, kind: str) -> list:
 
 def clip_poses(example) -> ClipPoses:
     """The keypoints of a parsed record; ValueError naming the key on an inconsistent record."""
-    example_id = _context_value(example, ms.EXAMPLE_ID_KEY)
+    example_id = context_value(example, ms.EXAMPLE_ID_KEY)
     if ms.IMAGE_HEIGHT in example.context.feature:
         prefix = ms.RGB_PREFIX
     else:
         prefix = ms.POSE_RENDERED_PREFIX
-    height = int(_context_value(example, ms.prefixed(prefix, ms.IMAGE_HEIGHT)))
-    width = int(_context_value(example, ms.prefixed(prefix, ms.IMAGE_WIDTH)))
+    height = int(context_value(example, ms.prefixed(prefix, ms.IMAGE_HEIGHT)))
+    width = int(context_value(example, ms.prefixed(prefix, ms.IMAGE_WIDTH)))
     ts = [v[0] for v in _steps(example, ms.REGION_TIMESTAMP_KEY, "int64_list")]
     counts = [v[0] for v in _steps(example, ms.REGION_NUM_REGIONS_KEY, "int64_list")]
     if len(counts) != len(ts):
@@ -218,8 +218,8 @@ def clip_poses(example) -> ClipPoses:
     j = ms.NUM_JOINTS
     return ClipPoses(
         example_id=example_id,
-        label_index=int(_context_value(example, ms.CLIP_LABEL_INDEX_KEY)),
-        label=_context_value(example, ms.CLIP_LABEL_STRING_KEY),
+        label_index=int(context_value(example, ms.CLIP_LABEL_INDEX_KEY)),
+        label=context_value(example, ms.CLIP_LABEL_STRING_KEY),
         height=height,
         width=width,
         timestamps_us=np.asarray(ts, np.int64),

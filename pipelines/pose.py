@@ -32,6 +32,9 @@ import dataclasses
 import hashlib
 import io
 import numbers
+import os
+import subprocess
+import sys
 import zipfile
 
 import numpy as np
@@ -190,23 +193,64 @@ def _check_bundle_members(data: bytes, name: str) -> None:
         raise ValueError(f"{prefix}: missing {missing}; it holds {sorted(names)}")
 
 
-def check_pose_model(model_bytes: bytes, name: str) -> None:
+def check_pose_model(model_bytes: bytes, name: str, timeout_s: float = 180.0) -> None:
     """Creates a PoseLandmarker from the bundle once and runs it on a blank frame.
 
     Lets a job fail at start-up, before it reads any video, when a bundle has the right members
-    but MediaPipe cannot use it (e.g. missing input-normalization metadata).
+    but MediaPipe cannot use it (e.g. missing input-normalization metadata, or models in the
+    wrong roles). The trial runs in a child process: a landmarker whose graph failed can hang
+    when it is closed or collected, and a corrupt model can crash the native code; neither may
+    take the launcher with it.
 
     Raises:
-      ValueError: MediaPipe rejected the bundle; the message names `name` and MediaPipe's reason.
+      ValueError: MediaPipe rejected the bundle, crashed or hung on it; the message names `name`
+        and the reason.
     """
     _check_bundle_members(model_bytes, name)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
-        with PoseEstimator(model_bytes, num_poses=1) as estimator:
-            estimator.detect(np.zeros((256, 256, 3), np.uint8), 0)
-    except Exception as e:  # MediaPipe maps C++ statuses to several exception types
+        proc = subprocess.run(
+            [sys.executable, "-c", _CHECK_SCRIPT],
+            input=model_bytes,
+            capture_output=True,
+            timeout=timeout_s,
+            env=env,
+        )
+    except subprocess.TimeoutExpired:
         raise ValueError(
-            f"pose model {name!r}: MediaPipe cannot use it: {type(e).__name__}: {e}"
-        ) from e
+            f"pose model {name!r}: MediaPipe did not finish one frame in {timeout_s:.0f} s"
+        ) from None
+    if proc.returncode == 0:
+        return
+    reason = proc.stdout.decode("utf-8", "replace").strip()
+    if not reason:
+        tail = proc.stderr.decode("utf-8", "replace").strip().splitlines()[-3:]
+        reason = f"the check process exited with status {proc.returncode}: {' | '.join(tail)}"
+    raise ValueError(f"pose model {name!r}: MediaPipe cannot use it: {reason}")
+
+
+def _check_in_process(model_bytes: bytes) -> None:
+    """The trial of `check_pose_model`, run in the child process."""
+    with PoseEstimator(model_bytes, num_poses=1) as estimator:
+        estimator.detect(np.zeros((256, 256, 3), np.uint8), 0)
+
+
+# The child reads the bundle from stdin, prints MediaPipe's error if any, and leaves with
+# os._exit so that no finalizer of a failed landmarker runs.
+_CHECK_SCRIPT = """
+import os, sys
+from pipelines.pose import _check_in_process
+try:
+    _check_in_process(sys.stdin.buffer.read())
+except Exception as e:
+    sys.stdout.write(f"{type(e).__name__}: {e}")
+    sys.stdout.flush()
+    os._exit(1)
+os._exit(0)
+"""
 
 
 def _check_fraction(name: str, value) -> float:

@@ -33,7 +33,7 @@ def model():
     try:
         path = assets.default_pose_model_path()
     except FileNotFoundError as e:
-        pytest.skip(f"asset cache missing: {e}")
+        pytest.fail(f"asset cache missing; run python -m pipelines.assets fetch: {e}")
     return load_pose_model(str(path))
 
 
@@ -41,7 +41,7 @@ def _video(name: str) -> Path:
     try:
         return assets.sample_video_path(name)
     except FileNotFoundError as e:
-        pytest.skip(f"asset cache missing: {e}")
+        pytest.fail(f"asset cache missing; run python -m pipelines.assets fetch: {e}")
 
 
 def _frames(path: Path, count: int, step: int = 1, short_side: int = 256):
@@ -188,6 +188,17 @@ def test_check_pose_model_rejects_unusable_bundle(tmp_path):
     data, _ = load_pose_model(str(path))  # right members: passes the cheap check
     with pytest.raises(ValueError, match=re.escape(str(path))):
         check_pose_model(data, str(path))
+
+
+def test_check_pose_model_rejects_a_bundle_of_the_wrong_kind(model):
+    """Real TFLite models in the wrong roles (detector and landmarker swapped) are refused."""
+    bundle = zipfile.ZipFile(io.BytesIO(model[0]))
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("pose_detector.tflite", bundle.read("pose_landmarks_detector.tflite"))
+        zf.writestr("pose_landmarks_detector.tflite", bundle.read("pose_detector.tflite"))
+    with pytest.raises(ValueError, match="pose model 'swapped.task': MediaPipe cannot use it"):
+        check_pose_model(buf.getvalue(), "swapped.task")
 
 
 # ----------------------------------------------------------------------------- parameters
