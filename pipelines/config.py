@@ -20,6 +20,8 @@ class PreprocessConfig:
       output_dir: where records, the description and failures go, local or gs://.
       manifest_format: one of pipelines.manifest.FORMATS.
       video_root: prefix for relative video paths, or None.
+      file_pattern: Kinetics manifests: the video file name made from a row ("" for the default).
+      split_number: UCF-101 / HMDB-51 split files: which official split, 1, 2 or 3.
       label_map: path of an explicit label map (JSON), or None to derive it from the manifest.
       dataset_name: recorded in every example and the description.
       modalities: image streams written, a subset of ("rgb", "pose", "flow").
@@ -42,6 +44,8 @@ class PreprocessConfig:
     output_dir: str
     manifest_format: str = "auto"
     video_root: str | None = None
+    file_pattern: str = ""
+    split_number: int = 1
     label_map: str | None = None
     dataset_name: str = "perfnet"
     modalities: tuple[str, ...] = ALL_MODALITIES
@@ -74,6 +78,8 @@ class PreprocessConfig:
             bad("output_dir", "an output directory is required")
         if self.manifest_format not in FORMATS:
             bad("manifest_format", f"expected one of {list(FORMATS)}")
+        if self.split_number not in (1, 2, 3):
+            bad("split_number", "expected 1, 2 or 3")
         if not self.dataset_name or any(c in self.dataset_name for c in "/\\ \t\n"):
             bad("dataset_name", "must be non-empty, without slashes or spaces")
         mods = tuple(self.modalities)

@@ -168,6 +168,8 @@ def parse_manifest(
     video_root: str | None = None,
     label_map: dict[str, int] | None = None,
     strict: bool = False,
+    file_pattern: str = "",
+    split_number: int = 1,
 ) -> tuple[list[ClipSpec], list[Failure], dict[str, int]]:
     """Reads a manifest into clip specs.
 
@@ -178,6 +180,8 @@ def parse_manifest(
       label_map: explicit {label: index}; None builds one from the manifest's labels, sorted by
         name (the same classes give the same indices on every run and machine).
       strict: raise ManifestError on the first bad row instead of recording it.
+      file_pattern: Kinetics only: video file name from a row's fields ("" for the default).
+      split_number: UCF-101 and HMDB-51 only: which official split (1, 2 or 3).
 
     Returns:
       (specs in manifest order, failures for bad rows, the label map used).

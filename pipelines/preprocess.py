@@ -60,6 +60,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="auto (by extension), csv or jsonl",
     )
     p.add_argument("--video_root", default=None, help="prefix for relative video paths")
+    p.add_argument(
+        "--file_pattern",
+        default="",
+        help="kinetics manifests: video file name made from a row, e.g. "
+        "'{youtube_id}_{time_start:06d}_{time_end:06d}.mp4' (the default)",
+    )
+    p.add_argument(
+        "--split_number", type=int, default=1, help="ucf101/hmdb51: official split 1, 2 or 3"
+    )
     p.add_argument("--label_map", default=None, help="explicit label map JSON (list or dict)")
     p.add_argument("--output_dir", required=True, help="output directory, local or gs://")
     p.add_argument("--dataset_name", default=d["dataset_name"].default)
@@ -115,6 +124,8 @@ def parse_args(argv: list[str] | None) -> tuple[PreprocessConfig, PipelineOption
         output_dir=args.output_dir.rstrip("/") or args.output_dir,
         manifest_format=args.manifest_format,
         video_root=args.video_root,
+        file_pattern=args.file_pattern,
+        split_number=args.split_number,
         label_map=args.label_map,
         dataset_name=args.dataset_name,
         modalities=tuple(m.strip() for m in args.modalities.split(",") if m.strip()),
@@ -343,6 +354,8 @@ def run(argv: list[str] | None = None) -> dict:
         config.video_root,
         label_map=label_map,
         strict=config.strict_manifest,
+        file_pattern=config.file_pattern,
+        split_number=config.split_number,
     )
     _prepare_output(config)
     per_split = splits_of(specs)
