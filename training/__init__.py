@@ -1,5 +1,18 @@
-"""Training package (teachers per modality, distilled RGB student): reads the records through
-`schemas/` and depends on TensorFlow only, never on Beam, MediaPipe or OpenCV.
+"""PERF-Net training: teachers per modality, the distilled RGB student, late-fusion evaluation.
 
-Its models and jobs are not built yet; today it holds no code beyond this package marker.
+Reads the preprocessed shards through `schemas.media_sequence` and depends on TensorFlow and
+numpy only: never on Apache Beam, MediaPipe or OpenCV, so that it installs and runs on a TPU VM
+(`pip install --no-deps .` then `pip install -r training/requirements.txt`).
+
+Modules:
+  config      typed dataclass configs, presets, validate(), JSON round trip
+  inputs      tf.data pipeline: shared window/crop/flip across modalities, flow dequantization
+  models      R3D50-G (paper Table 1), S3D-G, feature gating, the classifier
+  losses      cross-entropy, eq. (1) separate loss (SL) and unified loss (UL), L2
+  schedule    warm-up + cosine learning rate, linear in the global batch size
+  distribute  TPU / Mirrored / default strategy, bfloat16 policy
+  trainer     the train / distill / fine-tune loop with checkpoints, resume and summaries
+  evaluate    top-1/top-5 and late fusion over any set of models (Table 3)
+  flops       parameter counts and FLOPs per clip
+  main        the command line (`python -m training`, console `perfnet-train`)
 """

@@ -1,0 +1,5 @@
+"""`python -m training ...`: see `training.main`."""
+
+from training.main import main
+
+raise SystemExit(main())

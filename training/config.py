@@ -1,0 +1,573 @@
+"""Typed experiment configuration: dataclasses, presets, validation, JSON round trip.
+
+Every job (teacher training, distillation, fine-tuning, evaluation) is described by one
+`ExperimentConfig`. Presets reproduce the paper's runs (PERF-Net, sections 3.2, 3.3 and 4;
+DESIGN.md section 7) and provide tiny variants that train on a CPU in seconds. The resolved
+config (preset + overrides + values derived at run time) is written as `config.json` beside the
+checkpoints; a teacher's `config.json` is how the distillation and evaluation jobs rebuild it.
+
+Units: frames are counts at the stored 25 fps; sizes are pixels (height, width); learning rates
+are per step; batch sizes are global (summed over all replicas) unless named per-replica.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from schemas import media_sequence as ms
+
+BACKBONES = ("r3d50g", "s3dg")
+TASKS = ("teacher", "student", "finetune")
+DISTILL_LOSSES = ("sl", "ul")
+PRECISIONS = ("auto", "float32", "mixed_bfloat16")
+DISTRIBUTIONS = ("auto", "default", "mirrored", "tpu")
+CONFIG_FILENAME = "config.json"
+
+
+def _fail(name: str, value: Any, expected: str) -> None:
+    raise ValueError(f"{name}={value!r}: {expected}")
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """Where the records are and how clips are sampled and augmented.
+
+    Attributes:
+      data_dir: the preprocessing output directory (local or gs://); when set, shards are read
+        from `<data_dir>/<split>/*.tfrecord` and `dataset_info.json` is checked.
+      train_pattern, eval_pattern: explicit comma-separated glob(s) of TFRecord shards; override
+        the `data_dir` layout.
+      train_split, eval_split: split folder names under `data_dir`.
+      num_classes: classes of the classifier; 0 means "take it from dataset_info.json".
+      num_frames: training clip length in frames (25 fps), > 0.
+      crop_size: training crop (height, width) in pixels.
+      eval_num_frames, eval_crop_size: the single central evaluation crop.
+      random_flip: mirror half of the training clips (flow x changes sign).
+      brightness_max_delta: training brightness shift drawn from [-d, d], in units of the
+        [0, 1] image range; 0 disables. Applied to RGB and pose-rendered frames alike.
+      contrast_range: training contrast factor drawn from [lo, hi]; (1, 1) disables.
+      shuffle_buffer: clips in the training shuffle buffer (memory: encoded clips), >= 1.
+      cycle_length: shards read concurrently, >= 1.
+      seed: seed of every random choice (file order, shuffle, window, crop, flip, photometric);
+        None draws a fresh seed per run (non-deterministic).
+    """
+
+    data_dir: str = ""
+    train_pattern: str = ""
+    eval_pattern: str = ""
+    train_split: str = "train"
+    eval_split: str = "validation"
+    num_classes: int = 0
+    num_frames: int = 64
+    crop_size: tuple[int, int] = (224, 224)
+    eval_num_frames: int = 250
+    eval_crop_size: tuple[int, int] = (256, 256)
+    random_flip: bool = True
+    brightness_max_delta: float = 0.125
+    contrast_range: tuple[float, float] = (0.8, 1.25)
+    shuffle_buffer: int = 64
+    cycle_length: int = 8
+    seed: int | None = 0
+
+    def validate(self) -> None:
+        for name in ("num_frames", "eval_num_frames", "shuffle_buffer", "cycle_length"):
+            if getattr(self, name) < 1:
+                _fail(name, getattr(self, name), "must be >= 1")
+        for name in ("crop_size", "eval_crop_size"):
+            size = getattr(self, name)
+            if len(size) != 2 or min(size) < 1:
+                _fail(name, size, "expected (height, width), both >= 1")
+        if self.num_classes < 0:
+            _fail("num_classes", self.num_classes, "must be >= 0 (0: from dataset_info.json)")
+        if not 0.0 <= self.brightness_max_delta <= 1.0:
+            _fail("brightness_max_delta", self.brightness_max_delta, "must be in [0, 1]")
+        lo, hi = self.contrast_range
+        if not 0.0 < lo <= hi:
+            _fail("contrast_range", self.contrast_range, "expected 0 < lo <= hi")
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """The backbone and classifier head.
+
+    Attributes:
+      backbone: `r3d50g` (Table 1 of the paper) or `s3dg` (Xie et al. 2018).
+      width_multiplier: scales every channel count (1.0 = the paper), > 0.
+      depths: R3D50-G: residual cells per stage res2..res5 (paper: 3, 4, 6, 3). S3D-G: ignored.
+      s3dg_blocks: S3D-G: the Inception blocks kept, in order (paper: all nine).
+      gating: feature gating after each residual stage (R3D50-G) / inception branch (S3D-G).
+      dropout_rate: before the classifier, in [0, 1).
+      bn_momentum: moving-average momentum of batch normalization, in (0, 1).
+    """
+
+    backbone: str = "r3d50g"
+    width_multiplier: float = 1.0
+    depths: tuple[int, ...] = (3, 4, 6, 3)
+    s3dg_blocks: tuple[str, ...] = (
+        "3b",
+        "3c",
+        "4b",
+        "4c",
+        "4d",
+        "4e",
+        "4f",
+        "5b",
+        "5c",
+    )
+    gating: bool = True
+    dropout_rate: float = 0.5
+    bn_momentum: float = 0.9
+
+    def validate(self) -> None:
+        if self.backbone not in BACKBONES:
+            _fail("backbone", self.backbone, f"expected one of {list(BACKBONES)}")
+        if self.width_multiplier <= 0:
+            _fail("width_multiplier", self.width_multiplier, "must be > 0")
+        if len(self.depths) != 4 or min(self.depths) < 1:
+            _fail("depths", self.depths, "expected 4 stage depths, each >= 1")
+        known = ModelConfig().s3dg_blocks
+        unknown = [b for b in self.s3dg_blocks if b not in known]
+        if unknown or not self.s3dg_blocks:
+            _fail("s3dg_blocks", self.s3dg_blocks, f"expected a non-empty subset of {known}")
+        if not 0.0 <= self.dropout_rate < 1.0:
+            _fail("dropout_rate", self.dropout_rate, "must be in [0, 1)")
+        if not 0.0 < self.bn_momentum < 1.0:
+            _fail("bn_momentum", self.bn_momentum, "must be in (0, 1)")
+
+
+@dataclasses.dataclass
+class OptimizerConfig:
+    """Momentum SGD with linear warm-up and cosine decay (paper, section 4).
+
+    The peak rate is `base_learning_rate * global_batch_size / base_batch_size` (linear
+    scaling); it is reached after `warmup_steps` and decays to 0 along a half cosine over the
+    following `decay_steps`.
+
+    Attributes:
+      base_learning_rate: rate at `base_batch_size` (paper: 1.6 at 2048), > 0.
+      base_batch_size: the batch the base rate is quoted for, >= 1.
+      momentum: in [0, 1).
+      weight_decay: L2 coefficient; the loss gets `weight_decay / 2 * sum(w**2)` over kernels
+        (not biases or batch-norm parameters), i.e. a gradient of `weight_decay * w`.
+      warmup_steps: linear warm-up from 0, >= 0.
+      decay_steps: cosine decay length after the warm-up, >= 1.
+    """
+
+    base_learning_rate: float = 1.6
+    base_batch_size: int = 2048
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_steps: int = 2000
+    decay_steps: int = 20000
+
+    def validate(self) -> None:
+        if self.base_learning_rate <= 0:
+            _fail("base_learning_rate", self.base_learning_rate, "must be > 0")
+        if self.base_batch_size < 1:
+            _fail("base_batch_size", self.base_batch_size, "must be >= 1")
+        if not 0.0 <= self.momentum < 1.0:
+            _fail("momentum", self.momentum, "must be in [0, 1)")
+        if self.weight_decay < 0:
+            _fail("weight_decay", self.weight_decay, "must be >= 0")
+        if self.warmup_steps < 0:
+            _fail("warmup_steps", self.warmup_steps, "must be >= 0")
+        if self.decay_steps < 1:
+            _fail("decay_steps", self.decay_steps, "must be >= 1")
+
+    def peak_learning_rate(self, global_batch_size: int) -> float:
+        """The rate after warm-up for this global batch, linear in the batch size."""
+        return self.base_learning_rate * global_batch_size / self.base_batch_size
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """The training loop.
+
+    Attributes:
+      global_batch_size: clips per step over all replicas; divisible by the replica count.
+      train_steps: total optimizer steps; a resumed run stops at the same total.
+      steps_per_loop: steps run inside one compiled loop between host round trips (TPU
+        efficiency); summaries and checkpoints fall on loop boundaries.
+      checkpoint_every: steps between checkpoints (rounded up to a loop boundary).
+      max_checkpoints: checkpoints kept.
+      summary_every: steps between TensorBoard scalars (rounded up to a loop boundary).
+      eval_batch_size: global clips per evaluation step.
+      eval_every: steps between evaluations during training; 0 evaluates only at the end.
+      eval_at_end: evaluate after the last step when an eval split is given.
+      max_eval_clips: stop evaluating after this many clips; 0 evaluates every clip.
+    """
+
+    global_batch_size: int = 2048
+    train_steps: int = 22000
+    steps_per_loop: int = 100
+    checkpoint_every: int = 1000
+    max_checkpoints: int = 3
+    summary_every: int = 100
+    eval_batch_size: int = 256
+    eval_every: int = 0
+    eval_at_end: bool = True
+    max_eval_clips: int = 0
+
+    def validate(self) -> None:
+        for name in (
+            "global_batch_size",
+            "train_steps",
+            "steps_per_loop",
+            "checkpoint_every",
+            "max_checkpoints",
+            "summary_every",
+            "eval_batch_size",
+        ):
+            if getattr(self, name) < 1:
+                _fail(name, getattr(self, name), "must be >= 1")
+        for name in ("eval_every", "max_eval_clips"):
+            if getattr(self, name) < 0:
+                _fail(name, getattr(self, name), "must be >= 0")
+
+
+@dataclasses.dataclass
+class DistillConfig:
+    """Distillation of the student from frozen teachers (paper, eq. 1).
+
+    Attributes:
+      teachers: modality -> teacher model directory (its `config.json` and checkpoints). The
+        keys say which teachers take part (PERF-Net: flow and pose; D3D: flow only); the
+        directories are filled in at run time (`--teacher flow=DIR`).
+      loss: `sl` (separate loss: sum over teachers of MSE(teacher, student), the paper's) or
+        `ul` (unified loss: MSE(sum of teacher logits, student), the ablation).
+      distill_weight: factor on the distillation term (paper: 1), >= 0.
+    """
+
+    teachers: dict[str, str] = dataclasses.field(default_factory=dict)
+    loss: str = "sl"
+    distill_weight: float = 1.0
+
+    def validate(self) -> None:
+        if not self.teachers:
+            _fail("distill.teachers", self.teachers, "a student needs at least one teacher")
+        for modality, path in self.teachers.items():
+            if modality not in ms.ALL_MODALITIES:
+                _fail("distill.teachers", modality, f"expected keys in {ms.ALL_MODALITIES}")
+            if not path:
+                _fail(
+                    f"distill.teachers[{modality!r}]",
+                    path,
+                    f"set the teacher's model directory (--teacher {modality}=DIR)",
+                )
+        if self.loss not in DISTILL_LOSSES:
+            _fail("distill.loss", self.loss, f"expected one of {list(DISTILL_LOSSES)}")
+        if self.distill_weight < 0:
+            _fail("distill.distill_weight", self.distill_weight, "must be >= 0")
+
+
+@dataclasses.dataclass
+class RuntimeConfig:
+    """Where and how the job runs.
+
+    Attributes:
+      tpu: TPU name or address (`local` on a TPU VM); set -> TPUStrategy.
+      distribution: `auto` (TPU if named, MirroredStrategy on GPUs, else default), `default`,
+        `mirrored` (all GPUs, or all logical CPUs when there is no GPU), `tpu`.
+      precision: `auto` (mixed_bfloat16 on TPU, float32 elsewhere) or a Keras dtype policy.
+    """
+
+    tpu: str = ""
+    distribution: str = "auto"
+    precision: str = "auto"
+
+    def validate(self) -> None:
+        if self.distribution not in DISTRIBUTIONS:
+            _fail("runtime.distribution", self.distribution, f"expected {list(DISTRIBUTIONS)}")
+        if self.distribution == "tpu" and not self.tpu:
+            _fail("runtime.tpu", self.tpu, "distribution='tpu' needs a TPU name")
+        if self.precision not in PRECISIONS:
+            _fail("runtime.precision", self.precision, f"expected one of {list(PRECISIONS)}")
+
+
+@dataclasses.dataclass
+class ExperimentConfig:
+    """One job.
+
+    Attributes:
+      name: the preset or a free label.
+      task: `teacher` (one modality, cross-entropy), `student` (RGB, distilled from teachers),
+        `finetune` (cross-entropy from `init_checkpoint`'s backbone, new classifier).
+      modality: the model's input stream (`rgb`, `flow`, `pose`); a student's is `rgb`.
+      model_dir: checkpoints, summaries and the resolved config (local or gs://).
+      init_checkpoint: fine-tuning: a model directory or checkpoint path whose backbone
+        initializes this model (the classifier is new).
+    """
+
+    name: str = "custom"
+    task: str = "teacher"
+    modality: str = ms.MODALITY_RGB
+    model_dir: str = ""
+    init_checkpoint: str = ""
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    distill: DistillConfig = dataclasses.field(default_factory=DistillConfig)
+    runtime: RuntimeConfig = dataclasses.field(default_factory=RuntimeConfig)
+
+    def validate(self) -> ExperimentConfig:
+        """Checks every field; raises ValueError naming the first bad one. Returns self."""
+        if self.task not in TASKS:
+            _fail("task", self.task, f"expected one of {list(TASKS)}")
+        if self.modality not in ms.ALL_MODALITIES:
+            _fail("modality", self.modality, f"expected one of {list(ms.ALL_MODALITIES)}")
+        self.data.validate()
+        self.model.validate()
+        self.optimizer.validate()
+        self.train.validate()
+        self.runtime.validate()
+        if self.task == "student":
+            self.distill.validate()
+        if self.task == "finetune" and not self.init_checkpoint:
+            _fail("init_checkpoint", self.init_checkpoint, "fine-tuning needs a checkpoint")
+        return self
+
+    def input_modalities(self) -> tuple[str, ...]:
+        """The streams the training input must decode: the model's, plus every teacher's."""
+        mods = [self.modality]
+        if self.task == "student":
+            mods += [m for m in self.distill.teachers if m not in mods]
+        return tuple(m for m in ms.ALL_MODALITIES if m in mods)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> ExperimentConfig:
+        return _from_dict(cls, values, "")
+
+    @classmethod
+    def from_json(cls, text: str) -> ExperimentConfig:
+        return cls.from_dict(json.loads(text))
+
+
+def _coerce(tp, value, name: str):
+    """Converts a JSON value to the annotated type `tp` (tuples from lists, ints to floats)."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            _fail(name, value, f"expected a mapping for {tp.__name__}")
+        return _from_dict(tp, value, name + ".")
+    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, name)
+    if origin is tuple:
+        if isinstance(value, str | bytes) or not isinstance(value, Sequence):
+            _fail(name, value, "expected a list")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(args[0], v, name) for v in value)
+        if len(value) != len(args):
+            _fail(name, value, f"expected {len(args)} values")
+        return tuple(_coerce(a, v, name) for a, v in zip(args, value))
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            _fail(name, value, "expected a mapping")
+        return {str(k): _coerce(args[1], v, name) for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
+            return value.lower() in ("true", "1")
+        if not isinstance(value, bool):
+            _fail(name, value, "expected true or false")
+        return value
+    if tp in (int, float):
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            _fail(name, value, f"expected {'an integer' if tp is int else 'a number'}")
+        try:
+            converted = tp(value)
+        except ValueError:
+            _fail(name, value, f"expected {'an integer' if tp is int else 'a number'}")
+        if tp is int and isinstance(value, float) and converted != value:
+            _fail(name, value, "expected an integer")
+        return converted
+    if tp is str:
+        if not isinstance(value, str):
+            _fail(name, value, "expected a string")
+        return value
+    return value
+
+
+def _from_dict(cls, values: Mapping[str, Any], prefix: str):
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        _fail(prefix + unknown[0], values[unknown[0]], f"unknown field; known: {sorted(names)}")
+    kwargs = {k: _coerce(hints[k], v, prefix + k) for k, v in values.items()}
+    return cls(**kwargs)
+
+
+def apply_overrides(config: ExperimentConfig, overrides: Sequence[str]) -> ExperimentConfig:
+    """Returns a copy with `dotted.key=value` overrides applied (value parsed as JSON, or text).
+
+    Example: `train.train_steps=100`, `data.crop_size=[112,112]`, `distill.loss=ul`.
+    """
+    values = config.to_dict()
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            _fail("override", item, "expected KEY=VALUE, e.g. train.train_steps=100")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        node = values
+        parts = key.split(".")
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                _fail("override", item, f"{part!r} is not a config section")
+            node = node[part]
+        if parts[-1] not in node:
+            _fail("override", item, f"unknown key {key!r}")
+        node[parts[-1]] = value
+    return ExperimentConfig.from_dict(values)
+
+
+# ---------------------------------------------------------------------------------------------
+# Presets.
+# ---------------------------------------------------------------------------------------------
+TINY_R3D50G = ModelConfig(
+    backbone="r3d50g", width_multiplier=1 / 16, depths=(1, 1, 1, 1), dropout_rate=0.0
+)
+TINY_S3DG = ModelConfig(
+    backbone="s3dg", width_multiplier=1 / 16, s3dg_blocks=("3b", "4b", "5b"), dropout_rate=0.0
+)
+
+
+def _kinetics600(backbone: str, task: str, modality: str, teachers=(), loss="sl"):
+    cfg = ExperimentConfig(task=task, modality=modality)
+    cfg.data = DataConfig(
+        num_classes=600,
+        num_frames=64,
+        crop_size=(224, 224),
+        eval_num_frames=250,
+        eval_crop_size=(256, 256),
+        shuffle_buffer=64,
+    )
+    cfg.model = ModelConfig(backbone=backbone)
+    if backbone == "r3d50g":
+        # 2048 clips on 256 TPU v3 cores, 8 per core, bfloat16 (paper, section 4).
+        cfg.train = TrainConfig(global_batch_size=2048, train_steps=22000)
+    else:
+        # 51 GPUs x 6 clips (paper, section 4); the rate scales linearly from 1.6 at 2048.
+        cfg.train = TrainConfig(global_batch_size=306, train_steps=22000, eval_batch_size=51)
+        cfg.model.dropout_rate = 0.5
+    if task == "student":
+        cfg.distill = DistillConfig(teachers={t: "" for t in teachers}, loss=loss)
+    return cfg
+
+
+def _finetune(dataset: str, backbone: str):
+    num_classes, train_clips, eval_frames = {
+        "ucf101": (101, 9537, 128),
+        "hmdb51": (51, 3570, 64),
+    }[dataset]
+    cfg = ExperimentConfig(task="finetune", modality=ms.MODALITY_RGB)
+    cfg.data = DataConfig(
+        num_classes=num_classes,
+        num_frames=64,
+        crop_size=(224, 298),
+        eval_num_frames=eval_frames,
+        eval_crop_size=(224, 298),
+        train_split="train",
+        eval_split="test",
+    )
+    cfg.model = ModelConfig(backbone=backbone)
+    batch = 64
+    steps = 30 * train_clips // batch  # 30 epochs (paper, section 4.4.1)
+    cfg.train = TrainConfig(
+        global_batch_size=batch,
+        train_steps=steps,
+        steps_per_loop=50,
+        checkpoint_every=500,
+        summary_every=50,
+        eval_batch_size=16,
+    )
+    cfg.optimizer = OptimizerConfig(warmup_steps=steps // 20, decay_steps=steps - steps // 20)
+    return cfg
+
+
+def _tiny(backbone: str, task: str, modality: str, teachers=(), loss="sl"):
+    """CPU-sized: 8 frames of 32x32 crops, 1/16 width, one cell per stage; trains in seconds."""
+    cfg = ExperimentConfig(task=task, modality=modality)
+    cfg.data = DataConfig(
+        num_classes=0,
+        num_frames=8,
+        crop_size=(32, 32),
+        eval_num_frames=8,
+        eval_crop_size=(32, 32),
+        shuffle_buffer=16,
+        cycle_length=2,
+    )
+    cfg.model = dataclasses.replace(TINY_R3D50G if backbone == "r3d50g" else TINY_S3DG)
+    cfg.optimizer = OptimizerConfig(
+        base_learning_rate=0.05, base_batch_size=8, warmup_steps=2, decay_steps=100
+    )
+    cfg.train = TrainConfig(
+        global_batch_size=8,
+        train_steps=20,
+        steps_per_loop=1,
+        checkpoint_every=10,
+        summary_every=1,
+        eval_batch_size=4,
+    )
+    if task == "student":
+        cfg.distill = DistillConfig(teachers={t: "" for t in teachers}, loss=loss)
+    if task == "finetune":
+        cfg.init_checkpoint = ""
+    return cfg
+
+
+def _build_presets() -> dict[str, Callable[[], ExperimentConfig]]:
+    presets: dict[str, Callable[[], ExperimentConfig]] = {}
+    for backbone in BACKBONES:
+        for prefix, factory in (("k600", _kinetics600), ("tiny", _tiny)):
+            for modality in ms.ALL_MODALITIES:
+                presets[f"{prefix}_{backbone}_teacher_{modality}"] = (
+                    lambda f=factory, b=backbone, m=modality: f(b, "teacher", m)
+                )
+            presets[f"{prefix}_{backbone}_student"] = lambda f=factory, b=backbone: f(
+                b, "student", "rgb", ("flow", "pose"), "sl"
+            )
+            presets[f"{prefix}_{backbone}_student_ul"] = lambda f=factory, b=backbone: f(
+                b, "student", "rgb", ("flow", "pose"), "ul"
+            )
+            presets[f"{prefix}_{backbone}_d3d"] = lambda f=factory, b=backbone: f(
+                b, "student", "rgb", ("flow",), "sl"
+            )
+        for dataset in ("ucf101", "hmdb51"):
+            presets[f"{dataset}_{backbone}_finetune"] = lambda d=dataset, b=backbone: _finetune(
+                d, b
+            )
+        presets[f"tiny_{backbone}_finetune"] = lambda b=backbone: _tiny(b, "finetune", "rgb")
+    return presets
+
+
+_PRESETS = _build_presets()
+
+
+def preset_names() -> list[str]:
+    return sorted(_PRESETS)
+
+
+def get_preset(name: str) -> ExperimentConfig:
+    """A fresh config for preset `name` (see `preset_names()`); not yet validated."""
+    if name not in _PRESETS:
+        _fail("preset", name, f"expected one of {preset_names()}")
+    cfg = _PRESETS[name]()
+    cfg.name = name
+    return cfg

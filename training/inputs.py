@@ -1,0 +1,524 @@
+"""tf.data input pipeline over the preprocessed shards (local or gs://).
+
+Records are `tf.train.SequenceExample`s in the layout of `schemas.media_sequence` (DESIGN.md
+section 3). For every clip the pipeline takes one time window, one crop and one mirroring
+decision and applies them to every requested modality, so that a student and its teachers see
+the same clip.
+
+Element of the batched dataset, a dict:
+
+| key | dtype | shape | range / meaning |
+|---|---|---|---|
+| `rgb` | float32 | [B, T, H, W, 3] | RGB in [-1, 1]: `q / 127.5 - 1`, q the JPEG sample, jittered |
+| `pose` | float32 | [B, T, H, W, 3] | pose-rendered frames, same scaling and jitter as `rgb` |
+| `flow` | float32 | [B, T, H, W, 2] | (x, y) displacement / 20 in [-1, 1]; see below |
+| `label` | int32 | [B] | class index in [0, num_classes) |
+| `mask` | float32 | [B] | evaluation only: 1 for a real clip, 0 for padding of the last batch |
+| `example_id` | string | [B] | only with `with_ids=True` (strings cannot go to a TPU) |
+
+T, H, W are the requested clip length and crop size. Flow: the stored 3-channel JPEG holds
+x in R and y in G quantized as `q = floor(255 * clip((v + 20) / 40, 0, 1))`; the pipeline
+inverts it, `v = (q / 255 - 0.5) * 2 * s` with s the record's `FORWARD_FLOW/image/saturation`
+(20), giving pixels per frame at the stored resolution (x to the right, y down), then divides
+by `FLOW_SATURATION` = 20 so the model sees [-1, 1] - the same scale as the images. Flow step t
+is the motion from frame t to t+1; window frame t uses flow step t, and the last frame of a
+clip (which has no successor) repeats the last flow step. Mirroring reverses the width axis
+of every stream and negates flow x. When a frame is smaller than the crop (a portrait video
+under a 224x298 crop), the frames are first resized up, preserving the aspect ratio, and
+flow displacements are multiplied by the same scale factors.
+
+Time window: frame indices `clip(start + arange(T), 0, n - 1)` for a clip of n frames. Train:
+start is uniform in [min(0, n - T), max(0, n - T)], so a short clip is padded by repeating its
+first and/or last frame. Evaluation: start = floor((n - T) / 2), the central window, a short
+clip padded equally at both ends (the extra frame, if any, at the end).
+
+Randomness is stateless: every random choice of a clip derives from (seed, clip position in
+the stream), so a seeded pipeline yields the same batches on every run regardless of
+parallelism.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+from collections.abc import Sequence
+
+import tensorflow as tf
+
+from schemas import media_sequence as ms
+from training.config import DataConfig
+
+MODEL_CHANNELS = {ms.MODALITY_RGB: 3, ms.MODALITY_POSE: 3, ms.MODALITY_FLOW: 2}
+DATASET_INFO = "dataset_info.json"
+SHARD_GLOB = "*.tfrecord"
+_READ_BUFFER_BYTES = 8 << 20
+
+
+def list_shards(pattern: str) -> list[str]:
+    """Sorted files matching comma-separated glob(s) `pattern` (local or gs://)."""
+    if not pattern:
+        raise ValueError(f"pattern={pattern!r}: must name TFRecord shards")
+    files: set[str] = set()
+    for part in pattern.split(","):
+        part = part.strip()
+        if part:
+            files.update(tf.io.gfile.glob(part))
+    if not files:
+        raise ValueError(f"pattern={pattern!r}: matches no file")
+    return sorted(files)
+
+
+def split_pattern(data: DataConfig, split: str) -> str:
+    """The shard glob of `split` ('train' or 'eval'): the explicit pattern or the data_dir's."""
+    if split not in ("train", "eval"):
+        raise ValueError(f"split={split!r}: expected 'train' or 'eval'")
+    explicit = data.train_pattern if split == "train" else data.eval_pattern
+    if explicit:
+        return explicit
+    if not data.data_dir:
+        return ""
+    folder = data.train_split if split == "train" else data.eval_split
+    return posixpath.join(data.data_dir, folder, SHARD_GLOB)
+
+
+def read_dataset_info(data_dir: str) -> dict | None:
+    """`dataset_info.json` of a preprocessing output directory, or None if there is none.
+
+    Raises ValueError if its schema version is unknown to `schemas.media_sequence`.
+    """
+    if not data_dir:
+        return None
+    path = posixpath.join(data_dir, DATASET_INFO)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        info = json.load(f)
+    ms.check_schema_version(info.get("schema_version"))
+    return info
+
+
+def find_dataset_info(data: DataConfig) -> dict | None:
+    """The dataset description beside the shards: in `data_dir`, or one level above the
+    folder of the first train (else eval) shard pattern."""
+    info = read_dataset_info(data.data_dir)
+    if info is not None:
+        return info
+    for pattern in (data.train_pattern, data.eval_pattern):
+        if pattern:
+            first = pattern.split(",")[0].strip()
+            info = read_dataset_info(posixpath.dirname(posixpath.dirname(first)))
+            if info is not None:
+                return info
+    return None
+
+
+def resolve_num_classes(data: DataConfig, modalities: Sequence[str] = ()) -> int:
+    """The class count: the config's, checked against dataset_info.json when present.
+
+    Also checks that the records hold every modality in `modalities`. Raises ValueError
+    naming the mismatch.
+    """
+    info = find_dataset_info(data)
+    if info is not None:
+        missing = [m for m in modalities if m not in info.get("modalities", ms.ALL_MODALITIES)]
+        if missing:
+            raise ValueError(
+                f"modalities={list(modalities)}: the records hold only "
+                f"{info.get('modalities')}, not {missing}"
+            )
+        n = int(info.get("num_classes", 0))
+        if data.num_classes and n and n != data.num_classes:
+            raise ValueError(f"num_classes={data.num_classes}: dataset_info.json says {n} classes")
+        if not data.num_classes:
+            return n
+    if data.num_classes < 1:
+        raise ValueError(
+            f"num_classes={data.num_classes}: set data.num_classes (no dataset_info.json with "
+            "num_classes was found beside the shards)"
+        )
+    return data.num_classes
+
+
+def window_indices(num_steps, length, start):
+    """int32 [length]: `clip(start + arange(length), 0, num_steps - 1)`; num_steps >= 1."""
+    idx = tf.range(length, dtype=tf.int32) + tf.cast(start, tf.int32)
+    return tf.clip_by_value(idx, 0, tf.maximum(tf.cast(num_steps, tf.int32) - 1, 0))
+
+
+def central_start(num_steps, length):
+    """int32: floor((num_steps - length) / 2), the evaluation window start."""
+    return tf.math.floordiv(tf.cast(num_steps, tf.int32) - length, 2)
+
+
+def _parse_specs(modalities: Sequence[str]):
+    """The subset of `schemas.media_sequence.parse_specs` the pipeline reads."""
+    ctx_all, seq_all = ms.parse_specs(modalities)
+    ctx_keys = [ms.CLIP_LABEL_INDEX_KEY, ms.EXAMPLE_ID_KEY]
+    seq_keys = []
+    for m in modalities:
+        p = ms.MODALITY_PREFIX[m]
+        ctx_keys += [ms.prefixed(p, ms.IMAGE_HEIGHT), ms.prefixed(p, ms.IMAGE_WIDTH)]
+        seq_keys.append(ms.prefixed(p, ms.IMAGE_ENCODED))
+    if ms.MODALITY_FLOW in modalities:
+        ctx_keys.append(ms.prefixed(ms.FORWARD_FLOW_PREFIX, ms.IMAGE_SATURATION))
+    return {k: ctx_all[k] for k in ctx_keys}, {k: seq_all[k] for k in seq_keys}
+
+
+def _decode_window(encoded, indices, height, width, crop_hw, offset, resized_hw):
+    """Decodes frames `encoded[indices]` and crops them.
+
+    Args:
+      encoded: string [n] JPEG frames of `height` x `width`.
+      indices: int32 [T] in [0, n).
+      crop_hw: python (crop_h, crop_w).
+      offset: int32 [2] (y, x) of the crop in the (possibly resized) frame.
+      resized_hw: int32 [2]: the frame size the crop is taken from; equal to (height, width)
+        unless the frame is smaller than the crop, in which case frames are resized to it.
+
+    Returns:
+      float32 [T, crop_h, crop_w, 3], values in [0, 255] (the JPEG's samples).
+    """
+    ch, cw = crop_hw
+    frames = tf.gather(encoded, indices)
+    needs_resize = tf.logical_or(
+        tf.not_equal(resized_hw[0], tf.cast(height, tf.int32)),
+        tf.not_equal(resized_hw[1], tf.cast(width, tf.int32)),
+    )
+    window = tf.stack([offset[0], offset[1], ch, cw])
+    spec = tf.TensorSpec([ch, cw, 3], tf.float32)
+
+    def crop_only():
+        def one(jpeg):
+            img = tf.io.decode_and_crop_jpeg(jpeg, window, channels=3)
+            return tf.cast(tf.ensure_shape(img, [ch, cw, 3]), tf.float32)
+
+        return tf.map_fn(one, frames, fn_output_signature=spec, parallel_iterations=16)
+
+    def resize_then_crop():
+        def one(jpeg):
+            img = tf.image.resize(tf.io.decode_jpeg(jpeg, channels=3), resized_hw)
+            return tf.ensure_shape(
+                tf.slice(img, [offset[0], offset[1], 0], [ch, cw, 3]), spec.shape
+            )
+
+        return tf.map_fn(one, frames, fn_output_signature=spec, parallel_iterations=16)
+
+    return tf.cond(needs_resize, resize_then_crop, crop_only)
+
+
+class ClipProcessor:
+    """Parses one serialized record and returns the model inputs of one clip.
+
+    Args:
+      modalities: streams to decode, a subset of ('rgb', 'pose', 'flow').
+      num_frames: T, frames per clip, >= 1.
+      crop_size: (height, width) of the crop in pixels.
+      training: random window/crop/flip/photometric jitter if True; central window and crop,
+        no jitter, if False.
+      random_flip, brightness_max_delta, contrast_range: training augmentation (DataConfig).
+      with_ids: also return the record's `example_id` (string).
+    """
+
+    def __init__(
+        self,
+        modalities: Sequence[str],
+        num_frames: int,
+        crop_size: Sequence[int],
+        training: bool,
+        random_flip: bool = True,
+        brightness_max_delta: float = 0.0,
+        contrast_range: Sequence[float] = (1.0, 1.0),
+        with_ids: bool = False,
+    ):
+        self.modalities = tuple(m for m in ms.ALL_MODALITIES if m in set(modalities))
+        if not self.modalities or len(self.modalities) != len(set(modalities)):
+            raise ValueError(
+                f"modalities={list(modalities)}: expected a non-empty subset of "
+                f"{list(ms.ALL_MODALITIES)}"
+            )
+        if num_frames < 1:
+            raise ValueError(f"num_frames={num_frames}: must be >= 1")
+        if len(crop_size) != 2 or min(crop_size) < 1:
+            raise ValueError(f"crop_size={tuple(crop_size)}: expected (height, width) >= 1")
+        self.num_frames = int(num_frames)
+        self.crop_size = (int(crop_size[0]), int(crop_size[1]))
+        self.training = training
+        self.random_flip = random_flip and training
+        self.brightness = float(brightness_max_delta) if training else 0.0
+        self.contrast = tuple(float(c) for c in contrast_range) if training else (1.0, 1.0)
+        self.with_ids = with_ids
+        self.context_spec, self.sequence_spec = _parse_specs(self.modalities)
+
+    def _geometry(self, ctx, seq, seed):
+        """Window start, crop offset, resized frame size and flip, shared by all streams."""
+        ref = self.modalities[0]
+        p = ms.MODALITY_PREFIX[ref]
+        height = tf.cast(ctx[ms.prefixed(p, ms.IMAGE_HEIGHT)], tf.int32)
+        width = tf.cast(ctx[ms.prefixed(p, ms.IMAGE_WIDTH)], tf.int32)
+        checks = []
+        for m in self.modalities[1:]:
+            q = ms.MODALITY_PREFIX[m]
+            for key, ref_value in ((ms.IMAGE_HEIGHT, height), (ms.IMAGE_WIDTH, width)):
+                checks.append(
+                    tf.debugging.assert_equal(
+                        tf.cast(ctx[ms.prefixed(q, key)], tf.int32),
+                        ref_value,
+                        message=f"stream {m!r} {key} differs from stream {ref!r}",
+                    )
+                )
+        if ref == ms.MODALITY_FLOW:
+            num_steps = tf.shape(seq[ms.prefixed(p, ms.IMAGE_ENCODED)])[0] + 1
+        else:
+            num_steps = tf.shape(seq[ms.prefixed(p, ms.IMAGE_ENCODED)])[0]
+        ch, cw = self.crop_size
+        scale = tf.maximum(
+            1.0,
+            tf.maximum(
+                ch / tf.cast(height, tf.float32),
+                cw / tf.cast(width, tf.float32),
+            ),
+        )
+        resized = tf.stack(
+            [
+                tf.maximum(
+                    ch, tf.cast(tf.math.ceil(tf.cast(height, tf.float32) * scale), tf.int32)
+                ),
+                tf.maximum(cw, tf.cast(tf.math.ceil(tf.cast(width, tf.float32) * scale), tf.int32)),
+            ]
+        )
+        resized = tf.where(scale > 1.0, resized, tf.stack([height, width]))
+        slack = resized - tf.constant([ch, cw])
+        seeds = tf.random.experimental.stateless_split(seed, num=6)
+        if self.training:
+            lo = tf.minimum(0, num_steps - self.num_frames)
+            hi = tf.maximum(0, num_steps - self.num_frames)
+            start = tf.random.stateless_uniform(
+                [], seeds[0], minval=lo, maxval=hi + 1, dtype=tf.int32
+            )
+            oy = tf.random.stateless_uniform(
+                [], seeds[1], minval=0, maxval=slack[0] + 1, dtype=tf.int32
+            )
+            ox = tf.random.stateless_uniform(
+                [], seeds[2], minval=0, maxval=slack[1] + 1, dtype=tf.int32
+            )
+            offset = tf.stack([oy, ox])
+        else:
+            start = central_start(num_steps, self.num_frames)
+            offset = slack // 2
+        if self.random_flip:
+            flip = tf.random.stateless_uniform([], seeds[3]) < 0.5
+        else:
+            flip = tf.constant(False)
+        with tf.control_dependencies(checks):
+            height = tf.identity(height)
+        return {
+            "height": height,
+            "width": width,
+            "num_steps": num_steps,
+            "start": start,
+            "offset": offset,
+            "resized": resized,
+            "flip": flip,
+            "photometric_seeds": seeds[4:],
+        }
+
+    def __call__(self, index, serialized, base_seed):
+        """Args: index int64 scalar (clip position), serialized string scalar, base_seed int64.
+
+        Returns the dict of one clip (no batch axis).
+        """
+        ctx, seq = tf.io.parse_single_sequence_example(
+            serialized, context_features=self.context_spec, sequence_features=self.sequence_spec
+        )
+        seed = tf.stack([tf.cast(base_seed, tf.int64), tf.cast(index, tf.int64)])
+        g = self._geometry(ctx, seq, seed)
+        indices = window_indices(g["num_steps"], self.num_frames, g["start"])
+        out = {}
+        if self.brightness > 0:
+            delta = tf.random.stateless_uniform(
+                [], g["photometric_seeds"][0], -self.brightness, self.brightness
+            )
+        else:
+            delta = None
+        lo, hi = self.contrast
+        if (lo, hi) != (1.0, 1.0):
+            factor = tf.random.stateless_uniform([], g["photometric_seeds"][1], lo, hi)
+        else:
+            factor = None
+        for m in self.modalities:
+            p = ms.MODALITY_PREFIX[m]
+            encoded = seq[ms.prefixed(p, ms.IMAGE_ENCODED)]
+            if m == ms.MODALITY_FLOW:
+                out[m] = self._flow(encoded, ctx, indices, g)
+            else:
+                q = _decode_window(
+                    encoded,
+                    indices,
+                    g["height"],
+                    g["width"],
+                    self.crop_size,
+                    g["offset"],
+                    g["resized"],
+                )
+                q = tf.cond(g["flip"], lambda q=q: tf.reverse(q, axis=[2]), lambda q=q: q)
+                out[m] = self._image(q, delta, factor)
+        out["label"] = tf.cast(ctx[ms.CLIP_LABEL_INDEX_KEY], tf.int32)
+        if self.with_ids:
+            out["example_id"] = ctx[ms.EXAMPLE_ID_KEY]
+        return out
+
+    @staticmethod
+    def _image(q, delta, factor):
+        """uint8-valued float [T, H, W, 3] -> jittered float32 in [-1, 1]."""
+        x = q / 255.0
+        if delta is not None:
+            x = tf.image.adjust_brightness(x, delta)
+        if factor is not None:
+            x = tf.image.adjust_contrast(x, factor)
+        if delta is not None or factor is not None:
+            x = tf.clip_by_value(x, 0.0, 1.0)
+        return x * 2.0 - 1.0
+
+    def _flow(self, encoded, ctx, frame_indices, g):
+        """float32 [T, H, W, 2]: dequantized, geometry-transformed flow / FLOW_SATURATION."""
+        ch, cw = self.crop_size
+        num_flows = tf.shape(encoded)[0]
+        saturation = ctx[ms.prefixed(ms.FORWARD_FLOW_PREFIX, ms.IMAGE_SATURATION)]
+
+        def decode():
+            idx = tf.minimum(frame_indices, num_flows - 1)
+            q = _decode_window(
+                encoded, idx, g["height"], g["width"], self.crop_size, g["offset"], g["resized"]
+            )
+            v = (q[..., :2] / 255.0 - 0.5) * (2.0 * saturation)
+            scale = tf.stack(
+                [
+                    tf.cast(g["resized"][1], tf.float32) / tf.cast(g["width"], tf.float32),
+                    tf.cast(g["resized"][0], tf.float32) / tf.cast(g["height"], tf.float32),
+                ]
+            )
+            return v * scale
+
+        v = tf.cond(
+            num_flows > 0,
+            decode,
+            lambda: tf.zeros([self.num_frames, ch, cw, 2], tf.float32),
+        )
+        v = tf.cond(
+            g["flip"],
+            lambda: tf.reverse(v, axis=[2]) * tf.constant([-1.0, 1.0]),
+            lambda: v,
+        )
+        return v / ms.FLOW_SATURATION
+
+
+def _pad_batch(batch, batch_size):
+    """Pads a final partial batch to `batch_size` along axis 0 and adds `mask`."""
+    n = tf.shape(batch["label"])[0]
+    out = {}
+    for key, value in batch.items():
+        pad_shape = tf.concat([[batch_size - n], tf.shape(value)[1:]], axis=0)
+        filler = tf.fill(pad_shape, tf.constant("" if value.dtype == tf.string else 0, value.dtype))
+        padded = tf.concat([value, filler], axis=0)
+        out[key] = tf.ensure_shape(padded, [batch_size, *value.shape[1:]])
+    out["mask"] = tf.cast(tf.range(batch_size) < n, tf.float32)
+    return out
+
+
+def build_dataset(
+    pattern: str,
+    modalities: Sequence[str],
+    *,
+    training: bool,
+    batch_size: int,
+    data: DataConfig,
+    input_context: tf.distribute.InputContext | None = None,
+    seed_offset: int = 0,
+    with_ids: bool = False,
+    max_clips: int = 0,
+) -> tf.data.Dataset:
+    """The batched dataset of the shards matching `pattern`.
+
+    Args:
+      pattern: comma-separated glob(s) of TFRecord shards, local or gs://.
+      modalities: streams to decode.
+      training: infinite, shuffled, randomly augmented clips of `data.num_frames` x
+        `data.crop_size`, batches of exactly `batch_size`; else one pass in file order, central
+        `data.eval_num_frames` x `data.eval_crop_size` clips, the last batch padded (see `mask`).
+      batch_size: clips per batch of this pipeline (per replica when `input_context` is given).
+      data: sampling, augmentation and reading options.
+      input_context: from `strategy.distribute_datasets_from_function`: this pipeline reads
+        every n-th shard (or every n-th record when there are fewer shards than pipelines).
+      seed_offset: added to the seed (a resumed run passes its start step so that it does not
+        replay the first run's clips).
+      with_ids: add `example_id`.
+      max_clips: evaluation: stop after this many clips (0: all).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size}: must be >= 1")
+    files = list_shards(pattern)
+    deterministic = data.seed is not None
+    if data.seed is None:
+        base_seed = int.from_bytes(os.urandom(4), "little")
+    else:
+        base_seed = int(data.seed)
+    num_pipelines, pipeline_id = 1, 0
+    if input_context is not None:
+        num_pipelines = input_context.num_input_pipelines
+        pipeline_id = input_context.input_pipeline_id
+    base_seed = (base_seed + 1_000_003 * pipeline_id + 7919 * int(seed_offset)) % (2**31 - 1)
+
+    ds = tf.data.Dataset.from_tensor_slices(files)
+    shard_records = False
+    if num_pipelines > 1:
+        if len(files) >= num_pipelines:
+            ds = ds.shard(num_pipelines, pipeline_id)
+        else:
+            shard_records = True
+    if training:
+        ds = ds.shuffle(len(files), seed=base_seed, reshuffle_each_iteration=True).repeat()
+    ds = ds.interleave(
+        lambda f: tf.data.TFRecordDataset(f, buffer_size=_READ_BUFFER_BYTES),
+        cycle_length=max(1, min(data.cycle_length, len(files))),
+        block_length=1,
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=deterministic if training else True,
+    )
+    if shard_records:
+        ds = ds.shard(num_pipelines, pipeline_id)
+    if training:
+        ds = ds.shuffle(data.shuffle_buffer, seed=base_seed + 1, reshuffle_each_iteration=True)
+    elif max_clips:
+        ds = ds.take(max_clips)
+    processor = ClipProcessor(
+        modalities,
+        data.num_frames if training else data.eval_num_frames,
+        data.crop_size if training else data.eval_crop_size,
+        training=training,
+        random_flip=data.random_flip,
+        brightness_max_delta=data.brightness_max_delta,
+        contrast_range=data.contrast_range,
+        with_ids=with_ids,
+    )
+    seed_t = tf.constant(base_seed + 2, tf.int64)
+    ds = ds.enumerate().map(
+        lambda i, rec: processor(i, rec, seed_t),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=deterministic if training else True,
+    )
+    if training:
+        ds = ds.batch(batch_size, drop_remainder=True)
+    else:
+        ds = ds.batch(batch_size, drop_remainder=False).map(
+            lambda b: _pad_batch(b, batch_size), num_parallel_calls=tf.data.AUTOTUNE
+        )
+    options = tf.data.Options()
+    options.deterministic = deterministic or not training
+    options.autotune.enabled = True
+    if input_context is None:
+        options.experimental_distribute.auto_shard_policy = (
+            tf.data.experimental.AutoShardPolicy.DATA
+        )
+    ds = ds.with_options(options)
+    return ds.prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,241 @@
+"""Command line: `python -m training {train,distill,evaluate,presets}` (console: perfnet-train).
+
+Examples:
+
+    # a teacher per modality
+    python -m training train --preset k600_r3d50g_teacher_flow \\
+        --data_dir gs://bucket/k600 --model_dir gs://bucket/runs/flow --tpu local
+    # the PERF-Net student from the flow and pose teachers (SL loss)
+    python -m training distill --preset k600_r3d50g_student --data_dir gs://bucket/k600 \\
+        --model_dir gs://bucket/runs/student \\
+        --teacher flow=gs://bucket/runs/flow --teacher pose=gs://bucket/runs/pose
+    # top-1/top-5 of each model and the late-fusion table (Table 3)
+    python -m training evaluate --data_dir gs://bucket/k600 \\
+        --model rgb=gs://bucket/runs/rgb --model flow=gs://bucket/runs/flow \\
+        --model pose=gs://bucket/runs/pose
+
+A config is a preset (`presets` lists them) or a JSON file (`--config`, e.g. a model
+directory's config.json), then `--set section.key=value` overrides, then the flags.
+Exit status: 0 done, 1 stopped early (preempted; re-run the same command to resume),
+2 bad arguments or configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from training.config import ExperimentConfig, apply_overrides, get_preset, preset_names
+
+log = logging.getLogger("training")
+
+
+def _pairs(values: Sequence[str], flag: str) -> dict[str, str]:
+    out = {}
+    for item in values or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise ValueError(f"{flag}={item!r}: expected NAME=PATH")
+        if key in out:
+            raise ValueError(f"{flag}={item!r}: {key!r} given twice")
+        out[key] = value
+    return out
+
+
+def _add_config_args(p: argparse.ArgumentParser, need_model_dir: bool) -> None:
+    p.add_argument("--preset", help="a preset name (see `presets`)")
+    p.add_argument("--config", help="a JSON ExperimentConfig (e.g. a model_dir's config.json)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override, e.g. train.train_steps=100 or data.crop_size=[112,112] (repeatable)",
+    )
+    p.add_argument("--data_dir", help="preprocessing output dir (local or gs://)")
+    p.add_argument("--train_data", help="glob(s) of training shards, comma separated")
+    p.add_argument("--eval_data", help="glob(s) of evaluation shards, comma separated")
+    p.add_argument("--tpu", help="TPU name or address (`local` on a TPU VM)")
+    if need_model_dir:
+        p.add_argument("--model_dir", required=True, help="checkpoints and summaries go here")
+
+
+def _build_config(args) -> ExperimentConfig:
+    if args.preset and args.config:
+        raise ValueError(f"--config={args.config!r}: give --preset or --config, not both")
+    if args.config:
+        import tensorflow as tf
+
+        with tf.io.gfile.GFile(args.config) as f:
+            cfg = ExperimentConfig.from_json(f.read())
+    elif args.preset:
+        cfg = get_preset(args.preset)
+    else:
+        raise ValueError("--preset: give a preset (see `python -m training presets`) or --config")
+    cfg = apply_overrides(cfg, args.set)
+    if args.data_dir:
+        cfg.data.data_dir = args.data_dir
+    if args.train_data:
+        cfg.data.train_pattern = args.train_data
+    if args.eval_data:
+        cfg.data.eval_pattern = args.eval_data
+    if args.tpu:
+        cfg.runtime.tpu = args.tpu
+    if getattr(args, "model_dir", None):
+        cfg.model_dir = args.model_dir
+    if getattr(args, "init_checkpoint", None):
+        cfg.init_checkpoint = args.init_checkpoint
+    return cfg
+
+
+def _cmd_train(args, distill: bool) -> int:
+    from training.trainer import train
+
+    cfg = _build_config(args)
+    if distill:
+        teachers = _pairs(args.teacher, "--teacher")
+        if teachers:
+            cfg.distill.teachers = teachers
+        if cfg.task != "student":
+            raise ValueError(f"task={cfg.task!r}: `distill` runs student configs; use `train`")
+    elif cfg.task == "student":
+        raise ValueError(f"task={cfg.task!r}: a student is trained with `distill`")
+    result = train(cfg)
+    print(f"model_dir: {result.model_dir}")
+    print(f"steps: {result.start_step} -> {result.final_step}")
+    if result.history:
+        losses = [m["loss"] for _, m in result.history]
+        k = max(1, min(5, len(losses) // 2))
+        print(
+            f"loss: mean of the first {k} loops {sum(losses[:k]) / k:.4f}, "
+            f"of the last {k} {sum(losses[-k:]) / k:.4f}"
+        )
+    if result.checkpoint:
+        print(f"checkpoint: {result.checkpoint}")
+    if result.eval is not None:
+        print(result.eval.table())
+    if result.preempted:
+        print("stopped early; re-run the same command to resume")
+        return 1
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    from training import distribute, inputs
+    from training.evaluate import evaluate_models
+    from training.trainer import load_config, load_model, resolve_config, save_json
+
+    named = _pairs(args.model, "--model")
+    if not named:
+        raise ValueError("--model: name at least one model, e.g. --model rgb=RUN_DIR")
+    if args.preset or args.config:
+        cfg = _build_config(args)
+    else:
+        first = next(iter(named.values()))
+        cfg = load_config(first)
+        cfg = apply_overrides(cfg, args.set)
+        for flag, field in (("data_dir", "data_dir"), ("eval_data", "eval_pattern")):
+            if getattr(args, flag):
+                setattr(cfg.data, field, getattr(args, flag))
+        if args.tpu:
+            cfg.runtime.tpu = args.tpu
+    if not inputs.split_pattern(cfg.data, "eval"):
+        raise ValueError("--eval_data: name the evaluation shards (or --data_dir)")
+    cfg.task = "teacher"
+    cfg = resolve_config(cfg)
+    strategy = distribute.get_strategy(cfg.runtime)
+    dtype = distribute.precision_policy(cfg.runtime, strategy)
+    models = {}
+    with strategy.scope():
+        for name, path in named.items():
+            model, mcfg = load_model(path, dtype=dtype)
+            if mcfg.data.num_classes != cfg.data.num_classes:
+                raise ValueError(
+                    f"--model {name}={path}: {mcfg.data.num_classes} classes, the evaluation "
+                    f"data has {cfg.data.num_classes}"
+                )
+            models[name] = (model, mcfg.modality)
+    modalities = sorted({mod for _, mod in models.values()})
+    distribute.per_replica_batch(cfg.train.eval_batch_size, strategy)
+    ds = inputs.build_dataset(
+        inputs.split_pattern(cfg.data, "eval"),
+        modalities,
+        training=False,
+        batch_size=cfg.train.eval_batch_size,
+        data=cfg.data,
+        max_clips=cfg.train.max_eval_clips,
+    )
+    report = evaluate_models(
+        models, strategy.experimental_distribute_dataset(ds), strategy, cfg.data.num_classes
+    )
+    print(
+        f"central crop {cfg.data.eval_num_frames}x{cfg.data.eval_crop_size[0]}x"
+        f"{cfg.data.eval_crop_size[1]}, {report.rows[0].clips} clips, "
+        f"{report.seconds:.1f} s"
+    )
+    print(report.table())
+    if args.output:
+        save_json(args.output, report.to_json())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="perfnet-train",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log TensorFlow too")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("train", help="train a teacher (one modality) or fine-tune")
+    _add_config_args(p, need_model_dir=True)
+    p.add_argument("--init_checkpoint", help="fine-tuning: model dir or checkpoint to start from")
+    p = sub.add_parser("distill", help="train the RGB student from frozen teachers")
+    _add_config_args(p, need_model_dir=True)
+    p.add_argument(
+        "--teacher",
+        action="append",
+        default=[],
+        metavar="MODALITY=MODEL_DIR",
+        help="a teacher's model directory (repeatable); replaces the preset's teacher set",
+    )
+    p = sub.add_parser("evaluate", help="top-1/top-5 of each model and their late fusion")
+    _add_config_args(p, need_model_dir=False)
+    p.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="NAME=MODEL_DIR",
+        help="a model directory to evaluate (repeatable); NAME labels it in the table",
+    )
+    p.add_argument("--output", help="also write the report as JSON here")
+    sub.add_parser("presets", help="list the presets")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `python -m training` and the `perfnet-train` console command."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if not args.verbose:
+        import os
+
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if args.command == "presets":
+        print("\n".join(preset_names()))
+        return 0
+    try:
+        if args.command == "evaluate":
+            return _cmd_evaluate(args)
+        return _cmd_train(args, distill=args.command == "distill")
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

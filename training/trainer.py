@@ -1,0 +1,483 @@
+"""The training jobs: teachers (one per modality), the distilled student, fine-tuning.
+
+One loop serves all three tasks (`ExperimentConfig.task`):
+
+- `teacher`: a classifier on one modality, softmax cross-entropy.
+- `student`: an RGB classifier trained with eq. (1) of the paper against frozen teachers,
+  each loaded from its model directory (`config.json` + latest checkpoint) and run in
+  inference mode on its modality of the *same* clips (one input pipeline decodes every stream
+  with one window, crop and flip).
+- `finetune`: cross-entropy only, the backbone initialized from `init_checkpoint`, a new
+  classifier head.
+
+Model directory layout (local or gs://):
+
+    MODEL_DIR/config.json        the resolved ExperimentConfig (what `load_config` reads)
+    MODEL_DIR/run.json           derived values: replicas, per-replica batch, peak rate, ...
+    MODEL_DIR/ckpt-<step>.*      tf.train.Checkpoint(model, optimizer); the last few kept
+    MODEL_DIR/train/, eval/      TensorBoard event files
+    MODEL_DIR/eval_<step>.json   evaluation reports
+
+Preemption: checkpoints are written every `train.checkpoint_every` steps and on SIGTERM; the
+same command re-run restores the latest checkpoint (model, optimizer state and step) and
+continues to `train.train_steps`. The input pipeline is re-seeded with the restored step, so a
+resumed run draws new clips rather than replaying the first ones (the shuffle buffer is not
+checkpointed).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import posixpath
+import signal
+import threading
+import time
+from collections.abc import Callable
+
+import keras
+import tensorflow as tf
+
+from training import distribute, inputs, losses
+from training.config import CONFIG_FILENAME, ExperimentConfig
+from training.evaluate import FusionReport, evaluate_models
+from training.models import VideoClassifier, build_classifier
+from training.schedule import build_optimizer, build_schedule
+
+log = logging.getLogger(__name__)
+
+RUN_INFO_FILENAME = "run.json"
+CHECKPOINT_NAME = "ckpt"
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What a run did.
+
+    Attributes:
+      start_step: the optimizer step restored from a checkpoint (0 for a fresh run).
+      final_step: the step reached.
+      history: (step, metrics) after each loop; metrics hold `loss` (task loss without the L2
+        term), `ce`, `distill`, `l2`, `learning_rate`, `clips_per_second`.
+      eval: the last evaluation, if any.
+      preempted: the run stopped early on request (SIGTERM) after writing a checkpoint.
+      checkpoint: path of the last checkpoint written or restored.
+    """
+
+    model_dir: str
+    start_step: int
+    final_step: int
+    history: list[tuple[int, dict[str, float]]]
+    eval: FusionReport | None
+    preempted: bool
+    checkpoint: str | None
+
+
+def save_json(path: str, value) -> None:
+    tf.io.gfile.makedirs(posixpath.dirname(path) or ".")
+    with tf.io.gfile.GFile(path, "w") as f:
+        f.write(value if isinstance(value, str) else json.dumps(value, indent=2, sort_keys=True))
+
+
+def load_config(model_dir: str) -> ExperimentConfig:
+    """The `config.json` of a model directory; raises ValueError if there is none."""
+    path = posixpath.join(model_dir, CONFIG_FILENAME)
+    if not tf.io.gfile.exists(path):
+        raise ValueError(f"model_dir={model_dir!r}: has no {CONFIG_FILENAME}")
+    with tf.io.gfile.GFile(path) as f:
+        return ExperimentConfig.from_json(f.read())
+
+
+def resolve_checkpoint(path: str) -> str:
+    """A checkpoint prefix: `path` itself, or the latest checkpoint in directory `path`."""
+    if tf.io.gfile.exists(path + ".index"):
+        return path
+    latest = tf.train.latest_checkpoint(path) if tf.io.gfile.isdir(path) else None
+    if not latest:
+        raise ValueError(f"checkpoint={path!r}: no checkpoint there")
+    return latest
+
+
+def resolve_config(cfg: ExperimentConfig) -> ExperimentConfig:
+    """Validates `cfg` and fills in `data.num_classes` from dataset_info.json if it is 0."""
+    cfg = ExperimentConfig.from_dict(cfg.to_dict())
+    cfg.validate()
+    cfg.data.num_classes = inputs.resolve_num_classes(cfg.data, cfg.input_modalities())
+    return cfg
+
+
+def build_model(cfg: ExperimentConfig, num_classes: int, dtype=None) -> VideoClassifier:
+    """The classifier for `cfg.model` on `cfg.modality`'s channels."""
+    return build_classifier(cfg.model, num_classes, inputs.MODEL_CHANNELS[cfg.modality], dtype)
+
+
+def load_model(
+    model_dir: str, dtype=None, checkpoint: str = ""
+) -> tuple[VideoClassifier, ExperimentConfig]:
+    """Rebuilds the model of a model directory and restores its weights (model only).
+
+    Args:
+      model_dir: a directory with `config.json` and checkpoints.
+      dtype: the Keras dtype policy to build with (the current job's).
+      checkpoint: a specific checkpoint prefix; default the directory's latest.
+
+    Returns:
+      (model, its config). Raises ValueError if some model weight is missing from the
+      checkpoint (an architecture mismatch).
+    """
+    cfg = load_config(model_dir)
+    model = build_model(cfg, cfg.data.num_classes, dtype)
+    path = resolve_checkpoint(checkpoint or model_dir)
+    status = tf.train.Checkpoint(model=model).read(path)
+    status.expect_partial()
+    try:
+        status.assert_existing_objects_matched()
+    except AssertionError as e:
+        raise ValueError(f"checkpoint={path!r}: does not match its config.json: {e}") from e
+    return model, cfg
+
+
+def restore_backbone(model: VideoClassifier, path: str) -> str:
+    """Loads the backbone weights of checkpoint `path` (a model dir or prefix) into `model`.
+
+    The classifier head is left as it is (fine-tuning to a new label set). Raises ValueError if
+    the source holds another backbone or some backbone weight is missing. Returns the prefix.
+    """
+    if tf.io.gfile.exists(posixpath.join(path, CONFIG_FILENAME)):
+        src, dst = load_config(path).model, model.model_config
+        fields = ("backbone", "width_multiplier", "depths", "s3dg_blocks", "gating")
+        for field in fields:
+            if getattr(src, field) != getattr(dst, field):
+                raise ValueError(
+                    f"init_checkpoint={path!r}: its model.{field}={getattr(src, field)!r}, "
+                    f"this model's is {getattr(dst, field)!r}"
+                )
+    prefix = resolve_checkpoint(path)
+    status = tf.train.Checkpoint(model=tf.train.Checkpoint(backbone=model.backbone)).read(prefix)
+    status.expect_partial()
+    try:
+        status.assert_existing_objects_matched()
+    except AssertionError as e:
+        raise ValueError(f"init_checkpoint={path!r}: backbone does not match: {e}") from e
+    log.info("backbone initialized from %s", prefix)
+    return prefix
+
+
+class Trainer:
+    """Runs one `ExperimentConfig` (teacher, student or fine-tuning) to `train.train_steps`.
+
+    Args:
+      cfg: the experiment; `model_dir` and a train split are required.
+      strategy: a tf.distribute strategy; default from `cfg.runtime`.
+      on_loop_end: called as `fn(step, metrics)` after every loop (tests use it to simulate a
+        preemption via `request_stop`).
+    """
+
+    def __init__(
+        self,
+        cfg: ExperimentConfig,
+        strategy: tf.distribute.Strategy | None = None,
+        on_loop_end: Callable[[int, dict], None] | None = None,
+    ):
+        if not cfg.model_dir:
+            raise ValueError(f"model_dir={cfg.model_dir!r}: set where checkpoints go")
+        self.cfg = resolve_config(cfg)
+        if not inputs.split_pattern(self.cfg.data, "train"):
+            raise ValueError("data.data_dir='' and data.train_pattern='': name the training shards")
+        self.strategy = strategy or distribute.get_strategy(self.cfg.runtime)
+        self.on_loop_end = on_loop_end
+        self._stop = threading.Event()
+        self.model: VideoClassifier | None = None  # set by run()
+        self.teachers: dict[str, VideoClassifier] = {}  # set by run(): the frozen teachers
+        self.per_replica_batch = distribute.per_replica_batch(
+            self.cfg.train.global_batch_size, self.strategy
+        )
+        self.dtype = distribute.precision_policy(self.cfg.runtime, self.strategy)
+
+    def request_stop(self) -> None:
+        """Ends the run after the current loop, with a checkpoint (the SIGTERM handler)."""
+        self._stop.set()
+
+    # -- set-up ---------------------------------------------------------------------------
+    def _check_existing_config(self) -> None:
+        path = posixpath.join(self.cfg.model_dir, CONFIG_FILENAME)
+        if not tf.io.gfile.exists(path):
+            return
+        old = load_config(self.cfg.model_dir)
+        for field in ("task", "modality"):
+            if getattr(old, field) != getattr(self.cfg, field):
+                raise ValueError(
+                    f"{field}={getattr(self.cfg, field)!r}: model_dir {self.cfg.model_dir!r} "
+                    f"holds a run with {field}={getattr(old, field)!r}"
+                )
+        if old.model != self.cfg.model or old.data.num_classes != self.cfg.data.num_classes:
+            raise ValueError(
+                f"model={self.cfg.model}: model_dir {self.cfg.model_dir!r} holds a different "
+                f"model ({old.model}, {old.data.num_classes} classes); use a new model_dir"
+            )
+
+    def _write_config(self) -> None:
+        cfg = self.cfg
+        save_json(posixpath.join(cfg.model_dir, CONFIG_FILENAME), cfg.to_json())
+        save_json(
+            posixpath.join(cfg.model_dir, RUN_INFO_FILENAME),
+            {
+                "strategy": type(self.strategy).__name__,
+                "replicas": distribute.replicas(self.strategy),
+                "per_replica_batch": self.per_replica_batch,
+                "global_batch_size": cfg.train.global_batch_size,
+                "peak_learning_rate": cfg.optimizer.peak_learning_rate(cfg.train.global_batch_size),
+                "dtype_policy": self.dtype,
+                "input_modalities": list(cfg.input_modalities()),
+                "tensorflow": tf.__version__,
+            },
+        )
+
+    def _load_teachers(self) -> dict[str, VideoClassifier]:
+        teachers = {}
+        for modality, path in self.cfg.distill.teachers.items():
+            model, tcfg = load_model(path, dtype=self.dtype)
+            if tcfg.modality != modality:
+                raise ValueError(
+                    f"distill.teachers[{modality!r}]={path!r}: that model was trained on "
+                    f"{tcfg.modality!r}"
+                )
+            if tcfg.data.num_classes != self.cfg.data.num_classes:
+                raise ValueError(
+                    f"distill.teachers[{modality!r}]={path!r}: {tcfg.data.num_classes} classes, "
+                    f"the student has {self.cfg.data.num_classes}"
+                )
+            model.trainable = False
+            teachers[modality] = model
+        return teachers
+
+    def _eval_dataset(self):
+        pattern = inputs.split_pattern(self.cfg.data, "eval")
+        batch = self.cfg.train.eval_batch_size
+        distribute.per_replica_batch(batch, self.strategy)
+        ds = inputs.build_dataset(
+            pattern,
+            [self.cfg.modality],
+            training=False,
+            batch_size=batch,
+            data=self.cfg.data,
+            max_clips=self.cfg.train.max_eval_clips,
+        )
+        return self.strategy.experimental_distribute_dataset(ds)
+
+    # -- the run --------------------------------------------------------------------------
+    def run(self) -> TrainResult:
+        cfg = self.cfg
+        self._check_existing_config()
+        tf.io.gfile.makedirs(cfg.model_dir)
+        self._write_config()
+        student = cfg.task == "student"
+        num_classes = cfg.data.num_classes
+        global_batch = cfg.train.global_batch_size
+        num_replicas = distribute.replicas(self.strategy)
+
+        if cfg.data.seed is not None:
+            # Seeded runs also draw the same initial weights and dropout masks.
+            keras.utils.set_random_seed(cfg.data.seed)
+        with self.strategy.scope():
+            model = build_model(cfg, num_classes, self.dtype)
+            optimizer = build_optimizer(cfg.optimizer, global_batch)
+            schedule = build_schedule(cfg.optimizer, global_batch)
+            optimizer.build(model.trainable_variables)
+            teachers = self._load_teachers() if student else {}
+            checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+            manager = tf.train.CheckpointManager(
+                checkpoint,
+                cfg.model_dir,
+                max_to_keep=cfg.train.max_checkpoints,
+                checkpoint_name=CHECKPOINT_NAME,
+            )
+            last_ckpt = manager.latest_checkpoint
+            if last_ckpt:
+                checkpoint.restore(last_ckpt).assert_existing_objects_matched()
+                log.info("resumed from %s", last_ckpt)
+            elif cfg.task == "finetune":
+                restore_backbone(model, cfg.init_checkpoint)
+        self.model, self.teachers = model, teachers
+        start_step = int(optimizer.iterations.numpy())
+        kernels = model.kernels()
+
+        def dataset_fn(ctx):
+            return inputs.build_dataset(
+                inputs.split_pattern(cfg.data, "train"),
+                cfg.input_modalities(),
+                training=True,
+                batch_size=ctx.get_per_replica_batch_size(global_batch),
+                data=cfg.data,
+                input_context=ctx,
+                seed_offset=start_step,
+            )
+
+        def step_fn(batch):
+            labels = batch["label"]
+            with tf.GradientTape() as tape:
+                logits = model(batch[cfg.modality], training=True)
+                if student:
+                    teacher_logits = {m: t(batch[m], training=False) for m, t in teachers.items()}
+                    task_loss, ce, distill = losses.student_loss(
+                        labels,
+                        logits,
+                        teacher_logits,
+                        cfg.distill.loss,
+                        cfg.distill.distill_weight,
+                        global_batch,
+                    )
+                else:
+                    ce = losses.cross_entropy(labels, logits, global_batch)
+                    distill = tf.constant(0.0)
+                    task_loss = ce
+                l2 = losses.l2_penalty(kernels, cfg.optimizer.weight_decay) / num_replicas
+                total = task_loss + l2
+            grads = tape.gradient(total, model.trainable_variables)
+            optimizer.apply_gradients(zip(grads, model.trainable_variables))
+            return {"loss": task_loss, "ce": ce, "distill": distill, "l2": l2}
+
+        keys = ("loss", "ce", "distill", "l2")
+
+        @tf.function
+        def train_loop(iterator, num_steps):
+            sums = tf.zeros([len(keys)])
+            for _ in tf.range(num_steps):
+                out = self.strategy.run(step_fn, args=(next(iterator),))
+                sums += tf.stack(
+                    [
+                        self.strategy.reduce(tf.distribute.ReduceOp.SUM, out[k], axis=None)
+                        for k in keys
+                    ]
+                )
+            means = sums / tf.cast(num_steps, tf.float32)
+            return {k: means[i] for i, k in enumerate(keys)}
+
+        history: list[tuple[int, dict[str, float]]] = []
+        report = None
+        step = start_step
+        preempted = False
+        writer = tf.summary.create_file_writer(posixpath.join(cfg.model_dir, "train"))
+        previous_handler = self._install_sigterm()
+        try:
+            if step < cfg.train.train_steps:
+                dist_ds = self.strategy.distribute_datasets_from_function(dataset_fn)
+                iterator = iter(dist_ds)
+            log.info(
+                "%s %s: steps %d -> %d, global batch %d on %d replica(s), %s",
+                cfg.task,
+                cfg.modality,
+                step,
+                cfg.train.train_steps,
+                global_batch,
+                num_replicas,
+                self.dtype,
+            )
+            while step < cfg.train.train_steps:
+                n = min(cfg.train.steps_per_loop, cfg.train.train_steps - step)
+                t0 = time.perf_counter()
+                metrics = {k: float(v) for k, v in train_loop(iterator, tf.constant(n)).items()}
+                elapsed = time.perf_counter() - t0
+                prev, step = step, step + n
+                metrics["learning_rate"] = float(schedule(step - 1))
+                metrics["clips_per_second"] = global_batch * n / max(elapsed, 1e-9)
+                history.append((step, metrics))
+                if _crossed(prev, step, cfg.train.summary_every) or step == cfg.train.train_steps:
+                    with writer.as_default(step=step):
+                        for k, v in metrics.items():
+                            write_scalar(k, v, step)
+                    writer.flush()
+                    log.info(
+                        "step %d loss %.4f ce %.4f distill %.4f lr %.4g %.1f clips/s",
+                        step,
+                        metrics["loss"],
+                        metrics["ce"],
+                        metrics["distill"],
+                        metrics["learning_rate"],
+                        metrics["clips_per_second"],
+                    )
+                if self.on_loop_end is not None:
+                    self.on_loop_end(step, metrics)
+                if _crossed(prev, step, cfg.train.checkpoint_every) or self._stop.is_set():
+                    last_ckpt = manager.save(checkpoint_number=step)
+                if self._stop.is_set() and step < cfg.train.train_steps:
+                    preempted = True
+                    log.warning("stop requested: checkpoint %s written at step %d", last_ckpt, step)
+                    break
+                if (
+                    cfg.train.eval_every
+                    and _crossed(prev, step, cfg.train.eval_every)
+                    and step < cfg.train.train_steps
+                ):
+                    report = self._evaluate(model, step)
+            if not preempted:
+                if step > start_step and (not last_ckpt or not last_ckpt.endswith(f"-{step}")):
+                    last_ckpt = manager.save(checkpoint_number=step)
+                if cfg.train.eval_at_end and inputs.split_pattern(cfg.data, "eval"):
+                    report = self._evaluate(model, step)
+        finally:
+            self._restore_sigterm(previous_handler)
+            writer.close()
+        return TrainResult(cfg.model_dir, start_step, step, history, report, preempted, last_ckpt)
+
+    def _evaluate(self, model: VideoClassifier, step: int) -> FusionReport:
+        name = f"{self.cfg.modality}" + ("_student" if self.cfg.task == "student" else "")
+        report = evaluate_models(
+            {name: (model, self.cfg.modality)},
+            self._eval_dataset(),
+            self.strategy,
+            self.cfg.data.num_classes,
+        )
+        row = report.rows[0]
+        log.info(
+            "eval step %d: top-1 %.4f top-%d %.4f on %d clips",
+            step,
+            row.top1,
+            report.top5_k,
+            row.top5,
+            row.clips,
+        )
+        writer = tf.summary.create_file_writer(posixpath.join(self.cfg.model_dir, "eval"))
+        with writer.as_default(step=step):
+            write_scalar("top1", row.top1, step)
+            write_scalar("top5", row.top5, step)
+        writer.close()
+        save_json(posixpath.join(self.cfg.model_dir, f"eval_{step}.json"), report.to_json())
+        return report
+
+    def _install_sigterm(self):
+        if threading.current_thread() is not threading.main_thread():
+            return None
+        return signal.signal(signal.SIGTERM, lambda signum, frame: self.request_stop())
+
+    @staticmethod
+    def _restore_sigterm(previous) -> None:
+        if previous is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, previous)
+
+
+def write_scalar(name: str, value: float, step: int) -> None:
+    """A TensorBoard scalar in the default summary writer, without the tensorboard package.
+
+    Writes the same event as `tf.summary.scalar` (plugin `scalars`), which needs tensorboard
+    installed; TensorBoard reads these files as scalars.
+    """
+    tf.summary.write(
+        name, tf.constant(float(value), tf.float32), step=step, metadata=_SCALAR_METADATA
+    )
+
+
+_SCALAR_METADATA = tf.compat.v1.SummaryMetadata(
+    plugin_data=tf.compat.v1.SummaryMetadata.PluginData(plugin_name="scalars")
+)
+
+
+def _crossed(prev: int, step: int, every: int) -> bool:
+    """True if a multiple of `every` lies in (prev, step]."""
+    return step // every > prev // every
+
+
+def train(cfg: ExperimentConfig, strategy=None) -> TrainResult:
+    """Runs `cfg` (any task) and returns what it did."""
+    return Trainer(cfg, strategy).run()
