@@ -17,6 +17,7 @@ def write_video(path, num_frames: int, fps: float, size=(64, 48), fourcc="mp4v",
     size is (width, height) in pixels. Returns the path.
     """
     import cv2  # here, not at the top: the training tests run where OpenCV is absent
+
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, size)
     assert writer.isOpened(), f"cannot write {path}"
     for i in range(num_frames):
