@@ -253,7 +253,7 @@ class ClipProcessor:
             num_frames=clip.builder.num_frames,
             num_persons=clip.persons,
             duration_us=end_us - clip.start_us,
-            serialized=example.SerializeToString(),
+            serialized=example.SerializeToString(deterministic=True),
         )
 
 

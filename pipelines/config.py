@@ -38,6 +38,8 @@ class PreprocessConfig:
       max_clip_seconds: longer windows are cut into consecutive clips of at most this; 0: no cut.
       strict_manifest: stop at the first bad manifest row instead of recording it.
       overwrite: replace the outputs of an earlier run in output_dir.
+      threads_per_worker: OpenCV threads per worker process; 0 decides from the runner (the
+        machine's cores shared among local worker processes; 1 on Dataflow).
     """
 
     input: str
@@ -62,6 +64,7 @@ class PreprocessConfig:
     max_clip_seconds: float = 30.0
     strict_manifest: bool = False
     overwrite: bool = False
+    threads_per_worker: int = 0
 
     def __post_init__(self):
         self.validate()
@@ -102,6 +105,8 @@ class PreprocessConfig:
             bad("jpeg_quality", "must be in 1..100")
         if self.num_shards < 0:
             bad("num_shards", "must be >= 0 (0 picks automatically)")
+        if self.threads_per_worker < 0:
+            bad("threads_per_worker", "must be >= 0 (0: decided from the runner)")
         if self.clips_per_shard < 1:
             bad("clips_per_shard", "must be >= 1")
         if not (math.isfinite(self.max_clip_seconds) and self.max_clip_seconds >= 0):

@@ -14,16 +14,18 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
 import platform
 import sys
+import threading
 import time
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
 from flow import flow_params
-from pipelines import output
+from pipelines import output, parts
 from pipelines.config import PreprocessConfig
 from pipelines.failures import Failure
 from pipelines.manifest import (
@@ -111,7 +113,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--strict_manifest", action="store_true", help="stop on the first bad row")
     p.add_argument(
-        "--overwrite", action="store_true", help="replace an earlier run's outputs in output_dir"
+        "--overwrite",
+        action="store_true",
+        help="start over: delete an earlier run's outputs and parts in output_dir",
+    )
+    p.add_argument(
+        "--threads_per_worker",
+        type=int,
+        default=0,
+        help="OpenCV threads per worker process (0: cores / local worker processes; 1 on Dataflow)",
     )
     return p
 
@@ -141,6 +151,7 @@ def parse_args(argv: list[str] | None) -> tuple[PreprocessConfig, PipelineOption
         max_clip_seconds=args.max_clip_seconds,
         strict_manifest=args.strict_manifest,
         overwrite=args.overwrite,
+        threads_per_worker=args.threads_per_worker,
     )
     options = PipelineOptions(beam_args)
     std = options.view_as(StandardOptions)
@@ -153,7 +164,11 @@ def parse_args(argv: list[str] | None) -> tuple[PreprocessConfig, PipelineOption
 # DoFns.
 # ---------------------------------------------------------------------------------------------
 class ProcessVideoFn(beam.DoFn):
-    """One manifest row -> its clips (main output) or one failure row (FAILED), never both."""
+    """One manifest row -> its part (clips) or its failure row, never both.
+
+    Writes the part itself (pipelines/parts.py) and yields the row's key, tagged DONE or FAILED.
+    Writing is idempotent: a bundle the runner retries rewrites the same part files.
+    """
 
     def __init__(self, config: PreprocessConfig, pose_model_path: str | None, pose_sha256: str):
         self._config = config
@@ -168,6 +183,11 @@ class ProcessVideoFn(beam.DoFn):
     def setup(self):
         from pipelines.clip import ClipProcessor
 
+        threads = self._config.threads_per_worker
+        if threads:
+            import cv2
+
+            cv2.setNumThreads(threads)
         model = None
         if ms.MODALITY_POSE in self._config.modalities:
             from pipelines.pose import load_pose_model
@@ -182,30 +202,53 @@ class ProcessVideoFn(beam.DoFn):
 
     def process(self, spec: ClipSpec):
         t0 = time.perf_counter()
+        key = parts.input_key(spec)
+        out = self._config.output_dir
         try:
             records = self._processor.process(spec)
         except Exception as e:  # every input ends as records or as one failure row
             failure = self._processor.failure(spec, e)
             Metrics.counter("perfnet", f"failed_{failure.stage}").inc()
             LOG.warning("failed %s at %s: %s", spec.data_path, failure.stage, failure.error)
-            yield beam.pvalue.TaggedOutput(FAILED, failure)
+            parts.write_failure(out, key, failure)
+            yield beam.pvalue.TaggedOutput(FAILED, key)
             return
+        parts.write_done(out, key, spec, records)
         frames = sum(r.num_frames for r in records)
         self._videos.inc()
         self._clips.inc(len(records))
         self._frames.inc(frames)
         if frames:
             self._seconds.update(int(1000 * (time.perf_counter() - t0) / frames))
-        yield beam.pvalue.TaggedOutput(DONE, spec.split)
-        for r in records:
-            yield (
-                r.split,
-                (r.example_id, r.serialized, r.num_frames, r.num_persons, r.duration_us),
-            )
+        yield beam.pvalue.TaggedOutput(DONE, key)
+
+
+class CollectPartFn(beam.DoFn):
+    """A manifest row -> its clips' shard entries (main) or its failure row (FAILED)."""
+
+    def __init__(self, output_dir: str, num_shards: dict[str, int]):
+        self._output_dir = output_dir
+        self._num_shards = num_shards
+
+    def process(self, spec: ClipSpec, processed: int):
+        del processed  # a barrier: this runs once every row is processed
+        key = parts.input_key(spec)
+        meta = parts.read_meta(self._output_dir, key)
+        if meta is None:
+            failure = parts.read_failure(self._output_dir, key)
+            if failure is None:
+                raise RuntimeError(f"row {spec.source} ({spec.data_path}) has no part: not run")
+            yield beam.pvalue.TaggedOutput(FAILED, failure)
+            return
+        yield beam.pvalue.TaggedOutput(DONE, key)
+        n = self._num_shards[spec.split]
+        for index, clip in enumerate(meta["clips"]):
+            entry = (clip["id"], key, index, clip)
+            yield (spec.split, output.shard_of(clip["id"], n)), entry
 
 
 class WriteShardFn(beam.DoFn):
-    """((split, shard), clips) -> one TFRecord file; yields the shard's summary."""
+    """((split, shard), entries) -> one TFRecord file, records in id order; yields a summary."""
 
     def __init__(self, output_dir: str, dataset_name: str, num_shards: dict[str, int]):
         self._output_dir = output_dir
@@ -213,25 +256,36 @@ class WriteShardFn(beam.DoFn):
         self._num_shards = num_shards
 
     def process(self, element):
-        (split, shard), clips = element
-        clips = sorted(clips, key=lambda c: c[0])  # records in id order: reproducible files
+        (split, shard), entries = element
+        entries = sorted(entries)  # by clip id: the same file on every run and runner
         path = output.shard_path(
             self._output_dir, split, self._dataset_name, shard, self._num_shards[split]
         )
-        output.write_tfrecords(path, (c[1] for c in clips))
+
+        def records():
+            cache_key, cache = None, []
+            for _, key, index, _ in entries:
+                if key != cache_key:  # a row's clips are usually adjacent (ids share a prefix)
+                    cache_key = key
+                    cache = list(output.read_tfrecords(parts.records_path(self._output_dir, key)))
+                yield cache[index]
+
+        output.write_tfrecords(path, records())
+        clips = [e[3] for e in entries]
         yield {
             "split": split,
             "shard": output.relative(self._output_dir, path),
             "clips": len(clips),
-            "frames": sum(c[2] for c in clips),
-            "persons": sum(c[3] for c in clips),
-            "duration_us": sum(c[4] for c in clips),
-            "bytes": sum(len(c[1]) for c in clips),
+            "frames": sum(c["frames"] for c in clips),
+            "persons": sum(c["persons"] for c in clips),
+            "duration_us": sum(c["duration_us"] for c in clips),
+            "bytes": sum(c["bytes"] for c in clips),
         }
 
 
 def _write_info(_, shards, done, failures, static_info, output_dir, num_shards, dataset_name):
-    """Writes dataset_info.json once every shard is written; fills in empty shards."""
+    """Writes dataset_info.json once every shard is written; fills in empty shards and removes
+    shards of an earlier run that the current shard count no longer names."""
     splits = {}
     for split, n in sorted(num_shards.items()):
         names = [
@@ -252,6 +306,14 @@ def _write_info(_, shards, done, failures, static_info, output_dir, num_shards, 
             "num_shards": n,
             "shards": names,
         }
+    keep = {output.join(output_dir, name) for s in splits.values() for name in s["shards"]}
+    stale = [
+        path
+        for path in output.list_files(output.join(output_dir, "*", f"{dataset_name}-*-of-*"))
+        if path not in keep
+    ]
+    if stale:
+        output.FileSystems.delete(stale)
     by_stage: dict[str, int] = {}
     for stage in failures:
         by_stage[stage] = by_stage.get(stage, 0) + 1
@@ -308,25 +370,48 @@ def _resolve_pose_model(config: PreprocessConfig) -> tuple[str | None, str, str]
     return path, name, sha
 
 
-def _prepare_output(config: PreprocessConfig) -> None:
+def record_settings(config: PreprocessConfig, pose_sha256: str) -> dict:
+    """The settings that decide the records: parts made under other settings are not reused."""
+    keys = (
+        "dataset_name", "modalities", "flow_preset", "num_poses", "pose_short_side", "fps",
+        "short_side", "jpeg_quality", "max_clip_seconds",
+    )  # fmt: skip
+    settings = {k: getattr(config, k) for k in keys}
+    settings["modalities"] = list(config.modalities)
+    settings["render_style"] = config.style.to_spec()
+    settings["pose_model_sha256"] = pose_sha256
+    return settings
+
+
+def _prepare_output(config: PreprocessConfig, settings: dict) -> bool:
+    """Readies output_dir; True when it resumes earlier parts made with the same settings."""
     info = output.join(config.output_dir, output.DATASET_INFO)
-    old = [info] if output.FileSystems.exists(info) else []
-    old += output.list_files(output.join(config.output_dir, "*", f"{config.dataset_name}-*"))
-    old += output.list_files(output.join(config.output_dir, output.FAILURES_DIR, "*"))
-    if old and not config.overwrite:
-        raise FileExistsError(
-            f"output_dir={config.output_dir!r} already holds the output of a run "
-            f"({old[0]}); pass --overwrite to replace it or choose another directory"
-        )
-    if old:
-        output.FileSystems.delete(old)
+    if config.overwrite:
+        old = output.list_files(output.join(config.output_dir, "*", f"{config.dataset_name}-*"))
+        old += output.list_files(output.join(config.output_dir, output.FAILURES_DIR, "*"))
+        old += output.list_files(output.join(parts.parts_dir(config.output_dir), "*"))
+        old += [info] if output.FileSystems.exists(info) else []
+        if old:
+            output.FileSystems.delete(old)
+        resume = False
+    else:
+        resume = parts.check_run(config.output_dir, settings)
+        if not resume and output.FileSystems.exists(info):
+            raise FileExistsError(
+                f"output_dir={config.output_dir!r} already holds a finished run without its "
+                "parts (.parts/); pass --overwrite to replace it or choose another directory"
+            )
+        if output.FileSystems.exists(info):
+            output.FileSystems.delete([info])  # present again only when this run completes
+    parts.start_run(config.output_dir, settings)
+    return resume
 
 
-def _stage_specs(config: PreprocessConfig, specs: list[ClipSpec], options) -> str:
-    """Writes the validated clip specs as JSON lines for the pipeline to read."""
+def _stage_specs(config: PreprocessConfig, specs: list[ClipSpec], name: str) -> str:
+    """Writes clip specs as JSON lines for the pipeline to read; returns the path."""
     text = "".join(s.to_json() + "\n" for s in specs)
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]
-    path = output.join(config.output_dir, STAGING_DIR, f"clips-{digest}.jsonl")
+    path = output.join(config.output_dir, STAGING_DIR, f"{name}-{digest}.jsonl")
     output.write_text(path, text)
     return path
 
@@ -343,9 +428,30 @@ def _stage_model(config, options, path: str | None, sha: str) -> str | None:
     return staged
 
 
+def _threads_per_worker(config: PreprocessConfig, options) -> int:
+    """OpenCV threads per worker process: the cores shared out among the worker processes."""
+    if config.threads_per_worker:
+        return config.threads_per_worker
+    runner = options.view_as(StandardOptions).runner or "DirectRunner"
+    if runner not in LOCAL_RUNNERS:
+        return 1  # Dataflow runs one SDK process per vCPU
+    direct = options.view_as(DirectOptions)
+    workers = direct.direct_num_workers or 1
+    if workers <= 0:
+        workers = os.cpu_count() or 1  # Beam's "0: as many as cores"
+    if workers == 1 or direct.direct_running_mode == "in_memory":
+        return 0  # one process: OpenCV's own default (all cores)
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
 def run(argv: list[str] | None = None) -> dict:
-    """Runs the job; returns the dataset description it wrote."""
+    """Runs the job; returns the dataset description it wrote.
+
+    Rows whose part is already in output_dir (from an interrupted or earlier run with the same
+    settings) are not processed again; the shards are rebuilt from the parts of every row.
+    """
     config, options = parse_args(argv)
+    config = dataclasses.replace(config, threads_per_worker=_threads_per_worker(config, options))
     label_map = load_label_map(config.label_map) if config.label_map else None
     pose_path, pose_name, pose_sha = _resolve_pose_model(config)
     specs, manifest_failures, label_map = parse_manifest(
@@ -357,10 +463,13 @@ def run(argv: list[str] | None = None) -> dict:
         file_pattern=config.file_pattern,
         split_number=config.split_number,
     )
-    _prepare_output(config)
+    resumed = _prepare_output(config, record_settings(config, pose_sha))
+    done = parts.done_keys(config.output_dir) if resumed else set()
+    todo = [s for s in specs if parts.input_key(s) not in done]
     per_split = splits_of(specs)
     num_shards = {split: config.shards_for(n) for split, n in per_split.items()}
-    staged = _stage_specs(config, specs, options)
+    all_rows = _stage_specs(config, specs, "rows")
+    todo_rows = _stage_specs(config, todo, "todo")
     pose_path = _stage_model(config, options, pose_path, pose_sha)
     static_info = {
         "schema_version": ms.SCHEMA_VERSION,
@@ -382,60 +491,139 @@ def run(argv: list[str] | None = None) -> dict:
         "inputs": {"rows": len(specs) + len(manifest_failures)},
         "failures": output.join(output.FAILURES_DIR, output.FAILURES_PREFIX + "-*.jsonl"),
     }
-    LOG.info("%d rows (%d bad), splits %s", len(specs), len(manifest_failures), per_split)
+    LOG.info(
+        "%d rows (%d bad in the manifest), splits %s; %d to process, %d done by an earlier run",
+        len(specs) + len(manifest_failures),
+        len(manifest_failures),
+        per_split,
+        len(todo),
+        len(specs) - len(todo),
+    )
 
-    with beam.Pipeline(options=options) as p:
-        rows = (
-            p
-            | "ReadSpecs" >> beam.io.ReadFromText(staged)
-            | "ParseSpecs" >> beam.Map(ClipSpec.from_json)
-            | "Spread" >> beam.Reshuffle()
-        )
-        results = rows | "ProcessVideos" >> beam.ParDo(
-            ProcessVideoFn(config, pose_path, pose_sha)
-        ).with_outputs(FAILED, DONE, main="clips")
-        shards = (
-            results.clips
-            | "AssignShard"
-            >> beam.Map(lambda kv: ((kv[0], output.shard_of(kv[1][0], num_shards[kv[0]])), kv[1]))
-            | "GroupShards" >> beam.GroupByKey()
-            | "WriteShards"
-            >> beam.ParDo(WriteShardFn(config.output_dir, config.dataset_name, num_shards))
-        )
-        failures = (
-            results[FAILED],
-            p | "ManifestFailures" >> beam.Create(manifest_failures),
-        ) | "AllFailures" >> beam.Flatten()
-        _ = (
-            failures
-            | "FailureJson" >> beam.Map(Failure.to_json)
-            | "WriteFailures"
-            >> beam.io.WriteToText(
-                output.join(config.output_dir, output.FAILURES_DIR, output.FAILURES_PREFIX),
-                file_name_suffix=".jsonl",
-                num_shards=1,
+    runner = options.view_as(StandardOptions).runner or "DirectRunner"
+    with _Progress(config.output_dir, len(todo), enabled=runner in LOCAL_RUNNERS):
+        with beam.Pipeline(options=options) as p:
+            processed = (
+                p
+                | "ReadTodo" >> beam.io.ReadFromText(todo_rows)
+                | "ParseTodo" >> beam.Map(ClipSpec.from_json)
+                | "Spread" >> beam.Reshuffle()
+                | "ProcessVideos"
+                >> beam.ParDo(ProcessVideoFn(config, pose_path, pose_sha)).with_outputs(
+                    FAILED, DONE
+                )
             )
-        )
-        _ = (
-            p
-            | "InfoTrigger" >> beam.Create([None])
-            | "WriteInfo"
-            >> beam.FlatMap(
-                _write_info,
-                shards=beam.pvalue.AsList(shards),
-                done=beam.pvalue.AsList(results[DONE]),
-                failures=beam.pvalue.AsList(failures | "Stages" >> beam.Map(lambda f: f.stage)),
-                static_info=static_info,
-                output_dir=config.output_dir,
-                num_shards=num_shards,
-                dataset_name=config.dataset_name,
+            count = (
+                (processed[DONE], processed[FAILED])
+                | "Processed" >> beam.Flatten()
+                | "CountProcessed" >> beam.combiners.Count.Globally()
             )
-        )
+            collected = (
+                p
+                | "ReadRows" >> beam.io.ReadFromText(all_rows)
+                | "ParseRows" >> beam.Map(ClipSpec.from_json)
+                | "CollectParts"
+                >> beam.ParDo(
+                    CollectPartFn(config.output_dir, num_shards),
+                    processed=beam.pvalue.AsSingleton(count),
+                ).with_outputs(FAILED, DONE, main="entries")
+            )
+            shards = (
+                collected.entries
+                | "GroupShards" >> beam.GroupByKey()
+                | "WriteShards"
+                >> beam.ParDo(WriteShardFn(config.output_dir, config.dataset_name, num_shards))
+            )
+            failures = (
+                collected[FAILED],
+                p | "ManifestFailures" >> beam.Create(manifest_failures),
+            ) | "AllFailures" >> beam.Flatten()
+            _ = (
+                failures
+                | "FailureJson" >> beam.Map(Failure.to_json)
+                | "WriteFailures"
+                >> beam.io.WriteToText(
+                    output.join(config.output_dir, output.FAILURES_DIR, output.FAILURES_PREFIX),
+                    file_name_suffix=".jsonl",
+                    num_shards=1,
+                )
+            )
+            _ = (
+                p
+                | "InfoTrigger" >> beam.Create([None])
+                | "WriteInfo"
+                >> beam.FlatMap(
+                    _write_info,
+                    shards=beam.pvalue.AsList(shards),
+                    done=beam.pvalue.AsList(collected[DONE]),
+                    failures=beam.pvalue.AsList(failures | "Stages" >> beam.Map(lambda f: f.stage)),
+                    static_info=static_info,
+                    output_dir=config.output_dir,
+                    num_shards=num_shards,
+                    dataset_name=config.dataset_name,
+                )
+            )
     info = output.read_json(output.join(config.output_dir, output.DATASET_INFO))
-    output.FileSystems.delete([staged])
+    output.FileSystems.delete([all_rows, todo_rows])
     if info["inputs"]["written"] + info["inputs"]["failed"] != info["inputs"]["rows"]:
         raise RuntimeError(f"inputs do not add up: {info['inputs']}")
     return info
+
+
+class _Progress:
+    """A progress line every `every_s` seconds on local runs: inputs done of total, frames/s,
+    ETA. Counts the parts that appear in output_dir, so it needs nothing from the runner."""
+
+    def __init__(self, output_dir: str, total: int, enabled: bool, every_s: float = 15.0):
+        self._dir = parts.parts_dir(output_dir)
+        self._total = total
+        self._enabled = enabled and total > 0
+        self._every = every_s
+        self._stop = threading.Event()
+        self._thread = None
+        self._seen: set[str] = set()
+        self._frames = 0
+        self._failed = 0
+
+    def __enter__(self):
+        if self._enabled:
+            self._start = time.monotonic()
+            self._thread = threading.Thread(target=self._loop, name="progress", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join(timeout=5)
+        return False
+
+    def _loop(self):
+        while not self._stop.wait(self._every):
+            try:
+                print(self.line(), file=sys.stderr, flush=True)
+            except Exception as e:  # noqa: BLE001 - progress must never fail the job
+                LOG.debug("progress: %s", e)
+
+    def line(self) -> str:
+        for path in output.list_files(output.join(self._dir, "*.json")):
+            if path in self._seen or path.endswith(parts.RUN_FILE):
+                continue
+            self._seen.add(path)
+            if path.endswith(parts.FAILURE_SUFFIX):
+                self._failed += 1
+            else:
+                self._frames += sum(c["frames"] for c in output.read_json(path)["clips"])
+        done = len(self._seen)
+        elapsed = time.monotonic() - self._start
+        rate = self._frames / elapsed if elapsed > 0 else 0.0
+        eta = elapsed / done * (self._total - done) if done else float("nan")
+        eta_text = "?" if eta != eta else f"{int(eta // 60)}m{int(eta % 60):02d}s"
+        return (
+            f"progress: {done}/{self._total} inputs ({self._failed} failed), "
+            f"{rate:.1f} frames/s, elapsed {int(elapsed // 60)}m{int(elapsed % 60):02d}s, "
+            f"ETA {eta_text}"
+        )
 
 
 def summary_table(info: dict, output_dir: str) -> str:

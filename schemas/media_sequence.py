@@ -422,7 +422,8 @@ class SequenceExampleBuilder:
         return self._example
 
     def serialize(self) -> bytes:
-        return self.build().SerializeToString()
+        """The record's bytes; deterministic (context keys sorted), the same in every process."""
+        return self.build().SerializeToString(deterministic=True)
 
 
 # ---------------------------------------------------------------------------------------------

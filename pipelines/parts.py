@@ -1,0 +1,127 @@
+"""Per-input results, kept so that runs resume and grow instead of starting over.
+
+Each manifest row (an input) is processed once into a *part* under `OUTPUT_DIR/.parts/`:
+
+    <key>.tfrecord     the input's clips (one record per clip), written first
+    <key>.meta.json    what the part holds (ids, frames, ...): its presence means "done"
+    <key>.failure.json the input's failure row, when it failed (retried by the next run)
+
+`key` is a digest of everything in the row that decides its records (path, window, label,
+split, ids), so a changed row is a new input. Every file is written under a temporary name and
+renamed, so a killed run leaves only whole parts. The shards are then built from the parts of the
+manifest's rows, sorted by clip id: re-running after a kill redoes only the inputs without a part,
+and the final shards are byte for byte those of an uninterrupted run.
+
+`.parts/run.json` records the settings that decide the records (sizes, rates, modalities, pose
+model, rendering, flow); a run with other settings is refused instead of mixing records.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+
+from pipelines import output
+from pipelines.failures import Failure
+from pipelines.manifest import ClipSpec
+
+PARTS_DIR = ".parts"
+RUN_FILE = "run.json"
+META_SUFFIX = ".meta.json"
+FAILURE_SUFFIX = ".failure.json"
+RECORDS_SUFFIX = ".tfrecord"
+
+
+def input_key(spec: ClipSpec) -> str:
+    """A 24-hex-digit digest of the row's fields that decide its records (not its line)."""
+    fields = dataclasses.asdict(spec)
+    fields.pop("source")
+    text = json.dumps(fields, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
+
+
+def parts_dir(output_dir: str) -> str:
+    return output.join(output_dir, PARTS_DIR)
+
+
+def _path(output_dir: str, key: str, suffix: str) -> str:
+    return output.join(output_dir, PARTS_DIR, key + suffix)
+
+
+def records_path(output_dir: str, key: str) -> str:
+    return _path(output_dir, key, RECORDS_SUFFIX)
+
+
+def write_done(output_dir: str, key: str, spec: ClipSpec, records) -> dict:
+    """Writes an input's clips, then its meta file; removes an old failure. Returns the meta."""
+    output.write_tfrecords(records_path(output_dir, key), [r.serialized for r in records])
+    meta = {
+        "key": key,
+        "split": spec.split,
+        "clips": [
+            {
+                "id": r.example_id,
+                "frames": r.num_frames,
+                "persons": r.num_persons,
+                "duration_us": r.duration_us,
+                "bytes": len(r.serialized),
+            }
+            for r in records
+        ],
+    }
+    output.write_text(_path(output_dir, key, META_SUFFIX), json.dumps(meta, sort_keys=True))
+    failure = _path(output_dir, key, FAILURE_SUFFIX)
+    if output.FileSystems.exists(failure):
+        output.FileSystems.delete([failure])
+    return meta
+
+
+def write_failure(output_dir: str, key: str, failure: Failure) -> None:
+    output.write_text(_path(output_dir, key, FAILURE_SUFFIX), failure.to_json())
+
+
+def read_meta(output_dir: str, key: str) -> dict | None:
+    path = _path(output_dir, key, META_SUFFIX)
+    if not output.FileSystems.exists(path):
+        return None
+    return output.read_json(path)
+
+
+def read_failure(output_dir: str, key: str) -> Failure | None:
+    path = _path(output_dir, key, FAILURE_SUFFIX)
+    if not output.FileSystems.exists(path):
+        return None
+    return Failure(**output.read_json(path))
+
+
+def done_keys(output_dir: str) -> set[str]:
+    """Keys of the inputs whose part is complete (one listing of `.parts/`)."""
+    names = output.list_files(output.join(parts_dir(output_dir), "*" + META_SUFFIX))
+    return {n.rsplit("/", 1)[-1][: -len(META_SUFFIX)] for n in names}
+
+
+def check_run(output_dir: str, settings: dict) -> bool:
+    """True if `.parts/` holds parts made with these settings; False if it holds none.
+
+    Raises:
+      ValueError: the parts were made with other settings; the message names them.
+    """
+    path = output.join(parts_dir(output_dir), RUN_FILE)
+    if not output.FileSystems.exists(path):
+        return False
+    old = output.read_json(path)
+    changed = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+    if changed:
+        diffs = ", ".join(f"{k}: {old.get(k)!r} -> {settings.get(k)!r}" for k in changed)
+        raise ValueError(
+            f"output_dir={output_dir!r} holds the parts of a run with other settings ({diffs}); "
+            "pass --overwrite to start over, or choose another directory"
+        )
+    return True
+
+
+def start_run(output_dir: str, settings: dict) -> None:
+    output.write_text(
+        output.join(parts_dir(output_dir), RUN_FILE), json.dumps(settings, sort_keys=True)
+    )
