@@ -185,7 +185,8 @@ def iter_frames(
       fps: output frame rate, frames per second, > 0.
       short_side: shorter side of the output frames in pixels (0 keeps the source size).
       pose_short_side: if given, each frame also carries `pose_rgb` with this shorter side
-        (0: the source size), made from the decoded frame, not from the stored one.
+        (0: the source size), made from the decoded frame, not from the stored one, and never
+        larger than the decoded frame.
 
     Yields:
       `Frame`s in time order: RGB uint8 [H, W, 3], timestamps `start_us + round(k * 1e6 / fps)`.
@@ -261,6 +262,7 @@ def _make_frame(prev: list, timestamp_us: int, sizes: tuple[int, int | None]) ->
         rgb = cv2.cvtColor(resize_short_side(bgr, short_side), cv2.COLOR_BGR2RGB)
         pose = rgb
         if pose_side is not None and pose_side != short_side:
+            pose_side = min(pose_side, min(bgr.shape[:2])) if pose_side else 0  # never upscaled
             pose = cv2.cvtColor(resize_short_side(bgr, pose_side), cv2.COLOR_BGR2RGB)
         prev[3] = (rgb, pose if pose_side is not None else None)
     rgb, pose = prev[3]

@@ -189,7 +189,7 @@ def test_other_containers_rates_and_shapes(tmp_path, assets_ready):
         # name: (path, expected stored (h, w), expected frame count)
         "avi6": (_transcode(sports, tmp_path / "a6.avi", "MJPG", 6, 6, (640, 360), 5, 60),
                  (256, 455), 25),  # 1 s at 6 fps -> 25 frames
-        "mp460": (_transcode(multi, tmp_path / "p60.mp4", "mp4v", 60, 30),
+        "mp460": (_transcode(multi, tmp_path / "p60.mp4", "mp4v", 60, 30, None, 1, 48),
                   (452, 256), 13),  # 0.5 s at 60 fps, portrait
         "odd2997": (_transcode(sports, tmp_path / "o.mp4", "mp4v", 30000 / 1001, 15, (300, 166)),
                     (256, 463), 13),  # 15 frames = 0.5005 s; 300x166 -> 463x256

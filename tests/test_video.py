@@ -83,3 +83,9 @@ def test_pose_frames_come_from_the_decoded_frame(tmp_path):
     same = list(video.iter_frames(path, 0, None, 25.0, short_side=32, pose_short_side=32))
     assert same[0].pose_rgb is same[0].rgb
     assert list(video.iter_frames(path, 0, None, 25.0, 32))[0].pose_rgb is None
+
+
+def test_pose_frames_are_never_upscaled(tmp_path):
+    path = write_video(tmp_path / "v.mp4", 2, 10.0, size=(96, 64))
+    (first, *_) = video.iter_frames(path, 0, None, 25.0, short_side=32, pose_short_side=512)
+    assert first.pose_rgb.shape == (64, 96, 3)
