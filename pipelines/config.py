@@ -31,9 +31,9 @@ class PreprocessConfig:
       num_poses: most persons the pose estimator returns per frame, >= 1.
       pose_short_side: shorter side in pixels of the frames the pose estimator sees, made from
         the decoded frame and never upscaled (0: full resolution; -1: the stored frame). Default
-        512: the estimator runs at the same speed at any input size (its models see fixed-size
-        crops), and at 512 its keypoints agree best with full resolution short of it, without
-        its missed people (benchmarks/pose_bench.py; numbers in docs/cost.md).
+        384: the estimator runs at the same speed at any input size (its models see fixed-size
+        crops); at 384 it finds as many people as at 256 and its keypoints agree with the
+        full-resolution run as well as at 512 (benchmarks/pose_bench.py; docs/pose.md).
       fps: stored frame rate, frames per second, > 0.
       short_side: stored shorter side in pixels, >= 16.
       jpeg_quality: JPEG quality of every stored image, 1..100.
@@ -58,7 +58,7 @@ class PreprocessConfig:
     flow_preset: str = DEFAULT_FLOW_PRESET
     pose_model: str | None = None
     num_poses: int = 10
-    pose_short_side: int = 512
+    pose_short_side: int = 384
     fps: float = 25.0
     short_side: int = 256
     jpeg_quality: int = 90

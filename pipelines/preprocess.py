@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=d["pose_short_side"].default,
         help="shorter side of the frames the pose estimator sees, from the decoded frame, never "
-        "upscaled (default 512; 0: full resolution, -1: the stored frames)",
+        "upscaled (default 384; 0: full resolution, -1: the stored frames)",
     )
     p.add_argument("--fps", type=float, default=d["fps"].default)
     p.add_argument("--short_side", type=int, default=d["short_side"].default)
