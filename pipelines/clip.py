@@ -125,7 +125,7 @@ class ClipProcessor:
         cfg = self.config
         pose_side = cfg.pose_frame_side if ms.MODALITY_POSE in self.modalities else None
         frames = video.iter_frames(
-            local_path, spec.start_us, spec.end_us, cfg.fps, cfg.short_side, pose_side
+            local_path, spec.start_us, spec.end_us, cfg.fps, cfg.short_side, pose_side, cfg.limits
         )
         estimator = None
         if ms.MODALITY_POSE in self.modalities:

@@ -43,6 +43,11 @@ class PreprocessConfig:
       overwrite: replace the outputs of an earlier run in output_dir.
       threads_per_worker: OpenCV threads per worker process; 0 decides from the runner (the
         machine's cores shared among local worker processes; 1 on Dataflow).
+      max_frame_pixels, min_frame_side, max_duration_seconds, max_decoded_frames: resource caps
+        checked before the expensive work (see video.Limits); 0 lifts a cap.
+      video_timeout_s: most seconds one manifest row may take; each row runs in a worker
+        subprocess, so a decoder that hangs or crashes costs that row a failure row, not the job.
+      pose_model_sha256: if given, the pose model's sha256 must equal it.
     """
 
     input: str
@@ -68,6 +73,12 @@ class PreprocessConfig:
     strict_manifest: bool = False
     overwrite: bool = False
     threads_per_worker: int = 0
+    max_frame_pixels: int = 3840 * 2160
+    min_frame_side: int = 32
+    max_duration_seconds: float = 600.0
+    max_decoded_frames: int = 50_000
+    video_timeout_s: float = 1800.0
+    pose_model_sha256: str = ""
 
     def __post_init__(self):
         self.validate()
@@ -110,6 +121,20 @@ class PreprocessConfig:
             bad("num_shards", "must be >= 0 (0 picks automatically)")
         if self.threads_per_worker < 0:
             bad("threads_per_worker", "must be >= 0 (0: decided from the runner)")
+        for name in ("max_frame_pixels", "max_decoded_frames"):
+            if getattr(self, name) < 0:
+                bad(name, "must be >= 0 (0: no limit)")
+        if self.min_frame_side < 1:
+            bad("min_frame_side", "must be >= 1")
+        if not (math.isfinite(self.max_duration_seconds) and self.max_duration_seconds >= 0):
+            bad("max_duration_seconds", "must be >= 0 (0: no limit)")
+        if not (math.isfinite(self.video_timeout_s) and self.video_timeout_s > 0):
+            bad("video_timeout_s", "must be > 0")
+        if self.pose_model_sha256 and (
+            len(self.pose_model_sha256) != 64
+            or any(c not in "0123456789abcdef" for c in self.pose_model_sha256)
+        ):
+            bad("pose_model_sha256", "must be 64 lowercase hex digits")
         if self.clips_per_shard < 1:
             bad("clips_per_shard", "must be >= 1")
         if not (math.isfinite(self.max_clip_seconds) and self.max_clip_seconds >= 0):
@@ -120,6 +145,17 @@ class PreprocessConfig:
     @property
     def style(self) -> RenderStyle:
         return RenderStyle.parse(self.render_style)
+
+    @property
+    def limits(self):
+        from pipelines.video import Limits
+
+        return Limits(
+            max_frame_pixels=self.max_frame_pixels,
+            min_frame_side=self.min_frame_side,
+            max_duration_us=int(round(self.max_duration_seconds * 1e6)),
+            max_decoded_frames=self.max_decoded_frames,
+        )
 
     @property
     def pose_frame_side(self) -> int:

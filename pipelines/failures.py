@@ -6,7 +6,8 @@ import dataclasses
 import json
 
 # Stages, in pipeline order.
-STAGES = ("manifest", "fetch", "decode", "pose", "render", "flow", "encode")
+# "process": the worker process running a row crashed or ran past --video_timeout_s.
+STAGES = ("manifest", "fetch", "decode", "pose", "render", "flow", "encode", "process")
 MAX_ERROR_CHARS = 1000  # a failure row keeps at most this much of an error message
 
 

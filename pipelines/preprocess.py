@@ -19,6 +19,7 @@ import platform
 import sys
 import threading
 import time
+from concurrent.futures.process import BrokenProcessPool
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -26,6 +27,7 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 
 from flow import flow_params
 from pipelines import output, parts
+from pipelines.clip import clip_id
 from pipelines.config import PreprocessConfig
 from pipelines.failures import Failure
 from pipelines.manifest import (
@@ -118,6 +120,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="start over: delete an earlier run's outputs and parts in output_dir",
     )
     p.add_argument(
+        "--pose_model_sha256", default="", help="stop unless the pose model has this sha256"
+    )
+    limits = p.add_argument_group("resource caps, checked before the expensive work (0: none)")
+    limits.add_argument("--max_frame_pixels", type=int, default=d["max_frame_pixels"].default)
+    limits.add_argument("--min_frame_side", type=int, default=d["min_frame_side"].default)
+    limits.add_argument(
+        "--max_duration_seconds", type=float, default=d["max_duration_seconds"].default
+    )
+    limits.add_argument("--max_decoded_frames", type=int, default=d["max_decoded_frames"].default)
+    limits.add_argument(
+        "--video_timeout_s",
+        type=float,
+        default=d["video_timeout_s"].default,
+        help="most seconds for one manifest row; a row that takes longer becomes a failure row",
+    )
+    p.add_argument(
         "--threads_per_worker",
         type=int,
         default=0,
@@ -152,6 +170,12 @@ def parse_args(argv: list[str] | None) -> tuple[PreprocessConfig, PipelineOption
         strict_manifest=args.strict_manifest,
         overwrite=args.overwrite,
         threads_per_worker=args.threads_per_worker,
+        pose_model_sha256=args.pose_model_sha256.lower(),
+        max_frame_pixels=args.max_frame_pixels,
+        min_frame_side=args.min_frame_side,
+        max_duration_seconds=args.max_duration_seconds,
+        max_decoded_frames=args.max_decoded_frames,
+        video_timeout_s=args.video_timeout_s,
     )
     options = PipelineOptions(beam_args)
     std = options.view_as(StandardOptions)
@@ -166,8 +190,9 @@ def parse_args(argv: list[str] | None) -> tuple[PreprocessConfig, PipelineOption
 class ProcessVideoFn(beam.DoFn):
     """One manifest row -> its part (clips) or its failure row, never both.
 
-    Writes the part itself (pipelines/parts.py) and yields the row's key, tagged DONE or FAILED.
-    Writing is idempotent: a bundle the runner retries rewrites the same part files.
+    Writes the part itself (pipelines/parts.py) and yields (DONE or FAILED, the row's key).
+    Writing is idempotent: a bundle the runner retries rewrites the same part files. Runs in a
+    worker subprocess (see `run`), so that a native crash or a hang costs one row.
     """
 
     def __init__(self, config: PreprocessConfig, pose_model_path: str | None, pose_sha256: str):
@@ -175,10 +200,6 @@ class ProcessVideoFn(beam.DoFn):
         self._model_path = pose_model_path
         self._model_sha = pose_sha256
         self._processor = None
-        self._clips = Metrics.counter("perfnet", "clips_written")
-        self._frames = Metrics.counter("perfnet", "frames_written")
-        self._videos = Metrics.counter("perfnet", "inputs_written")
-        self._seconds = Metrics.distribution("perfnet", "ms_per_frame")
 
     def setup(self):
         from pipelines.clip import ClipProcessor
@@ -208,19 +229,56 @@ class ProcessVideoFn(beam.DoFn):
             records = self._processor.process(spec)
         except Exception as e:  # every input ends as records or as one failure row
             failure = self._processor.failure(spec, e)
-            Metrics.counter("perfnet", f"failed_{failure.stage}").inc()
             LOG.warning("failed %s at %s: %s", spec.data_path, failure.stage, failure.error)
             parts.write_failure(out, key, failure)
-            yield beam.pvalue.TaggedOutput(FAILED, key)
+            yield FAILED, key, {"stage": failure.stage}
             return
         parts.write_done(out, key, spec, records)
         frames = sum(r.num_frames for r in records)
-        self._videos.inc()
-        self._clips.inc(len(records))
-        self._frames.inc(frames)
-        if frames:
-            self._seconds.update(int(1000 * (time.perf_counter() - t0) / frames))
-        yield beam.pvalue.TaggedOutput(DONE, key)
+        ms = int(1000 * (time.perf_counter() - t0) / frames) if frames else 0
+        yield DONE, key, {"clips": len(records), "frames": frames, "ms_per_frame": ms}
+
+
+def count_processed(element):
+    """Beam counters for a processed row, updated in the launching worker (the row itself ran in
+    a subprocess, whose counters would be lost)."""
+    status, _, stats = element
+    if status == DONE:
+        Metrics.counter("perfnet", "inputs_written").inc()
+        Metrics.counter("perfnet", "clips_written").inc(stats["clips"])
+        Metrics.counter("perfnet", "frames_written").inc(stats["frames"])
+        Metrics.distribution("perfnet", "ms_per_frame").update(stats["ms_per_frame"])
+    else:
+        Metrics.counter("perfnet", f"failed_{stats['stage']}").inc()
+    return element
+
+
+class RecordCrashFn(beam.DoFn):
+    """(row, error) of a row whose worker process crashed, timed out, or raised outside the
+    stages -> its failure row (stage `process`)."""
+
+    def __init__(self, output_dir: str, timeout_s: float):
+        self._output_dir = output_dir
+        self._timeout_s = timeout_s
+
+    def process(self, dead_letter):
+        spec, (exc_type, exc_repr, _) = dead_letter[0], dead_letter[1]
+        if issubclass(exc_type, TimeoutError):
+            error = TimeoutError(
+                f"processing took longer than {self._timeout_s:.0f} s (--video_timeout_s); "
+                "the worker process was stopped"
+            )
+        elif issubclass(exc_type, BrokenProcessPool):
+            error = RuntimeError(f"the worker process died while processing it: {exc_repr}")
+        else:  # raised outside the stages, e.g. while writing the part
+            error = RuntimeError(f"could not complete the row: {exc_repr}")
+        failure = Failure.from_exception(
+            clip_id(spec.media_id, spec.start_us), spec.data_path, "process", error
+        )
+        LOG.warning("failed %s: %s", spec.data_path, failure.error)
+        key = parts.input_key(spec)
+        parts.write_failure(self._output_dir, key, failure)
+        yield FAILED, key, {"stage": "process"}
 
 
 class CollectPartFn(beam.DoFn):
@@ -363,6 +421,11 @@ def _resolve_pose_model(config: PreprocessConfig) -> tuple[str | None, str, str]
 
     path = config.pose_model or str(assets.default_pose_model_path())
     model, sha = load_pose_model(path)
+    if config.pose_model_sha256 and sha != config.pose_model_sha256:
+        raise ValueError(
+            f"pose_model={path!r}: sha256 is {sha}, --pose_model_sha256 says "
+            f"{config.pose_model_sha256}"
+        )
     name = path.rstrip("/").rsplit("/", 1)[-1]
     if name.endswith(".task"):
         name = name[: -len(".task")]
@@ -503,19 +566,23 @@ def run(argv: list[str] | None = None) -> dict:
     runner = options.view_as(StandardOptions).runner or "DirectRunner"
     with _Progress(config.output_dir, len(todo), enabled=runner in LOCAL_RUNNERS):
         with beam.Pipeline(options=options) as p:
-            processed = (
+            processed, dead = (
                 p
                 | "ReadTodo" >> beam.io.ReadFromText(todo_rows)
                 | "ParseTodo" >> beam.Map(ClipSpec.from_json)
                 | "Spread" >> beam.Reshuffle()
                 | "ProcessVideos"
-                >> beam.ParDo(ProcessVideoFn(config, pose_path, pose_sha)).with_outputs(
-                    FAILED, DONE
+                >> beam.ParDo(ProcessVideoFn(config, pose_path, pose_sha)).with_exception_handling(
+                    use_subprocess=True, timeout=config.video_timeout_s
                 )
             )
+            crashed = dead | "RecordCrashes" >> beam.ParDo(
+                RecordCrashFn(config.output_dir, config.video_timeout_s)
+            )
             count = (
-                (processed[DONE], processed[FAILED])
+                (processed, crashed)
                 | "Processed" >> beam.Flatten()
+                | "Counters" >> beam.Map(count_processed)
                 | "CountProcessed" >> beam.combiners.Count.Globally()
             )
             collected = (

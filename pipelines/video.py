@@ -26,6 +26,49 @@ class VideoError(Exception):
     """The video cannot be decoded or its window holds no frame. The message says why."""
 
 
+class LimitError(VideoError):
+    """The video exceeds a resource limit; found before the expensive work where possible."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """Resource caps, checked before decoding (size, duration) and while decoding (frames).
+
+    Attributes:
+      max_frame_pixels: most pixels per decoded frame (width * height); 0: no limit.
+      min_frame_side: fewest pixels on the shorter side of a decoded frame.
+      max_duration_us: longest window to process, microseconds; 0: no limit. A window without an
+        end is as long as the video's declared duration.
+      max_decoded_frames: most source frames to decode for one window (frames before the window
+        start count too); 0: no limit.
+    """
+
+    max_frame_pixels: int = 3840 * 2160
+    min_frame_side: int = 32
+    max_duration_us: int = 600 * MICROS
+    max_decoded_frames: int = 50_000
+
+    def check_info(self, info: VideoInfo, path: str, start_us: int, end_us: int | None) -> None:
+        """Raises LimitError naming the video, the limit and the value."""
+        pixels = info.width * info.height
+        if self.max_frame_pixels and pixels > self.max_frame_pixels:
+            raise LimitError(
+                f"video {path!r}: frames of {info.width}x{info.height} = {pixels} pixels exceed "
+                f"the limit of {self.max_frame_pixels} (--max_frame_pixels)"
+            )
+        if min(info.width, info.height) < self.min_frame_side:
+            raise LimitError(
+                f"video {path!r}: frames of {info.width}x{info.height} are smaller than "
+                f"{self.min_frame_side} pixels on the shorter side (--min_frame_side)"
+            )
+        end = end_us if end_us is not None else info.duration_us
+        if self.max_duration_us and end is not None and end - start_us > self.max_duration_us:
+            raise LimitError(
+                f"video {path!r}: the window of {(end - start_us) / MICROS:.1f} s exceeds the "
+                f"limit of {self.max_duration_us / MICROS:.1f} s (--max_duration_seconds)"
+            )
+
+
 @dataclasses.dataclass(frozen=True)
 class VideoInfo:
     """What the container declares: frame size in pixels, fps, frame count.
@@ -175,6 +218,7 @@ def iter_frames(
     fps: float = 25.0,
     short_side: int = 256,
     pose_short_side: int | None = None,
+    limits: Limits | None = None,
 ) -> Iterator[Frame]:
     """Streams the window [start_us, end_us) of a video, resampled to `fps` and resized.
 
@@ -187,12 +231,14 @@ def iter_frames(
       pose_short_side: if given, each frame also carries `pose_rgb` with this shorter side
         (0: the source size), made from the decoded frame, not from the stored one, and never
         larger than the decoded frame.
+      limits: resource caps; None for none.
 
     Yields:
       `Frame`s in time order: RGB uint8 [H, W, 3], timestamps `start_us + round(k * 1e6 / fps)`.
 
     Raises:
       VideoError: the file cannot be opened or decoded, or the window holds no frame.
+      LimitError: the video exceeds `limits` (before any frame is decoded where possible).
     """
     if fps <= 0:
         raise ValueError(f"fps={fps!r}: must be > 0")
@@ -203,12 +249,18 @@ def iter_frames(
     cap = _open(path)
     try:
         info = _info(cap, path)
-        yield from _stream(cap, info, path, start_us, end_us, fps, (short_side, pose_short_side))
+        if limits is not None:
+            limits.check_info(info, path, start_us, end_us)
+        max_frames = limits.max_decoded_frames if limits is not None else 0
+        sizes = (short_side, pose_short_side)
+        yield from _stream(cap, info, path, start_us, end_us, fps, sizes, max_frames)
     finally:
         cap.release()
 
 
-def _stream(cap, info: VideoInfo, path, start_us, end_us, fps, sizes) -> Iterator[Frame]:
+def _stream(
+    cap, info: VideoInfo, path, start_us, end_us, fps, sizes, max_frames
+) -> Iterator[Frame]:
     period = MICROS / fps
     src_period = MICROS / info.fps if info.fps > 0 else period
     k = 0  # next output frame
@@ -224,6 +276,13 @@ def _stream(cap, info: VideoInfo, path, start_us, end_us, fps, sizes) -> Iterato
         if not ok:
             break
         index += 1
+        if max_frames and index >= max_frames:
+            raise LimitError(
+                f"video {path!r}: more than {max_frames} frames decoded for one window "
+                "(--max_decoded_frames)"
+            )
+        if min(bgr.shape[:2]) < 1 or bgr.ndim != 3:
+            raise VideoError(f"video {path!r}: frame {index} has no pixels ({bgr.shape})")
         pts_ms = cap.get(cv2.CAP_PROP_POS_MSEC)
         pts = int(round(pts_ms * 1000)) if pts_ms > 0 or index == 0 else int(index * src_period)
         if prev is not None and pts <= prev[1]:
