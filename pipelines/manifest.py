@@ -230,7 +230,9 @@ def _rows_csv(path: str, text: str, required: Sequence[str] = ("path", "label"))
 
 def _rows_jsonl(path: str, text: str) -> list[_Row]:
     rows = []
-    for n, line in enumerate(text.splitlines(), start=1):
+    # JSON Lines end lines with "\n" only: str.splitlines would also split at U+2028 and other
+    # separators that JSON strings may hold unescaped.
+    for n, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
@@ -325,13 +327,18 @@ def load_label_map(path: str) -> dict[str, int]:
 # ---------------------------------------------------------------------------------------------
 # csv / jsonl.
 # ---------------------------------------------------------------------------------------------
+def _text(value) -> str:
+    """A field as text: None (JSON null, or absent) is empty; anything else its str, stripped."""
+    return "" if value is None else str(value).strip()
+
+
 def _generic_table(path: str, text: str, fmt: str) -> _Table:
     rows = _rows_jsonl(path, text) if fmt == "jsonl" else _rows_csv(path, text)
-    labels = sorted({str(r.fields.get("label", "")).strip() for r in rows} - {""})
+    labels = sorted({_text(r.fields.get("label")) for r in rows} - {""})
 
     def hint(row: _Row) -> tuple[str, str]:
-        data_path = str(row.fields.get("path", "") or "").strip()
-        return str(row.fields.get("id") or data_path or ""), data_path
+        data_path = _text(row.fields.get("path"))
+        return _text(row.fields.get("id")) or data_path, data_path
 
     return _Table(rows, labels, _generic_spec, hint)
 
@@ -340,15 +347,15 @@ def _generic_spec(row: _Row, source: str, label_map, video_root) -> ClipSpec:
     f = row.fields
     if "__extra__" in f:
         raise ValueError(f"more fields than the header has: {f['__extra__']!r}")
-    data_path = str(f.get("path", "") or "").strip()
-    label = _checked_label(str(f.get("label", "") or "").strip(), label_map)
-    split = str(f.get("split", "") or "train").strip()
+    data_path = _text(f.get("path"))
+    label = _checked_label(_text(f.get("label")), label_map)
+    split = _text(f.get("split")) or "train"
     if split not in SPLITS:
         raise ValueError(f"split={split!r}: expected one of {list(SPLITS)}")
     start = _seconds(f.get("start"), "start") or 0.0
     start_us, end_us = _window(start, _seconds(f.get("end"), "end"))
     path = resolve_path(data_path, video_root)
-    media_id = str(f.get("id") or "").strip() or _stem(path)
+    media_id = _text(f.get("id")) or _stem(path)
     return ClipSpec(
         media_id=media_id,
         path=path,

@@ -23,7 +23,12 @@ from concurrent.futures.process import BrokenProcessPool
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import (
+    DirectOptions,
+    PipelineOptions,
+    StandardOptions,
+    TestOptions,
+)
 
 from flow import flow_params
 from pipelines import output, parts
@@ -61,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--manifest_format",
         default=d["manifest_format"].default,
-        help="auto (by extension), csv or jsonl",
+        help="auto (by name and header), csv, jsonl, kinetics, ucf101 or hmdb51",
     )
     p.add_argument("--video_root", default=None, help="prefix for relative video paths")
     p.add_argument(
@@ -491,6 +496,24 @@ def _stage_model(config, options, path: str | None, sha: str) -> str | None:
     return staged
 
 
+def _check_remote_paths(config: PreprocessConfig, specs: list[ClipSpec], options) -> None:
+    """Dataflow workers see only gs://: refuses a local output_dir or local videos, up front."""
+    runner = (options.view_as(StandardOptions).runner or "").rsplit(".", 1)[-1].lower()
+    if runner not in ("dataflowrunner", "dataflow"):
+        return
+    if not config.output_dir.startswith("gs://"):
+        raise ValueError(
+            f"output_dir={config.output_dir!r}: Dataflow workers cannot write a local path; "
+            "use a gs:// folder"
+        )
+    local = next((s for s in specs if not s.path.startswith("gs://")), None)
+    if local is not None:
+        raise ValueError(
+            f"video {local.path!r} ({local.source}): Dataflow workers cannot read a local path; "
+            "pass --video_root gs://... or gs:// paths in the manifest"
+        )
+
+
 def _threads_per_worker(config: PreprocessConfig, options) -> int:
     """OpenCV threads per worker process: the cores shared out among the worker processes."""
     if config.threads_per_worker:
@@ -526,7 +549,10 @@ def run(argv: list[str] | None = None) -> dict:
         file_pattern=config.file_pattern,
         split_number=config.split_number,
     )
-    resumed = _prepare_output(config, record_settings(config, pose_sha))
+    _check_remote_paths(config, specs, options)
+    dry_run = options.view_as(TestOptions).dry_run
+    # A dry run builds and translates the job only: it leaves output_dir as it is.
+    resumed = not dry_run and _prepare_output(config, record_settings(config, pose_sha))
     done = parts.done_keys(config.output_dir) if resumed else set()
     todo = [s for s in specs if parts.input_key(s) not in done]
     per_split = splits_of(specs)
@@ -630,6 +656,12 @@ def run(argv: list[str] | None = None) -> dict:
                     dataset_name=config.dataset_name,
                 )
             )
+    if dry_run:
+        # The runner built and translated the job without running it (DataflowRunner
+        # --dry_run=True): nothing was processed and there is no dataset_info.json to read.
+        output.FileSystems.delete([all_rows, todo_rows])
+        LOG.info("dry run: the job was built and translated, not run")
+        return {**static_info, "dry_run": True}
     info = output.read_json(output.join(config.output_dir, output.DATASET_INFO))
     output.FileSystems.delete([all_rows, todo_rows])
     if info["inputs"]["written"] + info["inputs"]["failed"] != info["inputs"]["rows"]:
@@ -718,6 +750,8 @@ def summary_table(info: dict, output_dir: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("apache_beam").setLevel(logging.WARNING)
+    # Dataflow: the job id, the console link and the job's state changes.
+    logging.getLogger("apache_beam.runners.dataflow").setLevel(logging.INFO)
     argv = sys.argv[1:] if argv is None else argv
     try:
         config, _ = parse_args(argv)
@@ -725,6 +759,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, FileExistsError, ManifestError) as e:
         print(f"perfnet-preprocess: error: {e}", file=sys.stderr)
         return 2
+    if info.get("dry_run"):
+        print(f"dry run: the job was built and translated, not run; output_dir {config.output_dir}")
+        return 0
     print(summary_table(info, config.output_dir))
     return 0
 
