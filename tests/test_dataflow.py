@@ -8,17 +8,13 @@ in a custom SDK container. GCS is a real local emulator; Google's network is nev
 from __future__ import annotations
 
 import hashlib
-import os
 import socket
-import subprocess
-import sys
 import tarfile
-import time
-import urllib.request
 
 import pytest
 
-BUCKET = "perfnet-dataflow"
+from tests.conftest import GCS_BUCKET as BUCKET
+
 PROJECT = "perfnet-dry-run"  # Beam checks the syntax of project ids (6-30 chars) and buckets
 IMAGE = "us-central1-docker.pkg.dev/perfnet-dry-run/beam/perfnet-beam:0.1.0"
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
@@ -30,41 +26,6 @@ KINETICS_CSV = (
 )
 # Steps of the job that every version of it has (pipelines/preprocess.py).
 STEPS = {"Spread", "ProcessVideos", "GroupShards", "WriteShards", "WriteFailures", "WriteInfo"}
-
-
-@pytest.fixture(scope="module")
-def gcs_emulator():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    exe = os.path.join(os.path.dirname(sys.executable), "gcp-storage-emulator")
-    proc = subprocess.Popen(
-        [exe, "start", "--host", "127.0.0.1", "--port", str(port), "--in-memory",
-         "--default-bucket", BUCKET, "--quiet"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    host = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            urllib.request.urlopen(f"{host}/storage/v1/b/{BUCKET}", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.1)
-    else:
-        proc.kill()
-        pytest.fail("the GCS emulator did not start")
-    old = os.environ.get("STORAGE_EMULATOR_HOST")
-    os.environ["STORAGE_EMULATOR_HOST"] = host
-    from pipelines.gcs import configure_emulator
-
-    configure_emulator()
-    yield host
-    proc.kill()
-    proc.wait()
-    if old is None:
-        os.environ.pop("STORAGE_EMULATOR_HOST")
-    else:
-        os.environ["STORAGE_EMULATOR_HOST"] = old
 
 
 @pytest.fixture

@@ -6,55 +6,17 @@ import glob
 import json
 import os
 import socket
-import subprocess
-import sys
 import tempfile
-import time
-import urllib.request
 
-import pytest
 import tensorflow as tf
 
-BUCKET = "perfnet-test"
+from tests.conftest import GCS_BUCKET as BUCKET
 
 
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def emulator():
-    port = _free_port()
-    exe = os.path.join(os.path.dirname(sys.executable), "gcp-storage-emulator")
-    proc = subprocess.Popen(
-        [exe, "start", "--host", "127.0.0.1", "--port", str(port), "--in-memory",
-         "--default-bucket", BUCKET, "--quiet"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    host = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            urllib.request.urlopen(f"{host}/storage/v1/b/{BUCKET}", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.1)
-    else:
-        proc.kill()
-        pytest.fail("the GCS emulator did not start")
-    old = os.environ.get("STORAGE_EMULATOR_HOST")
-    os.environ["STORAGE_EMULATOR_HOST"] = host
-    from pipelines.gcs import configure_emulator
-
-    configure_emulator()
-    yield host
-    proc.kill()
-    proc.wait()
-    if old is None:
-        os.environ.pop("STORAGE_EMULATOR_HOST")
-    else:
-        os.environ["STORAGE_EMULATOR_HOST"] = old
 
 
 def _upload(local: str, url: str) -> None:
@@ -64,7 +26,7 @@ def _upload(local: str, url: str) -> None:
         dst.write(src.read())
 
 
-def test_gs_round_trip(emulator, assets_ready):
+def test_gs_round_trip(gcs_emulator, assets_ready):
     from pipelines import assets, output, validate
     from pipelines.preprocess import run
 

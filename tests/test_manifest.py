@@ -5,12 +5,7 @@ import io
 import json
 import os
 import re
-import socket
-import subprocess
-import sys
 import tempfile
-import time
-import urllib.request
 
 import pytest
 from hypothesis import given, settings
@@ -427,42 +422,7 @@ def test_hmdb51_input_forms_label_map_and_errors(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # Split folders on gs://, through a real local GCS emulator.
 # ---------------------------------------------------------------------------------------------
-BUCKET = "perfnet-manifests"
-
-
-@pytest.fixture(scope="module")
-def gcs_emulator():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    exe = os.path.join(os.path.dirname(sys.executable), "gcp-storage-emulator")
-    proc = subprocess.Popen(
-        [exe, "start", "--host", "127.0.0.1", "--port", str(port), "--in-memory",
-         "--default-bucket", BUCKET, "--quiet"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    host = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            urllib.request.urlopen(f"{host}/storage/v1/b/{BUCKET}", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.1)
-    else:
-        proc.kill()
-        pytest.fail("the GCS emulator did not start")
-    old = os.environ.get("STORAGE_EMULATOR_HOST")
-    os.environ["STORAGE_EMULATOR_HOST"] = host
-    from pipelines.gcs import configure_emulator
-
-    configure_emulator()
-    yield host
-    proc.kill()
-    proc.wait()
-    if old is None:
-        os.environ.pop("STORAGE_EMULATOR_HOST")
-    else:
-        os.environ["STORAGE_EMULATOR_HOST"] = old
+from tests.conftest import GCS_BUCKET as BUCKET  # noqa: E402
 
 
 def _upload_folder(local, url):
