@@ -26,10 +26,16 @@ class Failure:
 
     @classmethod
     def from_exception(cls, id: str, path: str, stage: str, exc: BaseException) -> Failure:
-        """A failure whose reason is `exc`'s type and message, cut to MAX_ERROR_CHARS."""
+        """A failure whose reason is `exc`'s type and message, cut to MAX_ERROR_CHARS.
+
+        A long message keeps its head and its tail (where the reason usually is, after a long
+        path), joined by "...".
+        """
         text = f"{type(exc).__name__}: {exc}"
         if len(text) > MAX_ERROR_CHARS:
-            text = text[: MAX_ERROR_CHARS - 3] + "..."
+            head = (MAX_ERROR_CHARS - 3) * 3 // 5
+            tail = MAX_ERROR_CHARS - 3 - head
+            text = text[:head] + "..." + text[-tail:]
         return cls(id=id, path=path, stage=stage, error=text)
 
     def to_json(self) -> str:

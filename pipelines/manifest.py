@@ -217,7 +217,8 @@ def _rows_csv(path: str, text: str, required: Sequence[str] = ("path", "label"))
         reader.fieldnames = header
         rows = []
         for rec in reader:
-            if not any((v or "").strip() for k, v in rec.items() if k is not None):
+            extra = [v for v in rec.get(None) or [] if (v or "").strip()]
+            if not extra and not any((v or "").strip() for k, v in rec.items() if k is not None):
                 continue  # blank line
             fields = {k: (v or "").strip() for k, v in rec.items() if k is not None}
             if None in rec:
@@ -239,6 +240,8 @@ def _rows_jsonl(path: str, text: str) -> list[_Row]:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
             raise ManifestError(f"manifest {path!r} line {n}: not JSON ({e.msg})") from e
+        except ValueError as e:  # e.g. an integer longer than Python's digit limit
+            raise ManifestError(f"manifest {path!r} line {n}: not usable JSON ({e})") from e
         if not isinstance(obj, dict):
             raise ManifestError(f"manifest {path!r} line {n}: expected a JSON object")
         rows.append(_Row(line=n, fields=obj, file=path))
@@ -266,6 +269,8 @@ def _seconds(value, name: str) -> float | None:
         x = float(value)
     except (TypeError, ValueError):
         raise ValueError(f"{name}={value!r} is not a number of seconds") from None
+    except OverflowError:  # a JSON integer beyond the float range
+        raise ValueError(f"{name}={value!r} is more than {MAX_SECONDS:g} seconds") from None
     if not math.isfinite(x):
         raise ValueError(f"{name}={value!r} is not finite")
     if x < 0:
@@ -297,14 +302,34 @@ def _stem(path: str) -> str:
 
 
 def resolve_path(data_path: str, video_root: str | None) -> str:
-    """Joins a relative manifest path to `video_root` (local or gs://); absolute paths stay."""
+    """Joins a relative manifest path to `video_root` (local or gs://).
+
+    Without a video root, paths stay as written. With one, every video must lie inside it:
+    `..` that climbs out of it, or an absolute path or URL elsewhere, is an error naming
+    --video_root (a manifest cannot make the job read files the run was not pointed at).
+    """
     if not data_path:
         raise ValueError("path is empty")
-    if data_path.startswith("gs://") or os.path.isabs(data_path) or not video_root:
+    if not video_root:
         return data_path
     if video_root.startswith("gs://"):
-        return posixpath.join(video_root, data_path)
-    return os.path.join(video_root, data_path)
+        bucket_root = video_root[len("gs://") :].rstrip("/")
+        if data_path.startswith("gs://"):
+            joined = data_path[len("gs://") :]
+        else:
+            joined = posixpath.join(bucket_root, data_path)
+        norm = posixpath.normpath(joined)
+        inside = norm == bucket_root or norm.startswith(bucket_root + "/")
+        path = "gs://" + norm
+    elif data_path.startswith("gs://"):
+        inside, path = False, data_path
+    else:
+        root = os.path.normpath(os.path.abspath(video_root))
+        path = os.path.normpath(os.path.join(root, data_path))
+        inside = path.startswith(root + os.sep)
+    if not inside:
+        raise ValueError(f"path {data_path!r} points outside --video_root {video_root!r}")
+    return path
 
 
 def load_label_map(path: str) -> dict[str, int]:

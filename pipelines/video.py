@@ -193,7 +193,33 @@ def probe(path: str) -> VideoInfo:
         cap.release()
 
 
+# Still-image formats that FFmpeg would open as a one-frame "video".
+_IMAGE_SIGNATURES = (
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"BM", "BMP"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+)
+
+
+def _image_kind(path: str) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError:
+        return None
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP"
+    return next((kind for sig, kind in _IMAGE_SIGNATURES if head.startswith(sig)), None)
+
+
 def _open(path: str):
+    kind = _image_kind(path)
+    if kind is not None:
+        raise VideoError(f"file {path!r} is a {kind} image, not a video")
     cap = cv2.VideoCapture(path, cv2.CAP_FFMPEG)
     if not cap.isOpened():
         cap.release()
@@ -252,14 +278,15 @@ def iter_frames(
         if limits is not None:
             limits.check_info(info, path, start_us, end_us)
         max_frames = limits.max_decoded_frames if limits is not None else 0
+        max_us = limits.max_duration_us if limits is not None else 0
         sizes = (short_side, pose_short_side)
-        yield from _stream(cap, info, path, start_us, end_us, fps, sizes, max_frames)
+        yield from _stream(cap, info, path, start_us, end_us, fps, sizes, max_frames, max_us)
     finally:
         cap.release()
 
 
 def _stream(
-    cap, info: VideoInfo, path, start_us, end_us, fps, sizes, max_frames
+    cap, info: VideoInfo, path, start_us, end_us, fps, sizes, max_frames, max_us
 ) -> Iterator[Frame]:
     period = MICROS / fps
     src_period = MICROS / info.fps if info.fps > 0 else period
@@ -269,8 +296,16 @@ def _stream(
     emitted = 0
 
     def target(k: int) -> int:
-        return start_us + int(round(k * period))
+        t = start_us + int(round(k * period))
+        if max_us and t - start_us >= max_us:
+            # The declared duration was short or absent, but the timestamps run on.
+            raise LimitError(
+                f"video {path!r}: its frames run past {max_us / MICROS:.1f} s from the window "
+                "start (--max_duration_seconds)"
+            )
+        return t
 
+    window_ended = False
     while True:
         ok, bgr = cap.read()
         if not ok:
@@ -293,6 +328,7 @@ def _stream(
             emitted += 1
             k += 1
         if end_us is not None and target(k) >= end_us:
+            window_ended = True
             break
         prev = [bgr, pts, index, None]
     if prev is not None:
@@ -306,6 +342,12 @@ def _stream(
             k += 1
     if index < 0:
         raise VideoError(f"video {path!r}: no frame could be decoded")
+    declared = info.frame_count
+    if not window_ended and declared > 0 and index + 1 < declared - max(2, declared // 100):
+        raise VideoError(
+            f"video {path!r} ends after {index + 1} of the {declared} frames its container "
+            "declares (truncated or corrupt)"
+        )
     if emitted == 0:
         raise VideoError(
             f"video {path!r}: the window [{start_us / MICROS:.3f}s, "

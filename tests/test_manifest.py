@@ -26,7 +26,7 @@ def test_csv_rows_resolve_paths_windows_and_labels(tmp_path):
         "m.csv",
         "path,label,start,end,split,id\n"
         "a/x.mp4,run,1.5,3,train,\n"
-        "/abs/y.avi,jump,,,validation,yy\n"
+        "/videos/sub/../y.avi,jump,,,validation,yy\n"
         "\n"
         "z.mp4,run,0,,,\n",
     )
@@ -38,7 +38,7 @@ def test_csv_rows_resolve_paths_windows_and_labels(tmp_path):
         start_us=1_500_000, end_us=3_000_000, split="train", source="m.csv:2",
     )  # fmt: skip
     assert (specs[1].media_id, specs[1].path, specs[1].end_us, specs[1].split) == (
-        "yy", "/abs/y.avi", None, "validation"
+        "yy", "/videos/y.avi", None, "validation"
     )  # fmt: skip
     assert specs[2].source == "m.csv:5" and specs[2].split == "train"
     assert ClipSpec.from_json(specs[0].to_json()) == specs[0]
@@ -624,3 +624,23 @@ def test_jsonl_objects_never_crash_the_parser(objects):
     _check_outcome(specs, failures, list(range(1, len(objects) + 1)), "m.jsonl:")
     named = {str(o["label"]).strip() for o in objects if o.get("label") is not None}
     assert set(labels) <= named and sorted(labels.values()) == list(range(len(labels)))
+
+
+def test_paths_must_stay_inside_the_video_root():
+    from pipelines.manifest import resolve_path
+
+    assert resolve_path("a/../b.mp4", "/v") == "/v/b.mp4"
+    assert resolve_path("x.mp4", "gs://bkt/videos/") == "gs://bkt/videos/x.mp4"
+    assert resolve_path("gs://bkt/videos/y.mp4", "gs://bkt/videos") == "gs://bkt/videos/y.mp4"
+    assert resolve_path("/anywhere/z.mp4", None) == "/anywhere/z.mp4"
+    for data_path, root in [
+        ("../outside.mp4", "/v"),
+        ("a/../../outside.mp4", "/v"),
+        ("/etc/passwd", "/v"),
+        ("/v2/x.mp4", "/v"),
+        ("../x.mp4", "gs://bkt/videos"),
+        ("gs://other/x.mp4", "gs://bkt/videos"),
+        ("gs://bkt/x.mp4", "/v"),
+    ]:
+        with pytest.raises(ValueError, match="points outside --video_root"):
+            resolve_path(data_path, root)
