@@ -67,12 +67,20 @@ class TVL1Params:
 
 
 # `reference`: OpenCV's defaults, what I3D-style pipelines compute. `fast`: the project's default,
-# 3 warps instead of 5 and a stopping criterion of 0.02 instead of 0.01. Measured on 12 pairs of
-# the sports2d demo at 256x455 (one core): 3.3x the pairs/s of `reference`, mean end-point
-# difference 0.04 px overall and 0.32 px where the reference moves more than 1 px.
+# the same energy and pyramid solved with 3 warps per level instead of 5 and a stopping criterion
+# (RMS update per pixel and iteration) of 0.025 instead of 0.01. Chosen with
+# benchmarks/flow_bench.py (see docs/cost.md): the reference's time is spread over every pyramid
+# level and warp, each warp stopping after ~10-20 iterations, so epsilon and warps are the levers;
+# scales, scale step, inner/outer iterations, median filter and warm start buy little or cost time.
+# Per core, 3.9-5.2x the pairs/s of `reference` on every clip measured (sample clips and
+# camera-motion/large-motion test clips; 4.4x overall), mean end-point difference ~0.07 px overall
+# and ~0.4 px on moving pixels of human-motion clips (~0.15 px where the camera moves). No setting
+# at >= 3x came within 0.25 px on moving pixels of human-motion clips: there the reference stops
+# while moving pixels still change by ~0.1 px per iteration, so any change of the iteration count
+# moves them (a more converged solve, epsilon 0.002, is as far from it as this preset).
 FLOW_PRESETS: dict[str, TVL1Params] = {
     "reference": TVL1Params(),
-    "fast": TVL1Params(warps=3, epsilon=0.02),
+    "fast": TVL1Params(warps=3, epsilon=0.025),
 }
 DEFAULT_FLOW_PRESET = "fast"
 

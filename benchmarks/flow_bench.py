@@ -1,0 +1,365 @@
+"""TV-L1 presets side by side: throughput per core and end-point difference from `reference`.
+
+For each clip, decodes frames as the pipeline does (`pipelines.video.iter_frames`: --fps,
+--short_side), converts them to grayscale (`flow.to_gray`) and takes --pairs consecutive frame
+pairs from --at (a fraction of the clip's length). On each pair it computes the flow with
+`reference` (OpenCV's default parameters) and with the preset under test (default: the project's
+default preset), alternating pair by pair so that both see the same load, each through the
+pipeline's own call (`flow.compute_flow` with one algorithm object per preset, as a worker has).
+
+Printed per clip and overall: pairs/s per core of each (pairs per second of process CPU time,
+with OpenCV on --threads threads; CPU time, unlike wall time, does not count time spent waiting
+for a core that other processes hold), the throughput ratio (CPU time and wall time), and the
+mean end-point difference |flow - reference| in pixels over all pixels and over the moving
+pixels (|reference| > --moving px). "overall" pools every pair (and every moving pixel) of every
+clip; "clip mean" averages the per-clip figures.
+
+--profile explains where the time goes instead: the reference's time per pyramid level, then
+one-parameter-at-a-time variations of the reference (epsilon, warps, scales, scale step, inner
+and outer iterations, median filter, warm start, threads), each with its ratio and difference.
+
+    python benchmarks/flow_bench.py [CLIP ...] [--pairs 8] [--preset fast]
+    python benchmarks/flow_bench.py --params epsilon=0.03,warps=4   # any parameters vs reference
+    python benchmarks/flow_bench.py --profile [CLIP ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+from flow import FLOW_PRESETS, TVL1Params, compute_flow, flow_params, to_gray  # noqa: E402
+
+
+def sample_clips() -> list[str]:
+    from pipelines import assets
+
+    return sorted(str(p) for p in (assets.cache_dir() / "videos").glob("*.mp4"))
+
+
+def load_frames(path: str, pairs: int, at: float, fps: float, short_side: int) -> list:
+    """pairs + 1 consecutive grayscale frames starting at fraction `at` of the clip."""
+    from pipelines.video import iter_frames
+
+    grays = [to_gray(f.rgb) for f in iter_frames(path, 0, None, fps, short_side)]
+    n = min(pairs + 1, len(grays))
+    start = min(int(at * len(grays)), len(grays) - n)
+    return grays[start : start + n]
+
+
+@dataclasses.dataclass
+class Tally:
+    """CPU and wall seconds, pairs, and end-point differences of one method on some pairs."""
+
+    cpu: float = 0.0
+    wall: float = 0.0
+    pairs: int = 0
+    epe_sum: float = 0.0
+    pixels: int = 0
+    moving_epe_sum: float = 0.0
+    moving_pixels: int = 0
+
+    def add(self, other: Tally) -> None:
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+    @property
+    def rate(self) -> float:
+        return self.pairs / self.cpu if self.cpu else float("nan")
+
+    @property
+    def epe(self) -> float:
+        return self.epe_sum / self.pixels if self.pixels else float("nan")
+
+    @property
+    def moving_epe(self) -> float:
+        return self.moving_epe_sum / self.moving_pixels if self.moving_pixels else float("nan")
+
+
+class FlowStream:
+    """Frame-by-frame flow as `pipelines.clip` computes it: `push(gray)` -> flow from the previous
+    frame (None for the first). warm_start: OpenCV's `useInitialFlow` from the previous pair's
+    flow (only the coarsest pyramid level uses it); measured, not used by any preset."""
+
+    def __init__(self, params: TVL1Params, warm_start: bool = False):
+        self.algo, self.warm = params.create(), warm_start
+        self.prev = self.flow = None
+
+    def push(self, gray):
+        prev, self.prev = self.prev, gray
+        if prev is None:
+            return None
+        if self.warm and self.flow is not None:
+            self.algo.setUseInitialFlow(True)
+            self.flow = self.algo.calc(prev, gray, self.flow.copy())
+        else:
+            self.flow = compute_flow(self.algo, prev, gray)
+        return self.flow
+
+
+def timed(fn, *args):
+    w, c = time.perf_counter(), time.process_time()
+    out = fn(*args)
+    return out, time.process_time() - c, time.perf_counter() - w
+
+
+def compare(flow: np.ndarray, ref: np.ndarray, moving: float, tally: Tally) -> None:
+    d = np.linalg.norm(flow.astype(np.float64) - ref, axis=-1)
+    m = np.linalg.norm(ref.astype(np.float64), axis=-1) > moving
+    tally.epe_sum += float(d.sum())
+    tally.pixels += d.size
+    tally.moving_epe_sum += float(d[m].sum())
+    tally.moving_pixels += int(m.sum())
+
+
+def run_side_by_side(frames, methods: dict, moving: float) -> dict[str, Tally]:
+    """methods: name -> a fresh FlowStream (`push(gray) -> flow | None`).
+
+    The first method is the reference that the others are compared with. Methods run in turn on
+    each pair, so all see the same machine load.
+    """
+    names = list(methods)
+    tallies = {k: Tally() for k in names}
+    for gray in frames:
+        outs = {}
+        for k in names:
+            flow, cpu, wall = timed(methods[k].push, gray)
+            if flow is not None:
+                tallies[k].cpu += cpu
+                tallies[k].wall += wall
+                tallies[k].pairs += 1
+                outs[k] = flow
+        if outs:
+            ref = outs[names[0]]
+            for k in names:
+                compare(outs[k], ref, moving, tallies[k])
+    return tallies
+
+
+def fmt_row(name: str, ref: Tally, t: Tally, moving_frac: float | None = None) -> str:
+    ratio = ref.cpu / t.cpu * t.pairs / ref.pairs if t.cpu else float("nan")
+    wall = ref.wall / t.wall * t.pairs / ref.pairs if t.wall else float("nan")
+    mf = "" if moving_frac is None else f" {100 * moving_frac:6.1f}%"
+    return (
+        f"{name:<33} {t.pairs:5d} {ref.rate:9.3f} {t.rate:9.3f} {ratio:7.2f}x {wall:6.2f}x "
+        f"{t.epe:8.3f} {t.moving_epe:8.3f}{mf}"
+    )
+
+
+HEADER = (
+    f"{'clip':<33} {'pairs':>5} {'ref p/s':>9} {'test p/s':>9} {'ratio':>8} {'wall':>7} "
+    f"{'EPE all':>8} {'EPE mov':>8} {'moving':>7}"
+)
+
+
+def parse_params(spec: str) -> TVL1Params:
+    """'epsilon=0.03,warps=4' -> TVL1Params with those fields changed from the reference."""
+    base = FLOW_PRESETS["reference"]
+    kw = {}
+    for item in filter(None, spec.split(",")):
+        key, _, value = item.partition("=")
+        field = {f.name: f for f in dataclasses.fields(TVL1Params)}.get(key.strip())
+        if field is None:
+            raise SystemExit(f"--params: unknown parameter {key!r}")
+        cur = getattr(base, field.name)
+        if isinstance(cur, bool):
+            kw[field.name] = value.strip().lower() in ("1", "true", "yes")
+        else:
+            kw[field.name] = type(cur)(value)
+    return dataclasses.replace(base, **kw)
+
+
+def benchmark(args) -> None:
+    ref_params = FLOW_PRESETS["reference"]
+    if args.params:
+        test_name, test_params = f"params({args.params})", parse_params(args.params)
+    else:
+        test_name, test_params = args.preset, flow_params(args.preset)
+    print(f"reference: {ref_params}")
+    print(f"test ({test_name}): {test_params}")
+    print(
+        f"{args.pairs} consecutive pairs per clip from {args.at:.0%} of its length, {args.fps:g} "
+        f"fps, short side {args.short_side}, OpenCV threads {args.threads}; p/s = pairs per "
+        f"CPU-second (per core); moving = |reference| > {args.moving:g} px\n"
+    )
+    print(HEADER)
+    total = {"ref": Tally(), "test": Tally()}
+    per_clip = []
+    for path in args.clips:
+        frames = load_frames(path, args.pairs, args.at, args.fps, args.short_side)
+        t = run_side_by_side(
+            frames,
+            {"ref": FlowStream(ref_params), "test": FlowStream(test_params)},
+            args.moving,
+        )
+        frac = t["ref"].moving_pixels / max(t["ref"].pixels, 1)
+        h, w = frames[0].shape
+        name = f"{os.path.splitext(os.path.basename(path))[0][:24]} {w}x{h}"
+        print(fmt_row(name, t["ref"], t["test"], frac), flush=True)
+        per_clip.append(t)
+        for k in total:
+            total[k].add(t[k])
+    frac = total["ref"].moving_pixels / max(total["ref"].pixels, 1)
+    print("-" * len(HEADER))
+    print(fmt_row("overall (pooled)", total["ref"], total["test"], frac))
+    ratios = [c["ref"].cpu / c["test"].cpu * c["test"].pairs / c["ref"].pairs for c in per_clip]
+    mov = [c["test"].moving_epe for c in per_clip if c["test"].moving_pixels]
+    print(
+        f"clip mean: ratio {np.mean(ratios):.2f}x (min {np.min(ratios):.2f}x), EPE all "
+        f"{np.mean([c['test'].epe for c in per_clip]):.3f}, EPE moving {np.mean(mov):.3f} "
+        f"(max {np.max(mov):.3f})"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# --profile
+# ---------------------------------------------------------------------------------------------
+def level_times(frames, params: TVL1Params) -> list[tuple[int, tuple, float]]:
+    """CPU seconds per pyramid level of `params`, replaying OpenCV's pyramid one level at a time.
+
+    OpenCV's calc builds the pyramid by repeated `resize(scale_step)`, solves the coarsest level
+    from zero flow, then upsamples each level's flow (times 1 / scale_step) to initialize the
+    next; dual variables restart at each level. The same with nscales=1 calls reproduces it (up
+    to float rounding), and lets each level be timed.
+    """
+    out = {}
+    for a, b in zip(frames[:-1], frames[1:]):
+        i0, i1 = [a.astype(np.float32) / 255], [b.astype(np.float32) / 255]
+        for _ in range(1, params.nscales):
+            i0.append(cv2.resize(i0[-1], None, fx=params.scale_step, fy=params.scale_step))
+            i1.append(cv2.resize(i1[-1], None, fx=params.scale_step, fy=params.scale_step))
+        u = np.zeros(i0[-1].shape + (2,), np.float32)
+        for s in range(params.nscales - 1, -1, -1):
+            algo = dataclasses.replace(params, nscales=1).create()
+            algo.setUseInitialFlow(True)
+            u, cpu, _ = timed(algo.calc, i0[s], i1[s], u)
+            prev = out.get(s, (i0[s].shape, 0.0))
+            out[s] = (i0[s].shape, prev[1] + cpu)
+            if s:
+                h, w = i0[s - 1].shape
+                u = cv2.resize(u, (w, h)) * np.float32(1 / params.scale_step)
+    return [(s, *out[s]) for s in sorted(out, reverse=True)]
+
+
+def profile(args) -> None:
+    ref = FLOW_PRESETS["reference"]
+    clips = [load_frames(p, args.pairs, args.at, args.fps, args.short_side) for p in args.clips]
+    npairs = sum(len(f) - 1 for f in clips)
+    print(
+        f"profile on {len(clips)} clips x {args.pairs} pairs, short side {args.short_side}; "
+        "CPU time; moving = |reference| > 1 px\n"
+    )
+    print("1. Where the reference's time goes, by pyramid level (coarsest first):")
+    levels = {}
+    for frames in clips:
+        for s, shape, cpu in level_times(frames, ref):
+            levels.setdefault(s, [shape, 0.0])[1] += cpu
+    total = sum(v[1] for v in levels.values())
+    for s, (shape, cpu) in sorted(levels.items(), reverse=True):
+        h, w = shape
+        print(
+            f"   level {s}: {f'{w}x{h}':>9} {h * w / 1000:5.0f}k px "
+            f"{1000 * cpu / npairs:8.1f} ms/pair {100 * cpu / total:5.1f}%"
+        )
+    print(
+        "   (each level runs `warps` warps; each warp iterates until the mean squared update\n"
+        "   per pixel falls below epsilon^2, at most inner x outer iterations)\n"
+    )
+
+    def P(**kw):
+        return dataclasses.replace(ref, **kw)
+
+    variants = [
+        ("epsilon 0.009 (10% tighter)", lambda: FlowStream(P(epsilon=0.009))),
+        ("epsilon 0.002 (more converged)", lambda: FlowStream(P(epsilon=0.002))),
+        ("epsilon 0.02", lambda: FlowStream(P(epsilon=0.02))),
+        ("epsilon 0.03", lambda: FlowStream(P(epsilon=0.03))),
+        ("epsilon 0.05", lambda: FlowStream(P(epsilon=0.05))),
+        ("warps 3", lambda: FlowStream(P(warps=3))),
+        ("warps 2", lambda: FlowStream(P(warps=2))),
+        ("warps 1", lambda: FlowStream(P(warps=1))),
+        ("nscales 4", lambda: FlowStream(P(nscales=4))),
+        ("nscales 3", lambda: FlowStream(P(nscales=3))),
+        ("scale_step 0.6, nscales 4", lambda: FlowStream(P(scale_step=0.6, nscales=4))),
+        ("scale_step 0.5, nscales 3", lambda: FlowStream(P(scale_step=0.5, nscales=3))),
+        ("inner 10", lambda: FlowStream(P(inner_iterations=10))),
+        ("inner 15", lambda: FlowStream(P(inner_iterations=15))),
+        ("outer 3", lambda: FlowStream(P(outer_iterations=3))),
+        ("median 3", lambda: FlowStream(P(median_filtering=3))),
+        ("median 1 (off)", lambda: FlowStream(P(median_filtering=1))),
+        ("warm start", lambda: FlowStream(ref, warm_start=True)),
+        ("epsilon 0.03, warm start", lambda: FlowStream(P(epsilon=0.03), warm_start=True)),
+    ]
+    for name in FLOW_PRESETS:
+        if name != "reference":
+            variants.append((f"preset {name}", lambda n=name: FlowStream(flow_params(n))))
+    print("2. One change at a time from the reference (same pairs, run in turn pair by pair):")
+    print(f"   {'variant':<30} {'ratio':>7} {'EPE all':>8} {'EPE mov':>8}  per clip EPE moving")
+    for name, make in variants:
+        ref_t, t, per = Tally(), Tally(), []
+        for frames in clips:
+            c = run_side_by_side(frames, {"ref": FlowStream(ref), "v": make()}, 1.0)
+            ref_t.add(c["ref"])
+            t.add(c["v"])
+            per.append(c["v"].moving_epe)
+        ratio = ref_t.cpu / t.cpu
+        print(
+            f"   {name:<30} {ratio:6.2f}x {t.epe:8.3f} {t.moving_epe:8.3f}  "
+            + " ".join(f"{x:.2f}" for x in per),
+            flush=True,
+        )
+    print(
+        "\n3. Threads (reference; wall time per pair only means something on an idle machine; CPU\n"
+        "   time counts every thread, so per core more threads never pay more than processes):"
+    )
+    frames = clips[0]
+    for n in sorted({1, 2, os.cpu_count() or 1}):
+        cv2.setNumThreads(n)
+        t = run_side_by_side(frames, {"r": FlowStream(ref)}, 1.0)["r"]
+        print(
+            f"   {n} thread(s): {1000 * t.wall / t.pairs:7.0f} ms/pair wall, "
+            f"{1000 * t.cpu / t.pairs:7.0f} ms/pair CPU"
+        )
+    cv2.setNumThreads(args.threads)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("clips", nargs="*", help="video files (default: the sample clips)")
+    p.add_argument("--preset", default=None, help="preset under test (default: the default)")
+    p.add_argument("--params", help="instead of --preset: reference parameters changed, k=v,...")
+    p.add_argument("--pairs", type=int, default=None, help="pairs per clip (8; profile 4)")
+    p.add_argument("--at", type=float, default=0.3, help="where the pairs start (fraction)")
+    p.add_argument("--fps", type=float, default=25.0)
+    p.add_argument("--short_side", type=int, default=256)
+    p.add_argument("--moving", type=float, default=1.0, help="moving: |reference| > this (px)")
+    p.add_argument("--threads", type=int, default=1, help="OpenCV threads (1: per core)")
+    p.add_argument("--profile", action="store_true", help="explain where the time goes")
+    args = p.parse_args(argv)
+    from flow import DEFAULT_FLOW_PRESET
+
+    args.preset = args.preset or DEFAULT_FLOW_PRESET
+    args.clips = args.clips or sample_clips()
+    cv2.setNumThreads(args.threads)
+    if args.profile:
+        args.pairs = args.pairs or 4
+        if not sys.argv[1:] or all(a.startswith("-") for a in sys.argv[1:]):
+            c = args.clips  # first, middle and last sample clip
+            args.clips = list(dict.fromkeys([c[0], c[len(c) // 2], c[-1]]))
+        profile(args)
+    else:
+        args.pairs = args.pairs or 8
+        benchmark(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

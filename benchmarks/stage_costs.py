@@ -1,0 +1,334 @@
+"""Per-stage cost of the preprocessing pipeline, in core-seconds per clip-second (docs/cost.md).
+
+Runs the real stages of `pipelines.clip.ClipProcessor` one by one on the frames of the sample
+clips (or the clips given) and charges each call's process CPU time to its stage:
+
+- decode + resize: `pipelines.video.iter_frames` (FFmpeg decode, resampling to --fps, resizing to
+  --short_side, BGR -> RGB);
+- pose: `PoseEstimator.detect` (MediaPipe, all its threads counted) plus duplicate suppression
+  and tracking;
+- render: `render.render_poses` with the default style;
+- JPEG encode: the RGB and the pose-rendered frame at --jpeg_quality;
+- flow <preset>: grayscale conversion, TV-L1 on a sample of the clip's frame pairs (--flow_pairs,
+  evenly spread; the preset's cost per pair times the clip's pair count), quantization and the
+  4:4:4 flow JPEG.
+
+Process CPU time counts every thread of the process, so the figures are core-seconds whatever
+the thread counts; OpenCV is set to one thread (`cv2.setNumThreads(1)`), as in one Beam worker
+process per core. A clip-second is one second of stored video (--fps frames).
+
+`--kinetics` adds what a Kinetics-600-size run costs: --videos clips of --clip_seconds seconds.
+`--memory` instead measures peak RSS (VmHWM) of `ClipProcessor` writing rgb + flow for a short
+and a long synthetic clip, each in a fresh subprocess (DESIGN.md: flow streams).
+
+    python benchmarks/stage_costs.py [CLIP ...] [--flow_pairs 6] [--kinetics]
+    python benchmarks/stage_costs.py --memory
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+STAGES = ("decode + resize", "pose", "render", "JPEG encode (rgb + pose)")
+
+
+def sample_clips() -> list[str]:
+    from pipelines import assets
+
+    folder = assets.cache_dir() / "videos"
+    return sorted(str(p) for p in folder.glob("*.mp4"))
+
+
+@dataclasses.dataclass
+class ClipCost:
+    name: str
+    frames: int
+    seconds: dict[str, float]  # stage -> process CPU seconds for the whole clip
+
+    def clip_seconds(self, fps: float) -> float:
+        return self.frames / fps
+
+
+def measure_clip(path: str, args, model: bytes, presets: list[str]) -> ClipCost:
+    from flow import compute_flow, flow_params, quantize_flow, to_gray
+    from pipelines import video
+    from pipelines.clip import encode_jpeg
+    from pipelines.pose import PoseEstimator
+    from pipelines.tracking import IouTracker, suppress_duplicates
+    from render import render_poses
+
+    cpu = time.process_time
+    sec = dict.fromkeys(STAGES, 0.0)
+    grays = []
+    frames = video.iter_frames(path, 0, None, args.fps, args.short_side)
+    estimator = PoseEstimator(model)  # creation (~0.1 s) is charged to no stage: once per video
+    tracker = IouTracker()
+    n = 0
+    gray_s = 0.0  # grayscale conversion, charged to flow
+    try:
+        while True:
+            t0 = cpu()
+            try:
+                frame = next(frames)
+            except StopIteration:
+                break
+            t1 = cpu()
+            poses = estimator.detect(frame.rgb, frame.timestamp_us)
+            keep = suppress_duplicates(poses.boxes, poses.box_scores)
+            tracker.update(poses.boxes[keep])
+            t2 = cpu()
+            rendered = render_poses(frame.rgb, poses.keypoints, poses.scores, poses.boxes)
+            t3 = cpu()
+            encode_jpeg(frame.rgb, args.jpeg_quality)
+            encode_jpeg(rendered, args.jpeg_quality)
+            t4 = cpu()
+            grays.append(to_gray(frame.rgb))
+            gray_s += cpu() - t4
+            n += 1
+            for stage, dt in zip(STAGES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+                sec[stage] += dt
+    finally:
+        frames.close()
+        estimator.close()
+    pairs = n - 1
+    idx = np.unique(np.linspace(0, pairs - 1, min(args.flow_pairs, pairs)).astype(int))
+    for preset in presets:
+        algo = flow_params(preset).create()
+        spent = 0.0
+        for i in idx:
+            t0 = cpu()
+            flow = compute_flow(algo, grays[i], grays[i + 1])
+            encode_jpeg(quantize_flow(flow), args.jpeg_quality, full_chroma=True)
+            spent += cpu() - t0
+        sec[f"flow {preset}"] = gray_s + spent / len(idx) * pairs
+    return ClipCost(os.path.basename(path), n, sec)
+
+
+def cost_table(costs: list[ClipCost], fps: float, presets: list[str]) -> tuple[str, dict]:
+    """Markdown table: core-seconds per clip-second per stage, per clip kind and overall."""
+    total_clip_s = sum(c.clip_seconds(fps) for c in costs)
+    stages = list(STAGES) + [f"flow {p}" for p in presets]
+    per = {s: sum(c.seconds[s] for c in costs) / total_clip_s for s in stages}
+    lines = [
+        "| stage | core-s per clip-s | ms per frame (or pair) | range over clips |",
+        "|---|---:|---:|---|",
+    ]
+    for s in stages:
+        vals = [c.seconds[s] / c.clip_seconds(fps) for c in costs]
+        spread = f"{min(vals):.3f} - {max(vals):.3f}"
+        lines.append(f"| {s} | {per[s]:.3f} | {per[s] / fps * 1000:.1f} | {spread} |")
+    common = sum(per[s] for s in STAGES)
+    for p in presets:
+        lines.append(f"| **total, flow {p}** | **{common + per[f'flow {p}']:.2f}** | | |")
+    return "\n".join(lines), per
+
+
+def kinetics_table(per: dict, presets: list[str], videos: int, clip_seconds: float) -> str:
+    clip_s = videos * clip_seconds
+    common = sum(per[s] for s in STAGES)
+    lines = [
+        f"Kinetics-600-size run: {videos:,} clips x {clip_seconds:g} s = {clip_s / 3600:,.0f} "
+        "clip-hours.",
+        "",
+        "| preset | flow core-hours | everything else | total core-hours |",
+        "|---|---:|---:|---:|",
+    ]
+    for p in presets:
+        f = per[f"flow {p}"] * clip_s / 3600
+        o = common * clip_s / 3600
+        lines.append(f"| {p} | {f:,.0f} | {o:,.0f} | {f + o:,.0f} |")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Memory: peak RSS of ClipProcessor (rgb + flow) on a short and a long clip.
+# ---------------------------------------------------------------------------------------------
+def _vm(key: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    raise KeyError(key)
+
+
+def write_panning_video(path: str, seconds: float, fps: float = 25.0, size=(480, 270)) -> str:
+    """A synthetic clip: a window panning and bobbing over a textured image (every pixel moves)."""
+    rng = np.random.default_rng(0)
+    texture = cv2.GaussianBlur(rng.integers(0, 256, (900, 1600), dtype=np.uint8), (0, 0), 2.0)
+    texture = cv2.cvtColor(
+        cv2.normalize(texture, None, 0, 255, cv2.NORM_MINMAX), cv2.COLOR_GRAY2BGR
+    )
+    w, h = size
+    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+    for k in range(int(round(seconds * fps))):
+        x = int(600 + 500 * np.sin(k / 40.0))
+        y = int(300 + 200 * np.cos(k / 55.0))
+        writer.write(np.ascontiguousarray(texture[y : y + h, x : x + w]))
+    writer.release()
+    return path
+
+
+def _memory_child(path: str, short_side: int, preset: str) -> None:
+    """Runs in a subprocess: prints a JSON line with peak RSS before and after processing."""
+    cv2.setNumThreads(1)
+    from pipelines.clip import ClipProcessor
+    from pipelines.config import PreprocessConfig
+    from pipelines.manifest import ClipSpec
+
+    config = PreprocessConfig(
+        input="m.csv",
+        output_dir="/tmp/unused",
+        modalities=("rgb", "flow"),
+        flow_preset=preset,
+        short_side=short_side,
+        max_clip_seconds=0,  # one clip however long: the worst case for memory
+    )
+    proc = ClipProcessor(config, None)
+    # Warm-up on the first 0.2 s: imports (TensorFlow for the protos) and OpenCV's buffers.
+    proc.process(ClipSpec("w", path, "v.mp4", "l", 0, 0, 200_000, "train", "m.csv:2"))
+    spec = ClipSpec("v", path, "v.mp4", "l", 0, 0, None, "train", "m.csv:2")
+    try:  # reset the peak to the current RSS (Linux >= 4.0), so the peak is this clip's alone
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+    before = _vm("VmHWM")
+    t0 = time.process_time()
+    records = proc.process(spec)
+    print(
+        json.dumps(
+            {
+                "frames": sum(r.num_frames for r in records),
+                "output_bytes": sum(len(r.serialized) for r in records),
+                "hwm_before": before,
+                "hwm_after": _vm("VmHWM"),
+                "cpu_s": time.process_time() - t0,
+            }
+        )
+    )
+
+
+def memory_report(args) -> str:
+    tmp = tempfile.mkdtemp(prefix="perfnet-mem-")
+    rows = []
+    for seconds in args.memory_seconds:
+        path = write_panning_video(os.path.join(tmp, f"pan_{seconds:g}s.mp4"), seconds)
+        out = subprocess.run(
+            [sys.executable, os.path.abspath(__file__), "--_memory_child", path]
+            + ["--short_side", str(args.memory_short_side), "--preset", args.memory_preset],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        r["seconds"] = seconds
+        rows.append(r)
+        os.remove(path)
+    mib = 1 / 2**20
+    lines = [
+        f"ClipProcessor, modalities rgb + flow, preset {args.memory_preset}, short side "
+        f"{args.memory_short_side}, one clip per video (max_clip_seconds=0), fresh process each:",
+        "",
+        "| clip | frames | output MiB | RSS after warm-up MiB | peak RSS MiB | growth MiB "
+        "| growth - output MiB |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        growth = (r["hwm_after"] - r["hwm_before"]) * mib
+        out_mib = r["output_bytes"] * mib
+        lines.append(
+            f"| {r['seconds']:g} s | {r['frames']} | {out_mib:.1f} | {r['hwm_before'] * mib:.0f} "
+            f"| {r['hwm_after'] * mib:.0f} | {growth:.1f} | {growth - out_mib:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
+    except (OSError, StopIteration):
+        pass
+    return (
+        f"{cpu}, {os.cpu_count()} cores visible; Python {platform.python_version()}, "
+        f"OpenCV {cv2.__version__}, numpy {np.__version__}"
+    )
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("clips", nargs="*", help="video files (default: the sample clips)")
+    p.add_argument("--fps", type=float, default=25.0)
+    p.add_argument("--short_side", type=int, default=256)
+    p.add_argument("--jpeg_quality", type=int, default=90)
+    p.add_argument("--flow_pairs", type=int, default=6, help="pairs timed per clip and preset")
+    p.add_argument("--presets", nargs="+", default=None, help="default: every preset")
+    p.add_argument("--kinetics", action="store_true", help="add the Kinetics-600-size estimate")
+    p.add_argument("--videos", type=int, default=500_000)
+    p.add_argument("--clip_seconds", type=float, default=10.0)
+    p.add_argument("--json", help="also write the raw figures here")
+    p.add_argument("--memory", action="store_true", help="measure peak RSS instead")
+    p.add_argument("--memory_seconds", type=float, nargs="+", default=[4.0, 40.0])
+    p.add_argument("--memory_short_side", type=int, default=256)
+    p.add_argument("--memory_preset", default=None, help="default: the default preset")
+    p.add_argument("--preset", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--_memory_child", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+
+    from flow import DEFAULT_FLOW_PRESET, FLOW_PRESETS
+
+    if args._memory_child:
+        _memory_child(args._memory_child, args.short_side, args.preset)
+        return 0
+    print(machine())
+    if args.memory:
+        args.memory_preset = args.memory_preset or DEFAULT_FLOW_PRESET
+        print(memory_report(args))
+        return 0
+
+    cv2.setNumThreads(1)
+    from pipelines import assets
+    from pipelines.pose import load_pose_model
+
+    presets = args.presets or sorted(FLOW_PRESETS, key=lambda k: k != "reference")
+    model, _ = load_pose_model(str(assets.default_pose_model_path()))
+    clips = args.clips or sample_clips()
+    costs = []
+    for path in clips:
+        c = measure_clip(path, args, model, presets)
+        costs.append(c)
+        per = ", ".join(f"{k} {v / c.clip_seconds(args.fps):.3f}" for k, v in c.seconds.items())
+        print(f"{c.name}: {c.frames} frames; core-s per clip-s: {per}", flush=True)
+    table, per = cost_table(costs, args.fps, presets)
+    total_s = sum(c.clip_seconds(args.fps) for c in costs)
+    print(
+        f"\n{len(costs)} clips, {total_s:.1f} clip-seconds at {args.fps:g} fps, short side "
+        f"{args.short_side}, JPEG quality {args.jpeg_quality}, one OpenCV thread; flow timed on "
+        f"{args.flow_pairs} pairs per clip and preset.\n"
+    )
+    print(table)
+    if args.kinetics:
+        print()
+        print(kinetics_table(per, presets, args.videos, args.clip_seconds))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"per_clip": [dataclasses.asdict(c) for c in costs], "overall": per}, f)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
