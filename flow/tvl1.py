@@ -72,12 +72,14 @@ class TVL1Params:
 # benchmarks/flow_bench.py (see docs/cost.md): the reference's time is spread over every pyramid
 # level and warp, each warp stopping after ~10-20 iterations, so epsilon and warps are the levers;
 # scales, scale step, inner/outer iterations, median filter and warm start buy little or cost time.
-# Per core, 3.9-5.2x the pairs/s of `reference` on every clip measured (sample clips and
-# camera-motion/large-motion test clips; 4.4x overall), mean end-point difference ~0.07 px overall
-# and ~0.4 px on moving pixels of human-motion clips (~0.15 px where the camera moves). No setting
-# at >= 3x came within 0.25 px on moving pixels of human-motion clips: there the reference stops
-# while moving pixels still change by ~0.1 px per iteration, so any change of the iteration count
-# moves them (a more converged solve, epsilon 0.002, is as far from it as this preset).
+# Per core, 4.6x the pairs/s of `reference` on the sample clips (4.2-5.1x per clip) and 3.6-5.6x
+# on test clips with camera motion, large motion, compression or low light; mean end-point
+# difference 0.07 px overall and 0.34 px on moving pixels of the sample clips (0.14-0.15 px where
+# the camera moves). No setting at >= 3x came within 0.25 px on moving pixels of human-motion
+# clips: OpenCV stops on the mean update over the whole frame, so where few pixels move the
+# reference stops while they still change by ~0.1 px per iteration, and any change of the
+# iteration count moves them (a far more converged solve, epsilon 0.002 at 14x the cost, is itself
+# 0.19 px from it there; epsilon 0.02 alone, at 2.2x, 0.23 px).
 FLOW_PRESETS: dict[str, TVL1Params] = {
     "reference": TVL1Params(),
     "fast": TVL1Params(warps=3, epsilon=0.025),
