@@ -165,10 +165,11 @@ def check_record(data: bytes, modalities, num_classes: int | None) -> tuple[list
 def _check_image(errors, modality, data, c, prefix) -> None:
     if data is None:
         return
-    import cv2
+    from pipelines.clip import decode_jpeg
 
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if img is None:
+    try:
+        img = decode_jpeg(data)
+    except ValueError:
         errors.append(f"{modality}: the first image is not a decodable JPEG")
         return
     h, w = c[ms.prefixed(prefix, ms.IMAGE_HEIGHT)], c[ms.prefixed(prefix, ms.IMAGE_WIDTH)]
