@@ -1,8 +1,9 @@
 """TV-L1 optical flow between consecutive frames, and its quantization (DESIGN.md sections 3, 6).
 
-Pure functions on numpy arrays. Flow is computed with OpenCV contrib's
-`cv2.optflow.DualTVL1OpticalFlow` on grayscale frames at the stored resolution, forward from frame t
-to frame t + 1, then clipped to [-20, 20] pixels and quantized with MediaPipe's linear map
+Pure functions on numpy arrays. Flow is Dual TV-L1 as OpenCV contrib's
+`cv2.optflow.DualTVL1OpticalFlow` computes it (that class, or `flow.solver.TVL1Solver`, which gives
+the same flow faster) on grayscale frames at the stored resolution, forward from frame t to frame
+t + 1, then clipped to [-20, 20] pixels and quantized with MediaPipe's linear map
 `q = floor(255 * clip((v + 20) / 40, 0, 1))`, whose inverse is `v = (q / 255 - 0.5) * 40`.
 """
 
@@ -15,15 +16,20 @@ import numpy as np
 
 from schemas.media_sequence import FLOW_SATURATION
 
+SOLVERS = ("opencv", "compiled")
+
 
 @dataclasses.dataclass(frozen=True)
 class TVL1Params:
-    """Parameters of OpenCV's Dual TV-L1 solver (OpenCV's names; defaults are OpenCV's own).
+    """Parameters of the Dual TV-L1 solver (OpenCV's names; defaults are OpenCV's own).
 
     tau: time step of the numerical scheme; lambda_: data-term weight (smoothness trade-off);
     theta: coupling weight; nscales: pyramid levels; warps: warpings per level; epsilon: stopping
-    criterion; inner_iterations, outer_iterations: iteration counts; scale_step: pyramid scale
-    factor in (0, 1); median_filtering: median filter size applied to the flow (odd, pixels).
+    criterion (root mean square update of the flow per iteration, pixels); inner_iterations,
+    outer_iterations: iteration counts; scale_step: pyramid scale factor in (0, 1);
+    median_filtering: median filter size applied to the flow (1 = off, 3 or 5 pixels, the sizes
+    OpenCV filters float images with); solver: "opencv" for `cv2.optflow.DualTVL1OpticalFlow`,
+    "compiled" for `flow.solver.TVL1Solver`, which gives the same flow faster.
     """
 
     tau: float = 0.25
@@ -36,6 +42,7 @@ class TVL1Params:
     outer_iterations: int = 10
     scale_step: float = 0.8
     median_filtering: int = 5
+    solver: str = "opencv"
 
     def __post_init__(self):
         for name in ("tau", "lambda_", "theta", "epsilon"):
@@ -46,11 +53,23 @@ class TVL1Params:
                 raise ValueError(f"{name}={getattr(self, name)!r}: must be >= 1")
         if not 0 < self.scale_step < 1:
             raise ValueError(f"scale_step={self.scale_step!r}: must be in (0, 1)")
-        if self.median_filtering < 1 or self.median_filtering % 2 == 0:
-            raise ValueError(f"median_filtering={self.median_filtering!r}: must be odd and >= 1")
+        if self.median_filtering not in (1, 3, 5):
+            raise ValueError(f"median_filtering={self.median_filtering!r}: must be 1, 3 or 5")
+        if self.solver not in SOLVERS:
+            raise ValueError(f"solver={self.solver!r}: expected one of {list(SOLVERS)}")
 
     def create(self):
-        """A configured `cv2.optflow.DualTVL1OpticalFlow` (not picklable: make one per worker)."""
+        """A configured solver with OpenCV's `calc(prev, next, None)` call.
+
+        `cv2.optflow.DualTVL1OpticalFlow` for solver "opencv", `flow.solver.TVL1Solver` for
+        "compiled". Not picklable (OpenCV's): make one per worker.
+        """
+        if self.solver == "compiled":
+            from flow.solver import TVL1Solver
+
+            fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+            del fields["solver"]
+            return TVL1Solver(**fields)
         algo = cv2.optflow.DualTVL1OpticalFlow.create()
         # The setters, because the Python keyword for inner iterations is misspelled upstream.
         algo.setTau(self.tau)
@@ -66,23 +85,21 @@ class TVL1Params:
         return algo
 
 
-# `reference`: OpenCV's defaults, what I3D-style pipelines compute. `fast`: the project's default,
-# the same energy and pyramid solved with 3 warps per level instead of 5 and a stopping criterion
-# (RMS update per pixel and iteration) of 0.025 instead of 0.01. Chosen with
-# benchmarks/flow_bench.py (see docs/cost.md): the reference's time is spread over every pyramid
-# level and warp, each warp stopping after ~10-20 iterations, so epsilon and warps are the levers;
-# scales, scale step, inner/outer iterations, median filter and warm start buy little or cost time.
-# Per core, 4.6x the pairs/s of `reference` on the sample clips (4.2-5.1x per clip) and 3.6-5.6x
-# on test clips with camera motion, large motion, compression or low light; mean end-point
-# difference 0.07 px overall and 0.34 px on moving pixels of the sample clips (0.14-0.15 px where
-# the camera moves). No setting at >= 3x came within 0.25 px on moving pixels of human-motion
-# clips: OpenCV stops on the mean update over the whole frame, so where few pixels move the
-# reference stops while they still change by ~0.1 px per iteration, and any change of the
-# iteration count moves them (a far more converged solve, epsilon 0.002 at 14x the cost, is itself
-# 0.19 px from it there; epsilon 0.02 alone, at 2.2x, 0.23 px).
+# `reference`: OpenCV's implementation with its default parameters, what I3D-style pipelines
+# compute. `fast`, the project's default: the same parameters solved by `flow.solver.TVL1Solver`,
+# which reproduces OpenCV's flow bit for bit (tests/test_flow_solver.py) at about 7x the pairs per
+# core-second (benchmarks/flow_bench.py; figures in docs/cost.md). `draft`: the compiled solver
+# stopping sooner (3 warps per level instead of 5, epsilon 0.025 instead of 0.01), for runs where
+# cost matters more than fidelity: several times faster again, but it is not the reference's flow
+# (mean end-point difference about 0.07 px overall and 0.34 px on moving pixels of the sample
+# clips). Measured before the compiled solver existed, no parameter change that saves 3x or more
+# stays within 0.25 px of the reference on moving pixels of human-motion clips: OpenCV stops on
+# the mean update over the whole frame, so where few pixels move the reference stops while they
+# still change by ~0.1 px per iteration, and any change of the iteration count moves them.
 FLOW_PRESETS: dict[str, TVL1Params] = {
     "reference": TVL1Params(),
-    "fast": TVL1Params(warps=3, epsilon=0.025),
+    "fast": TVL1Params(solver="compiled"),
+    "draft": TVL1Params(warps=3, epsilon=0.025, solver="compiled"),
 }
 DEFAULT_FLOW_PRESET = "fast"
 

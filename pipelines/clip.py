@@ -213,19 +213,26 @@ class ClipProcessor:
                 raise StageError("render", e) from e
             clip.persons += len(track_ids)
         try:
-            if ms.MODALITY_RGB in self.modalities:
+            if ms.MODALITY_RGB in self.modalities or self._flow_algo is not None:
                 rgb_jpeg = encode_jpeg(frame.rgb, q)
             if estimator is not None:
                 pose_jpeg = encode_jpeg(rendered, q)
+            # Flow is computed from the RGB frame as stored (whether or not RGB is written), so
+            # that TV-L1 on a record's decoded RGB frames gives back the record's flow.
+            gray = to_gray(decode_jpeg(rgb_jpeg)) if self._flow_algo is not None else None
         except Exception as e:
             raise StageError("encode", e) from e
-        if self._flow_algo is not None:
-            gray = to_gray(frame.rgb)
+        if ms.MODALITY_RGB not in self.modalities:
+            rgb_jpeg = None
+        if gray is not None:
             if clip.prev_gray is not None:
                 try:
                     flow = compute_flow(self._flow_algo, clip.prev_gray, gray)
                     clip.builder.add_flow(
-                        clip.prev_ts, encode_jpeg(quantize_flow(flow), q, full_chroma=True)
+                        clip.prev_ts,
+                        encode_jpeg(
+                            quantize_flow(flow), self.config.flow_jpeg_quality, full_chroma=True
+                        ),
                     )
                 except Exception as e:
                     raise StageError("flow", e) from e

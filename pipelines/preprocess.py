@@ -110,7 +110,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--fps", type=float, default=d["fps"].default)
     p.add_argument("--short_side", type=int, default=d["short_side"].default)
-    p.add_argument("--jpeg_quality", type=int, default=d["jpeg_quality"].default)
+    p.add_argument(
+        "--jpeg_quality",
+        type=int,
+        default=d["jpeg_quality"].default,
+        help="JPEG quality of the RGB and pose-rendered images (default 90)",
+    )
+    p.add_argument(
+        "--flow_jpeg_quality",
+        type=int,
+        default=d["flow_jpeg_quality"].default,
+        help="JPEG quality of the flow images (default 100: flow read back within 0.7 px)",
+    )
     p.add_argument("--num_shards", type=int, default=0, help="shards per split (0: automatic)")
     p.add_argument(
         "--max_clip_seconds",
@@ -170,6 +181,7 @@ def parse_args(argv: list[str] | None) -> tuple[PreprocessConfig, PipelineOption
         fps=args.fps,
         short_side=args.short_side,
         jpeg_quality=args.jpeg_quality,
+        flow_jpeg_quality=args.flow_jpeg_quality,
         num_shards=args.num_shards,
         max_clip_seconds=args.max_clip_seconds,
         strict_manifest=args.strict_manifest,
@@ -438,13 +450,27 @@ def _resolve_pose_model(config: PreprocessConfig) -> tuple[str | None, str, str]
     return path, name, sha
 
 
+def flow_description(config: PreprocessConfig) -> dict:
+    """How the flow stream was made, for the description and the resume check."""
+    return {
+        "preset": config.flow_preset,
+        "params": dataclasses.asdict(flow_params(config.flow_preset)),
+        "saturation": ms.FLOW_SATURATION,
+        "jpeg_quality": config.flow_jpeg_quality,
+        # Flow is computed from the RGB frames as stored: JPEG at `jpeg_quality`, decoded.
+        "computed_from": "stored_rgb",
+    }
+
+
 def record_settings(config: PreprocessConfig, pose_sha256: str) -> dict:
     """The settings that decide the records: parts made under other settings are not reused."""
     keys = (
         "dataset_name", "modalities", "flow_preset", "num_poses", "pose_short_side", "fps",
-        "short_side", "jpeg_quality", "max_clip_seconds",
+        "short_side", "jpeg_quality", "flow_jpeg_quality", "max_clip_seconds",
     )  # fmt: skip
     settings = {k: getattr(config, k) for k in keys}
+    # What the preset means, not only its name, and what the flow is computed from.
+    settings["flow"] = flow_description(config)
     settings["modalities"] = list(config.modalities)
     settings["render_style"] = config.style.to_spec()
     settings["pose_model_sha256"] = pose_sha256
@@ -568,11 +594,7 @@ def run(argv: list[str] | None = None) -> dict:
         "modalities": list(config.modalities),
         "frame_rate": config.fps,
         "jpeg_quality": config.jpeg_quality,
-        "flow": {
-            "preset": config.flow_preset,
-            "params": dataclasses.asdict(flow_params(config.flow_preset)),
-            "saturation": ms.FLOW_SATURATION,
-        },
+        "flow": flow_description(config),
         "pose_model": {"name": pose_name, "sha256": pose_sha, "path": config.pose_model or ""},
         "render_style": config.style.to_dict(),
         "config": config.to_dict(),

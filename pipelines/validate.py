@@ -1,12 +1,14 @@
 """Checks an output directory against the record contract; prints a summary table.
 
-    python -m pipelines.validate OUTPUT_DIR [--max_violations N]
+    python -m pipelines.validate OUTPUT_DIR [--max_violations N] [--check_flow N]
 
 Every record is checked against DESIGN.md section 3 (`schemas.media_sequence`): the exact key set
 for the modalities the description lists, value types, one value where one is expected, stream
 lengths (flow T - 1), timestamps increasing and equal across streams, region lists consistent with
 the person counts, keypoints and boxes in [0, 1], the first image of each stream decodable at the
-declared size; and the counts per split against the description. Exits 1 on any violation.
+declared size; and the counts per split against the description. With --check_flow N, the flow
+of the first N records is recomputed from their stored RGB frames (`check_flow`). Exits 1 on any
+violation.
 """
 
 from __future__ import annotations
@@ -265,6 +267,106 @@ def validate(output_dir: str, max_violations: int = 20) -> tuple[list[str], str]
     return violations, _table(stats, failures, len(violations))
 
 
+@dataclasses.dataclass
+class FlowCheck:
+    """Stored flow against TV-L1 recomputed from the same records' stored RGB frames."""
+
+    records: int = 0
+    pairs: int = 0
+    identical: int = 0  # pairs whose stored flow JPEG equals the recomputed one byte for byte
+    pixels: int = 0
+    epe_sum: float = 0.0
+    moving_pixels: int = 0
+    moving_epe_sum: float = 0.0
+    max_epe: float = 0.0
+
+    @property
+    def epe(self) -> float:
+        return self.epe_sum / self.pixels if self.pixels else 0.0
+
+    @property
+    def moving_epe(self) -> float:
+        return self.moving_epe_sum / self.moving_pixels if self.moving_pixels else 0.0
+
+    def summary(self, preset: str) -> str:
+        return (
+            f"flow check ({preset} TV-L1 on the stored RGB frames): {self.records} records, "
+            f"{self.pairs} pairs, {self.identical} stored byte for byte as recomputed; "
+            f"end-point difference mean {self.epe:.3f} px, moving pixels {self.moving_epe:.3f} "
+            f"px, max {self.max_epe:.2f} px"
+        )
+
+
+def check_flow(
+    output_dir: str, records: int, preset: str = "reference", tolerance: float = 1.0
+) -> tuple[list[str], FlowCheck]:
+    """Recomputes the flow of the first `records` records from their stored RGB frames.
+
+    For each record with RGB and flow streams: decodes the RGB JPEGs, computes TV-L1 with
+    `preset` (default: OpenCV's implementation and default parameters, independent of the
+    pipeline's solver), quantizes and JPEG-encodes it as the description says, and compares it
+    with the stored flow: byte for byte, and as the end-point difference in pixels between the
+    dequantized stored flow and the recomputed flow clipped to the saturation. Moving pixels are
+    those whose recomputed flow is longer than 1 px. A record with a frame pair whose mean
+    difference over moving pixels exceeds `tolerance` pixels is a violation.
+    """
+    import tensorflow as tf
+
+    from flow import compute_flow, dequantize_flow, flow_params, quantize_flow, to_gray
+    from pipelines.clip import decode_jpeg, encode_jpeg
+
+    info = output.read_json(output.join(output_dir, output.DATASET_INFO))
+    if not {ms.MODALITY_RGB, ms.MODALITY_FLOW} <= set(info["modalities"]):
+        need = f"flow check: needs the rgb and flow streams, got {info['modalities']}"
+        return [need], FlowCheck()
+    flow_info = info.get("flow", {})
+    quality = flow_info.get("jpeg_quality", info.get("jpeg_quality", 90))
+    bound = float(flow_info.get("saturation", ms.FLOW_SATURATION))
+    algo = flow_params(preset).create()
+    rgb_key = ms.prefixed(ms.RGB_PREFIX, ms.IMAGE_ENCODED)
+    flow_key = ms.prefixed(ms.FORWARD_FLOW_PREFIX, ms.IMAGE_ENCODED)
+    violations: list[str] = []
+    check = FlowCheck()
+    shards = [s for desc in info["splits"].values() for s in desc["shards"]]
+    for shard in shards:
+        for data in output.read_tfrecords(output.join(output_dir, shard)):
+            if check.records >= records:
+                return violations, check
+            ex = tf.train.SequenceExample.FromString(data)
+            ex_id = ex.context.feature[ms.EXAMPLE_ID_KEY].bytes_list.value[0].decode()
+            lists = ex.feature_lists.feature_list
+            rgbs = [f.bytes_list.value[0] for f in lists[rgb_key].feature]
+            flows = [f.bytes_list.value[0] for f in lists[flow_key].feature]
+            grays = [to_gray(decode_jpeg(j)) for j in rgbs]
+            bad: list[tuple[float, int]] = []  # (moving-pixel difference, step) over tolerance
+            for t, stored in enumerate(flows):
+                flow = compute_flow(algo, grays[t], grays[t + 1])
+                again = encode_jpeg(quantize_flow(flow, bound), quality, full_chroma=True)
+                check.identical += again == stored
+                d = np.linalg.norm(
+                    dequantize_flow(decode_jpeg(stored), bound) - np.clip(flow, -bound, bound),
+                    axis=-1,
+                )
+                moving = np.linalg.norm(flow, axis=-1) > 1.0
+                check.pairs += 1
+                check.pixels += d.size
+                check.epe_sum += float(d.sum())
+                check.max_epe = max(check.max_epe, float(d.max()))
+                check.moving_epe_sum += float(d[moving].sum())
+                check.moving_pixels += int(moving.sum())
+                if moving.any() and d[moving].mean() > tolerance:
+                    bad.append((float(d[moving].mean()), t))
+            check.records += 1
+            if bad:
+                worst, step = max(bad)
+                violations.append(
+                    f"{shard} ({ex_id}): stored flow differs from TV-L1 on the stored frames in "
+                    f"{len(bad)} of {len(flows)} pairs, worst {worst:.2f} px on moving pixels at "
+                    f"step {step} (tolerance {tolerance} px)"
+                )
+    return violations, check
+
+
 def _failures(output_dir: str) -> list[dict]:
     rows = []
     for path in output.list_files(output.join(output_dir, output.FAILURES_DIR, "*.jsonl")):
@@ -295,10 +397,36 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="perfnet-validate", description=__doc__.split("\n")[0])
     parser.add_argument("output_dir")
     parser.add_argument("--max_violations", type=int, default=20, help="violations to print")
+    parser.add_argument(
+        "--check_flow",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also recompute TV-L1 from the stored RGB frames of the first N records and compare "
+        "it with their stored flow (slow: about 2 s per frame pair with --flow_preset reference)",
+    )
+    parser.add_argument(
+        "--flow_preset",
+        default="reference",
+        help="the TV-L1 preset --check_flow recomputes with (default: reference, OpenCV's own)",
+    )
+    parser.add_argument(
+        "--flow_tolerance",
+        type=float,
+        default=1.0,
+        help="--check_flow: most mean end-point difference on moving pixels of a pair, px",
+    )
     args = parser.parse_args(argv)
-    violations, table = validate(args.output_dir.rstrip("/"))
+    output_dir = args.output_dir.rstrip("/")
+    violations, table = validate(output_dir)
     if table:
         print(table)
+    if args.check_flow > 0 and table:
+        flow_violations, check = check_flow(
+            output_dir, args.check_flow, args.flow_preset, args.flow_tolerance
+        )
+        violations += flow_violations
+        print(check.summary(args.flow_preset))
     for v in violations[: args.max_violations]:
         print(f"VIOLATION {v}")
     if len(violations) > args.max_violations:

@@ -244,3 +244,58 @@ def test_validator_passes_our_output_and_catches_violations(demo_run, tmp_path):
     (broken / "dataset_info.json").write_text(json.dumps(desc))
     violations, _ = validate.validate(str(broken))
     assert len(violations) == 1 and "schema_version=99" in violations[0]
+
+
+def test_stored_flow_is_tvl1_of_the_stored_rgb_frames(demo_run, tmp_path):
+    """The flow in a record is TV-L1 of the record's own decoded RGB frames, byte for byte.
+
+    Recomputed here with the default preset; tests/test_flow_solver.py shows it gives OpenCV's
+    reference flow bit for bit, and `perfnet-validate --check_flow` recomputes with OpenCV.
+    """
+    import shutil
+
+    from pipelines import validate
+
+    info, out = demo_run
+    frames = sum(desc["frames"] for desc in info["splits"].values())
+    clips = sum(desc["clips"] for desc in info["splits"].values())
+    violations, check = validate.check_flow(str(out), records=10, preset="fast")
+    assert violations == []
+    assert (check.records, check.pairs) == (clips, frames - clips)
+    assert check.identical == check.pairs
+    # Only quantization and JPEG (quality 100) stand between stored and computed flow.
+    assert info["flow"]["jpeg_quality"] == 100 and info["flow"]["computed_from"] == "stored_rgb"
+    assert check.epe < 0.15 and check.moving_epe < 0.25 and check.max_epe < 1.0
+    # Flow from the wrong frames is caught: swap two flow steps of the first record.
+    broken = tmp_path / "broken"
+    shutil.copytree(out, broken)
+    shard = next(s for s in info["splits"]["train"]["shards"] if (broken / s).stat().st_size)
+    ex = tf.train.SequenceExample.FromString(next(output.read_tfrecords(str(broken / shard))))
+    steps = ex.feature_lists.feature_list["FORWARD_FLOW/image/encoded"].feature
+    first, last = steps[0].bytes_list.value[0], steps[-1].bytes_list.value[0]
+    steps[0].bytes_list.value[0], steps[-1].bytes_list.value[0] = last, first
+    output.write_tfrecords(str(broken / shard), [ex.SerializeToString()])
+    violations, check = validate.check_flow(str(broken), records=1, preset="fast")
+    assert check.identical == check.pairs - 2
+    assert len(violations) == 1, violations
+    assert f"in 2 of {check.pairs} pairs" in violations[0] and "(tolerance 1.0 px)" in violations[0]
+
+
+def test_flow_without_the_rgb_stream_is_the_same_flow(demo_run, tmp_path):
+    """Flow is computed from the RGB frame as it would be stored, whether or not RGB is written."""
+    info, out = demo_run
+    single = assets.sample_video_path("sports2d_demo.mp4")
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text(f"path,label,start,end,split\n{single},athletics,3.0,3.5,validation\n")
+    flow_only = tmp_path / "flow_only"
+    run([f"--input={manifest}", f"--output_dir={flow_only}", "--dataset_name=e2e",
+         "--modalities=flow"])  # fmt: skip
+    key = "FORWARD_FLOW/image/encoded"
+
+    def flows(d):
+        (rec,) = _records(d, "validation")[1]
+        ex = tf.train.SequenceExample.FromString(rec)
+        return [f.bytes_list.value[0] for f in ex.feature_lists.feature_list[key].feature]
+
+    assert len(flows(flow_only)) == 12
+    assert flows(flow_only) == flows(out)
