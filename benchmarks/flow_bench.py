@@ -3,22 +3,24 @@
 For each clip, decodes frames as the pipeline does (`pipelines.video.iter_frames`: --fps,
 --short_side), converts them to grayscale (`flow.to_gray`) and takes --pairs consecutive frame
 pairs from --at (a fraction of the clip's length). On each pair it computes the flow with
-`reference` (OpenCV's default parameters) and with the preset under test (default: the project's
-default preset), alternating pair by pair so that both see the same load, each through the
-pipeline's own call (`flow.compute_flow` with one algorithm object per preset, as a worker has).
+`reference` (OpenCV's own implementation with its default parameters) and with each preset under
+test (default: every other preset), in turn pair by pair so that all see the same load, each
+through the pipeline's own call (`flow.compute_flow` with one algorithm object per preset, as a
+worker has).
 
 Printed per clip and overall: pairs/s per core of each (pairs per second of process CPU time,
 with OpenCV on --threads threads; CPU time, unlike wall time, does not count time spent waiting
 for a core that other processes hold), the throughput ratio (CPU time and wall time), and the
 mean end-point difference |flow - reference| in pixels over all pixels and over the moving
-pixels (|reference| > --moving px). "overall" pools every pair (and every moving pixel) of every
+pixels (|reference| > --moving px), the largest difference, and how many pairs are bit for bit the
+reference's flow. "overall" pools every pair (and every moving pixel) of every
 clip; "clip mean" averages the per-clip figures.
 
 --profile explains where the time goes instead: the reference's time per pyramid level, then
 one-parameter-at-a-time variations of the reference (epsilon, warps, scales, scale step, inner
 and outer iterations, median filter, warm start, threads), each with its ratio and difference.
 
-    python benchmarks/flow_bench.py [CLIP ...] [--pairs 8] [--preset fast]
+    python benchmarks/flow_bench.py [CLIP ...] [--pairs 8] [--preset fast,draft]
     python benchmarks/flow_bench.py --params epsilon=0.03,warps=4   # any parameters vs reference
     python benchmarks/flow_bench.py --profile [CLIP ...]
 """
@@ -66,10 +68,13 @@ class Tally:
     pixels: int = 0
     moving_epe_sum: float = 0.0
     moving_pixels: int = 0
+    max_epe: float = 0.0
+    identical: int = 0  # pairs whose flow equals the reference's bit for bit
 
     def add(self, other: Tally) -> None:
         for f in dataclasses.fields(self):
-            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+            mine, theirs = getattr(self, f.name), getattr(other, f.name)
+            setattr(self, f.name, max(mine, theirs) if f.name == "max_epe" else mine + theirs)
 
     @property
     def rate(self) -> float:
@@ -118,6 +123,8 @@ def compare(flow: np.ndarray, ref: np.ndarray, moving: float, tally: Tally) -> N
     tally.pixels += d.size
     tally.moving_epe_sum += float(d[m].sum())
     tally.moving_pixels += int(m.sum())
+    tally.max_epe = max(tally.max_epe, float(d.max()))
+    tally.identical += bool(np.array_equal(flow, ref))
 
 
 def run_side_by_side(frames, methods: dict, moving: float) -> dict[str, Tally]:
@@ -150,13 +157,13 @@ def fmt_row(name: str, ref: Tally, t: Tally, moving_frac: float | None = None) -
     mf = "" if moving_frac is None else f" {100 * moving_frac:6.1f}%"
     return (
         f"{name:<33} {t.pairs:5d} {ref.rate:9.3f} {t.rate:9.3f} {ratio:7.2f}x {wall:6.2f}x "
-        f"{t.epe:8.3f} {t.moving_epe:8.3f}{mf}"
+        f"{t.epe:8.3f} {t.moving_epe:8.3f} {t.max_epe:7.2f} {t.identical:5d}{mf}"
     )
 
 
 HEADER = (
-    f"{'clip':<33} {'pairs':>5} {'ref p/s':>9} {'test p/s':>9} {'ratio':>8} {'wall':>7} "
-    f"{'EPE all':>8} {'EPE mov':>8} {'moving':>7}"
+    f"{'clip / preset':<33} {'pairs':>5} {'ref p/s':>9} {'test p/s':>9} {'ratio':>8} {'wall':>7} "
+    f"{'EPE all':>8} {'EPE mov':>8} {'EPE max':>7} {'same':>5} {'moving':>7}"
 )
 
 
@@ -180,43 +187,48 @@ def parse_params(spec: str) -> TVL1Params:
 def benchmark(args) -> None:
     ref_params = FLOW_PRESETS["reference"]
     if args.params:
-        test_name, test_params = f"params({args.params})", parse_params(args.params)
+        tests = {f"params({args.params})": parse_params(args.params)}
     else:
-        test_name, test_params = args.preset, flow_params(args.preset)
+        tests = {name: flow_params(name) for name in args.preset.split(",")}
     print(f"reference: {ref_params}")
-    print(f"test ({test_name}): {test_params}")
+    for name, params in tests.items():
+        print(f"test {name}: {params}")
     print(
         f"{args.pairs} consecutive pairs per clip from {args.at:.0%} of its length, {args.fps:g} "
         f"fps, short side {args.short_side}, OpenCV threads {args.threads}; p/s = pairs per "
-        f"CPU-second (per core); moving = |reference| > {args.moving:g} px\n"
+        f"CPU-second (per core); EPE = end-point difference from the reference, px; same = pairs "
+        f"equal to the reference bit for bit; moving = |reference| > {args.moving:g} px\n"
     )
     print(HEADER)
-    total = {"ref": Tally(), "test": Tally()}
+    total = {k: Tally() for k in ["ref", *tests]}
     per_clip = []
     for path in args.clips:
         frames = load_frames(path, args.pairs, args.at, args.fps, args.short_side)
-        t = run_side_by_side(
-            frames,
-            {"ref": FlowStream(ref_params), "test": FlowStream(test_params)},
-            args.moving,
-        )
+        methods = {"ref": FlowStream(ref_params)}
+        methods.update({name: FlowStream(params) for name, params in tests.items()})
+        t = run_side_by_side(frames, methods, args.moving)
         frac = t["ref"].moving_pixels / max(t["ref"].pixels, 1)
         h, w = frames[0].shape
-        name = f"{os.path.splitext(os.path.basename(path))[0][:24]} {w}x{h}"
-        print(fmt_row(name, t["ref"], t["test"], frac), flush=True)
+        clip = f"{os.path.splitext(os.path.basename(path))[0]}"
+        for name in tests:
+            label = f"{clip[: 33 - len(name) - 12]} {w}x{h} {name}"
+            print(fmt_row(label, t["ref"], t[name], frac), flush=True)
         per_clip.append(t)
         for k in total:
             total[k].add(t[k])
     frac = total["ref"].moving_pixels / max(total["ref"].pixels, 1)
     print("-" * len(HEADER))
-    print(fmt_row("overall (pooled)", total["ref"], total["test"], frac))
-    ratios = [c["ref"].cpu / c["test"].cpu * c["test"].pairs / c["ref"].pairs for c in per_clip]
-    mov = [c["test"].moving_epe for c in per_clip if c["test"].moving_pixels]
-    print(
-        f"clip mean: ratio {np.mean(ratios):.2f}x (min {np.min(ratios):.2f}x), EPE all "
-        f"{np.mean([c['test'].epe for c in per_clip]):.3f}, EPE moving {np.mean(mov):.3f} "
-        f"(max {np.max(mov):.3f})"
-    )
+    for name in tests:
+        print(fmt_row(f"overall (pooled) {name}", total["ref"], total[name], frac))
+    for name in tests:
+        ratios = [c["ref"].cpu / c[name].cpu * c[name].pairs / c["ref"].pairs for c in per_clip]
+        mov = [c[name].moving_epe for c in per_clip if c[name].moving_pixels]
+        print(
+            f"clip mean, {name}: ratio {np.mean(ratios):.2f}x (min {np.min(ratios):.2f}x, max "
+            f"{np.max(ratios):.2f}x), EPE all {np.mean([c[name].epe for c in per_clip]):.3f}, "
+            f"EPE moving {np.mean(mov) if mov else float('nan'):.3f} "
+            f"(max {np.max(mov) if mov else float('nan'):.3f})"
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -296,6 +308,7 @@ def profile(args) -> None:
         ("median 3", lambda: FlowStream(P(median_filtering=3))),
         ("median 1 (off)", lambda: FlowStream(P(median_filtering=1))),
         ("warm start", lambda: FlowStream(ref, warm_start=True)),
+        ("compiled solver (same parameters)", lambda: FlowStream(P(solver="compiled"))),
         ("epsilon 0.03, warm start", lambda: FlowStream(P(epsilon=0.03), warm_start=True)),
     ]
     for name in FLOW_PRESETS:
@@ -334,7 +347,11 @@ def profile(args) -> None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("clips", nargs="*", help="video files (default: the sample clips)")
-    p.add_argument("--preset", default=None, help="preset under test (default: the default)")
+    p.add_argument(
+        "--preset",
+        default=None,
+        help="presets under test, comma-separated (default: every preset but the reference)",
+    )
     p.add_argument("--params", help="instead of --preset: reference parameters changed, k=v,...")
     p.add_argument("--pairs", type=int, default=None, help="pairs per clip (8; profile 4)")
     p.add_argument("--at", type=float, default=0.3, help="where the pairs start (fraction)")
@@ -344,9 +361,7 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1, help="OpenCV threads (1: per core)")
     p.add_argument("--profile", action="store_true", help="explain where the time goes")
     args = p.parse_args(argv)
-    from flow import DEFAULT_FLOW_PRESET
-
-    args.preset = args.preset or DEFAULT_FLOW_PRESET
+    args.preset = args.preset or ",".join(k for k in FLOW_PRESETS if k != "reference")
     args.clips = args.clips or sample_clips()
     cv2.setNumThreads(args.threads)
     if args.profile:

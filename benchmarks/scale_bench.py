@@ -10,6 +10,11 @@ machine's load, and prints wall seconds, output frames per second and the ratio 
   1w auto  multi_processing, 1 worker,  OpenCV's default threads
   2w x1t   multi_processing, 2 workers, 1 OpenCV thread each (the default for 2 workers)
 
+While each run goes, the CPU time of every process under it is sampled from /proc (Linux), so
+the table also shows the CPU seconds all processes spent, the average number of busy cores
+(CPU seconds / wall seconds) and how many processes did real work (>= 10% of the busiest one):
+a near-linear speed-up needs the second worker to be busy, not only present.
+
 Not a test: run by hand; the numbers depend on the machine.
 """
 
@@ -21,6 +26,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -32,6 +38,52 @@ CONFIGS = {
     "1w auto": ["--direct_num_workers=1"],
     "2w x1t": ["--direct_num_workers=2"],
 }
+
+
+def _tree_cpu(root: int) -> dict[int, float]:
+    """CPU seconds (user + system) of `root` and every process under it, by pid (Linux /proc)."""
+    parent, cpu = {}, {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parent[int(entry)] = int(fields[1])
+        cpu[int(entry)] = (int(fields[11]) + int(fields[12])) / tick
+    out = {}
+    for pid in cpu:
+        p = pid
+        while p and p != root:
+            p = parent.get(p, 0)
+        if p == root:
+            out[pid] = cpu[pid]
+    return out
+
+
+def run_sampled(cmd: list[str], cwd: str) -> tuple[float, dict[int, float]]:
+    """Runs `cmd`; returns wall seconds and the last CPU seconds seen per process under it."""
+    seen: dict[int, float] = {}
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    stop = threading.Event()
+
+    def sample():
+        while not stop.wait(0.25):
+            seen.update(_tree_cpu(proc.pid))
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    _, err = proc.communicate()
+    wall = time.perf_counter() - t0
+    stop.set()
+    thread.join()
+    if proc.returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{err.decode()[-3000:]}")
+    return wall, seen
 
 
 def main() -> int:
@@ -49,6 +101,7 @@ def main() -> int:
             f.write(f"{path},x,0,{args.seconds},{name.rsplit('.', 1)[0]}\n")
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     times: dict[str, list[float]] = {name: [] for name in CONFIGS}
+    usage: dict[str, list[tuple[float, int]]] = {name: [] for name in CONFIGS}
     frames = 0
     for r in range(args.rounds):
         for name, extra in CONFIGS.items():
@@ -57,18 +110,32 @@ def main() -> int:
                    f"--output_dir={out}", f"--modalities={args.modalities}",
                    "--runner=DirectRunner", "--direct_running_mode=multi_processing",
                    *extra]  # fmt: skip
-            t0 = time.perf_counter()
-            subprocess.run(cmd, cwd=repo, check=True, capture_output=True)
-            times[name].append(time.perf_counter() - t0)
+            wall, cpu = run_sampled(cmd, repo)
+            times[name].append(wall)
+            busiest = max(cpu.values())
+            working = sum(1 for c in cpu.values() if c >= 0.1 * busiest)
+            usage[name].append((sum(cpu.values()), working))
             with open(os.path.join(out, "dataset_info.json")) as f:
                 frames = sum(s["frames"] for s in json.load(f)["splits"].values())
-            print(f"round {r}: {name:8s} {times[name][-1]:7.1f} s", flush=True)
+            top = sorted(cpu.values(), reverse=True)[:4]
+            print(
+                f"round {r}: {name:8s} {wall:7.1f} s wall, {usage[name][-1][0]:7.1f} CPU s; "
+                f"busiest processes: {', '.join(f'{c:.1f}' for c in top)} CPU s",
+                flush=True,
+            )
     base = min(times["1w x1t"])
     print(f"\n{frames} frames per run ({args.modalities}), best of {args.rounds} rounds")
-    print(f"{'config':10s}{'seconds':>9s}{'frames/s':>10s}{'speed-up':>10s}")
+    print(
+        f"{'config':10s}{'seconds':>9s}{'frames/s':>10s}{'speed-up':>10s}{'CPU s':>8s}"
+        f"{'busy cores':>12s}{'working procs':>15s}"
+    )
     for name, ts in times.items():
         best = min(ts)
-        print(f"{name:10s}{best:9.1f}{frames / best:10.2f}{base / best:10.2f}")
+        cpu_s, working = usage[name][ts.index(best)]
+        print(
+            f"{name:10s}{best:9.1f}{frames / best:10.2f}{base / best:10.2f}{cpu_s:8.1f}"
+            f"{cpu_s / best:12.2f}{working:15d}"
+        )
     return 0
 
 

@@ -4,14 +4,15 @@ Runs the real stages of `pipelines.clip.ClipProcessor` one by one on the frames 
 clips (or the clips given) and charges each call's process CPU time to its stage:
 
 - decode + resize: `pipelines.video.iter_frames` (FFmpeg decode, resampling to --fps, resizing to
-  --short_side, BGR -> RGB);
+  --short_side and to --pose_short_side for the pose estimator, BGR -> RGB);
 - pose: `PoseEstimator.detect` (MediaPipe, all its threads counted) plus duplicate suppression
   and tracking;
 - render: `render.render_poses` with the default style;
 - JPEG encode: the RGB and the pose-rendered frame at --jpeg_quality;
-- flow <preset>: grayscale conversion, TV-L1 on a sample of the clip's frame pairs (--flow_pairs,
-  evenly spread; the preset's cost per pair times the clip's pair count), quantization and the
-  4:4:4 flow JPEG.
+- flow <preset>: decoding the stored RGB JPEG and its grayscale conversion (flow is computed from
+  the frames as stored), TV-L1 on a sample of the clip's frame pairs (--flow_pairs, evenly spread;
+  the preset's cost per pair times the clip's pair count), quantization and the 4:4:4 flow JPEG at
+  --flow_jpeg_quality.
 
 Process CPU time counts every thread of the process, so the figures are core-seconds whatever
 the thread counts; OpenCV is set to one thread (`cv2.setNumThreads(1)`), as in one Beam worker
@@ -65,7 +66,7 @@ class ClipCost:
 def measure_clip(path: str, args, model: bytes, presets: list[str]) -> ClipCost:
     from flow import compute_flow, flow_params, quantize_flow, to_gray
     from pipelines import video
-    from pipelines.clip import encode_jpeg
+    from pipelines.clip import decode_jpeg, encode_jpeg
     from pipelines.pose import PoseEstimator
     from pipelines.tracking import IouTracker, suppress_duplicates
     from render import render_poses
@@ -73,7 +74,8 @@ def measure_clip(path: str, args, model: bytes, presets: list[str]) -> ClipCost:
     cpu = time.process_time
     sec = dict.fromkeys(STAGES, 0.0)
     grays = []
-    frames = video.iter_frames(path, 0, None, args.fps, args.short_side)
+    pose_side = args.short_side if args.pose_short_side == -1 else args.pose_short_side
+    frames = video.iter_frames(path, 0, None, args.fps, args.short_side, pose_side)
     estimator = PoseEstimator(model)  # creation (~0.1 s) is charged to no stage: once per video
     tracker = IouTracker()
     n = 0
@@ -86,16 +88,16 @@ def measure_clip(path: str, args, model: bytes, presets: list[str]) -> ClipCost:
             except StopIteration:
                 break
             t1 = cpu()
-            poses = estimator.detect(frame.rgb, frame.timestamp_us)
+            poses = estimator.detect(frame.pose_rgb, frame.timestamp_us)
             keep = suppress_duplicates(poses.boxes, poses.box_scores)
             tracker.update(poses.boxes[keep])
             t2 = cpu()
             rendered = render_poses(frame.rgb, poses.keypoints, poses.scores, poses.boxes)
             t3 = cpu()
-            encode_jpeg(frame.rgb, args.jpeg_quality)
+            rgb_jpeg = encode_jpeg(frame.rgb, args.jpeg_quality)
             encode_jpeg(rendered, args.jpeg_quality)
             t4 = cpu()
-            grays.append(to_gray(frame.rgb))
+            grays.append(to_gray(decode_jpeg(rgb_jpeg)))
             gray_s += cpu() - t4
             n += 1
             for stage, dt in zip(STAGES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
@@ -111,7 +113,7 @@ def measure_clip(path: str, args, model: bytes, presets: list[str]) -> ClipCost:
         for i in idx:
             t0 = cpu()
             flow = compute_flow(algo, grays[i], grays[i + 1])
-            encode_jpeg(quantize_flow(flow), args.jpeg_quality, full_chroma=True)
+            encode_jpeg(quantize_flow(flow), args.flow_jpeg_quality, full_chroma=True)
             spent += cpu() - t0
         sec[f"flow {preset}"] = gray_s + spent / len(idx) * pairs
     return ClipCost(os.path.basename(path), n, sec)
@@ -275,6 +277,8 @@ def main(argv=None) -> int:
     p.add_argument("--fps", type=float, default=25.0)
     p.add_argument("--short_side", type=int, default=256)
     p.add_argument("--jpeg_quality", type=int, default=90)
+    p.add_argument("--flow_jpeg_quality", type=int, default=100)
+    p.add_argument("--pose_short_side", type=int, default=384)
     p.add_argument("--flow_pairs", type=int, default=6, help="pairs timed per clip and preset")
     p.add_argument("--presets", nargs="+", default=None, help="default: every preset")
     p.add_argument("--kinetics", action="store_true", help="add the Kinetics-600-size estimate")
