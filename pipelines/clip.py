@@ -111,8 +111,15 @@ class ClipProcessor:
 
         The whole row succeeds or fails: no clip of a failed row is returned.
         """
+        return list(self.iter_clips(spec))
+
+    def iter_clips(self, spec: ClipSpec) -> Iterator[ClipRecord]:
+        """The clips of one manifest row, each as soon as it is complete, so that a long video
+        holds one clip in memory, not all of them. Raises StageError naming the stage that
+        failed; clips yielded before a failure belong to a failed row and must be discarded.
+        """
         with _local_copy(spec.path) as local:
-            return list(self._clips(spec, local))
+            yield from self._clips(spec, local)
 
     def failure(self, spec: ClipSpec, err: BaseException) -> Failure:
         stage = err.stage if isinstance(err, StageError) else "decode"

@@ -55,26 +55,36 @@ def _masked_crc(data: bytes) -> int:
 
 def frame_record(data: bytes) -> bytes:
     """One TFRecord: length, masked CRC-32C of the length, data, masked CRC-32C of the data."""
+    header, footer = _record_frame(data)
+    return header + data + footer
+
+
+def _record_frame(data: bytes) -> tuple[bytes, bytes]:
+    """The bytes before and after `data` in its TFRecord."""
     length = struct.pack("<Q", len(data))
-    return (
-        length
-        + struct.pack("<I", _masked_crc(length))
-        + data
-        + struct.pack("<I", _masked_crc(data))
-    )
+    return length + struct.pack("<I", _masked_crc(length)), struct.pack("<I", _masked_crc(data))
 
 
 def write_tfrecords(path: str, records: Iterable[bytes]) -> int:
     """Writes uncompressed TFRecords to `path` (local or gs://) atomically; returns the count.
 
-    The file appears under its name only when complete: it is written as `path.tmp` first.
+    The file appears under its name only when complete: it is written as `path.tmp` first, and
+    removed if `records` raises. `records` may be a generator; each record is written and let go.
     """
     tmp = path + ".tmp"
     count = 0
-    with FileSystems.create(tmp) as f:
-        for rec in records:
-            f.write(frame_record(rec))
-            count += 1
+    try:
+        with FileSystems.create(tmp) as f:
+            for rec in records:
+                header, footer = _record_frame(rec)
+                f.write(header)
+                f.write(rec)  # not concatenated: a record can be tens of MB
+                f.write(footer)
+                count += 1
+    except BaseException:
+        if FileSystems.exists(tmp):
+            FileSystems.delete([tmp])
+        raise
     if FileSystems.exists(path):
         FileSystems.delete([path])
     FileSystems.rename([tmp], [path])

@@ -54,22 +54,29 @@ def records_path(output_dir: str, key: str) -> str:
 
 
 def write_done(output_dir: str, key: str, spec: ClipSpec, records) -> dict:
-    """Writes an input's clips, then its meta file; removes an old failure. Returns the meta."""
-    output.write_tfrecords(records_path(output_dir, key), [r.serialized for r in records])
-    meta = {
-        "key": key,
-        "split": spec.split,
-        "clips": [
-            {
-                "id": r.example_id,
-                "frames": r.num_frames,
-                "persons": r.num_persons,
-                "duration_us": r.duration_us,
-                "bytes": len(r.serialized),
-            }
-            for r in records
-        ],
-    }
+    """Writes an input's clips, then its meta file; removes an old failure. Returns the meta.
+
+    `records` may be a generator: each record is written as it comes and then let go, so memory
+    holds one record at a time. If it raises, the exception propagates and nothing of the input
+    is visible (the records file appears only when complete, and the meta file after it).
+    """
+    clips = []
+
+    def serialized():
+        for r in records:
+            clips.append(
+                {
+                    "id": r.example_id,
+                    "frames": r.num_frames,
+                    "persons": r.num_persons,
+                    "duration_us": r.duration_us,
+                    "bytes": len(r.serialized),
+                }
+            )
+            yield r.serialized
+
+    output.write_tfrecords(records_path(output_dir, key), serialized())
+    meta = {"key": key, "split": spec.split, "clips": clips}
     output.write_text(_path(output_dir, key, META_SUFFIX), json.dumps(meta, sort_keys=True))
     failure = _path(output_dir, key, FAILURE_SUFFIX)
     if output.FileSystems.exists(failure):

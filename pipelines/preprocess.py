@@ -243,17 +243,43 @@ class ProcessVideoFn(beam.DoFn):
         key = parts.input_key(spec)
         out = self._config.output_dir
         try:
-            records = self._processor.process(spec)
-        except Exception as e:  # every input ends as records or as one failure row
-            failure = self._processor.failure(spec, e)
+            # Clips are written as they are made; a write error is not the input's fault and
+            # propagates (the runner's dead letter records it as stage `process`).
+            meta = parts.write_done(out, key, spec, _Processing(self._processor.iter_clips(spec)))
+        except _ProcessingError as e:  # every input ends as records or as one failure row
+            failure = self._processor.failure(spec, e.cause)
             LOG.warning("failed %s at %s: %s", spec.data_path, failure.stage, failure.error)
             parts.write_failure(out, key, failure)
             yield FAILED, key, {"stage": failure.stage}
             return
-        parts.write_done(out, key, spec, records)
-        frames = sum(r.num_frames for r in records)
+        frames = sum(c["frames"] for c in meta["clips"])
         ms = int(1000 * (time.perf_counter() - t0) / frames) if frames else 0
-        yield DONE, key, {"clips": len(records), "frames": frames, "ms_per_frame": ms}
+        yield DONE, key, {"clips": len(meta["clips"]), "frames": frames, "ms_per_frame": ms}
+
+
+class _ProcessingError(Exception):
+    """An error raised while making an input's clips (as opposed to while writing them)."""
+
+    def __init__(self, cause: BaseException):
+        super().__init__(repr(cause))
+        self.cause = cause
+
+
+class _Processing:
+    """Iterates a clip generator, wrapping its errors in _ProcessingError."""
+
+    def __init__(self, clips):
+        self._clips = clips
+
+    def __iter__(self):
+        while True:
+            try:
+                clip = next(self._clips)
+            except StopIteration:
+                return
+            except Exception as e:  # noqa: BLE001 - classified by ClipProcessor.failure
+                raise _ProcessingError(e) from e
+            yield clip
 
 
 def count_processed(element):

@@ -124,3 +124,32 @@ def test_pose_model_checksum(tmp_path, assets_ready):
         run([f"--input={manifest}", f"--output_dir={tmp_path / 'o'}", "--runner=DirectRunner",
              "--pose_model_sha256=" + "0" * 64])  # fmt: skip
     assert not (tmp_path / "o").exists()
+
+
+def test_a_row_failing_after_some_clips_leaves_nothing_but_its_failure(tmp_path, assets_ready):
+    """Clips are written as they are made; a row that fails later is a failure row only."""
+    from pipelines.clip import StageError
+    from pipelines.config import PreprocessConfig
+    from pipelines.manifest import ClipSpec
+    from tests.test_hostile import _cut, _sample
+
+    video = tmp_path / "cut.mp4"
+    video.write_bytes(_cut(_sample(), 0.1))  # the window [0, 1) s stops after 10 of 25 frames
+    config = PreprocessConfig(
+        input="m.csv", output_dir=str(tmp_path), modalities=("rgb",), max_clip_seconds=0.2
+    )
+    clips = ClipProcessor(config, None).iter_clips(
+        ClipSpec("cut", str(video), "cut.mp4", "a", 0, 0, 1_000_000, "train", "m.csv:2")
+    )
+    assert next(clips).num_frames == 5  # a whole clip comes out before the error
+    with pytest.raises(StageError, match="truncated"):
+        list(clips)
+    manifest = _manifest(tmp_path, [f"{video},a,0,1,cut"])
+    out = tmp_path / "out"
+    # 0.2 s clips: the first clip (5 frames) is complete, and written, before decoding fails.
+    info = run([f"--input={manifest}", f"--output_dir={out}", "--max_clip_seconds=0.2", *RGB])
+    assert info["inputs"]["failed_by_stage"] == {"decode": 1}
+    assert "truncated" in _failures(out)["cut"]["error"]
+    assert sum(s["clips"] for s in info["splits"].values()) == 0
+    left = sorted(os.listdir(out / ".parts"))
+    assert [p for p in left if not p.endswith((".failure.json", parts.RUN_FILE))] == []
