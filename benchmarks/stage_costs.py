@@ -183,8 +183,15 @@ def write_panning_video(path: str, seconds: float, fps: float = 25.0, size=(480,
     return path
 
 
-def _memory_child(path: str, short_side: int, preset: str) -> None:
-    """Runs in a subprocess: prints a JSON line with peak RSS before and after processing."""
+def _memory_child(path: str, short_side: int, preset: str, clip_seconds: float) -> None:
+    """Runs in a subprocess: prints a JSON line with peak RSS before and after processing.
+
+    clip_seconds 0: the video is one clip, kept in memory (`ClipProcessor.process`), the worst
+    case. Otherwise the video is cut into clips of that length and written to a part file as
+    they are made (`parts.write_done` over `ClipProcessor.iter_clips`), as the pipeline does.
+    """
+    from pipelines import parts
+
     cv2.setNumThreads(1)
     from pipelines.clip import ClipProcessor
     from pipelines.config import PreprocessConfig
@@ -196,7 +203,7 @@ def _memory_child(path: str, short_side: int, preset: str) -> None:
         modalities=("rgb", "flow"),
         flow_preset=preset,
         short_side=short_side,
-        max_clip_seconds=0,  # one clip however long: the worst case for memory
+        max_clip_seconds=clip_seconds,
     )
     proc = ClipProcessor(config, None)
     # Warm-up on the first 0.2 s: imports (TensorFlow for the protos) and OpenCV's buffers.
@@ -209,12 +216,18 @@ def _memory_child(path: str, short_side: int, preset: str) -> None:
         pass
     before = _vm("VmHWM")
     t0 = time.process_time()
-    records = proc.process(spec)
+    if clip_seconds:
+        clips = parts.write_done(tempfile.mkdtemp(), "v", spec, proc.iter_clips(spec))["clips"]
+        frames, output_bytes = sum(c["frames"] for c in clips), sum(c["bytes"] for c in clips)
+    else:
+        records = proc.process(spec)
+        frames = sum(r.num_frames for r in records)
+        output_bytes = sum(len(r.serialized) for r in records)
     print(
         json.dumps(
             {
-                "frames": sum(r.num_frames for r in records),
-                "output_bytes": sum(len(r.serialized) for r in records),
+                "frames": frames,
+                "output_bytes": output_bytes,
                 "hwm_before": before,
                 "hwm_after": _vm("VmHWM"),
                 "cpu_s": time.process_time() - t0,
@@ -226,34 +239,40 @@ def _memory_child(path: str, short_side: int, preset: str) -> None:
 def memory_report(args) -> str:
     tmp = tempfile.mkdtemp(prefix="perfnet-mem-")
     rows = []
-    for seconds in args.memory_seconds:
+    runs = [(seconds, 0.0) for seconds in args.memory_seconds]
+    runs.append((max(args.memory_seconds), min(args.memory_seconds)))
+    for seconds, clip_seconds in runs:
         path = write_panning_video(os.path.join(tmp, f"pan_{seconds:g}s.mp4"), seconds)
         out = subprocess.run(
             [sys.executable, os.path.abspath(__file__), "--_memory_child", path]
-            + ["--short_side", str(args.memory_short_side), "--preset", args.memory_preset],
+            + ["--short_side", str(args.memory_short_side), "--preset", args.memory_preset]
+            + ["--clip_seconds", str(clip_seconds)],
             check=True,
             capture_output=True,
             text=True,
         )
         r = json.loads(out.stdout.strip().splitlines()[-1])
-        r["seconds"] = seconds
+        r["seconds"], r["clip_seconds"] = seconds, clip_seconds
         rows.append(r)
         os.remove(path)
     mib = 1 / 2**20
     lines = [
         f"ClipProcessor, modalities rgb + flow, preset {args.memory_preset}, short side "
-        f"{args.memory_short_side}, one clip per video (max_clip_seconds=0), fresh process each:",
+        f"{args.memory_short_side}, fresh process each; 'one clip' keeps the whole video as one "
+        "record in memory (max_clip_seconds=0), 'N s clips' writes clips to a part file as made:",
         "",
-        "| clip | frames | output MiB | RSS after warm-up MiB | peak RSS MiB | growth MiB "
-        "| growth - output MiB |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| video | clips | frames | output MiB | RSS after warm-up MiB | peak RSS MiB | growth MiB "
+        "| growth / output |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         growth = (r["hwm_after"] - r["hwm_before"]) * mib
         out_mib = r["output_bytes"] * mib
+        clips = f"{r['clip_seconds']:g} s clips" if r["clip_seconds"] else "one clip"
         lines.append(
-            f"| {r['seconds']:g} s | {r['frames']} | {out_mib:.1f} | {r['hwm_before'] * mib:.0f} "
-            f"| {r['hwm_after'] * mib:.0f} | {growth:.1f} | {growth - out_mib:.1f} |"
+            f"| {r['seconds']:g} s | {clips} | {r['frames']} | {out_mib:.1f} "
+            f"| {r['hwm_before'] * mib:.0f} | {r['hwm_after'] * mib:.0f} | {growth:.1f} "
+            f"| {growth / out_mib:.2f} |"
         )
     return "\n".join(lines)
 
@@ -291,12 +310,13 @@ def main(argv=None) -> int:
     p.add_argument("--memory_preset", default=None, help="default: the default preset")
     p.add_argument("--preset", default=None, help=argparse.SUPPRESS)
     p.add_argument("--_memory_child", help=argparse.SUPPRESS)
+    p.add_argument("--clip_seconds", type=float, default=0.0, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
     from flow import DEFAULT_FLOW_PRESET, FLOW_PRESETS
 
     if args._memory_child:
-        _memory_child(args._memory_child, args.short_side, args.preset)
+        _memory_child(args._memory_child, args.short_side, args.preset, args.clip_seconds)
         return 0
     print(machine())
     if args.memory:

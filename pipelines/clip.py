@@ -258,7 +258,7 @@ class ClipProcessor:
 
     def _close(self, spec: ClipSpec, clip: _OpenClip, end_us: int) -> ClipRecord:
         try:
-            example = clip.builder.build(end_us=end_us)
+            serialized = clip.builder.serialize(end_us=end_us, release=True)
         except Exception as e:
             raise StageError("encode", e) from e
         return ClipRecord(
@@ -267,7 +267,7 @@ class ClipProcessor:
             num_frames=clip.builder.num_frames,
             num_persons=clip.persons,
             duration_us=end_us - clip.start_us,
-            serialized=example.SerializeToString(deterministic=True),
+            serialized=serialized,
         )
 
 

@@ -256,12 +256,31 @@ def _floats(values):
     return tf.train.Feature(float_list=tf.train.FloatList(value=np.asarray(values, np.float32)))
 
 
+def _varint(n: int) -> bytes:
+    """Protocol-buffer base-128 varint of a non-negative int."""
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _field(number: int, payload_len: int) -> bytes:
+    """Tag and length of a length-delimited protocol-buffer field."""
+    return _varint(number << 3 | 2) + _varint(payload_len)
+
+
 class SequenceExampleBuilder:
     """Builds one clip's SequenceExample step by step, holding only encoded bytes.
 
     Usage: create with the clip context and the stream metadata of the modalities written; call
     `add_frame` once per stored frame (in time order) and `add_flow` once per consecutive frame
-    pair; then `build()` or `serialize()`. Memory is the size of the encoded output.
+    pair; then `serialize()` (or `build()` for the proto). Each step is kept as its serialized
+    `Feature`, and `serialize` writes the SequenceExample's framing around them itself, so memory
+    is the size of the encoded output while the clip grows, and twice that only while the final
+    record is assembled (`serialize(release=True)` then lets the steps go). The bytes are exactly
+    protobuf's deterministic serialization of the same SequenceExample (tested).
     """
 
     def __init__(
@@ -272,8 +291,8 @@ class SequenceExampleBuilder:
         self._modalities = _check_modalities(tuple(streams))
         import tensorflow as tf
 
-        self._example = tf.train.SequenceExample()
-        ctx = self._example.context.feature
+        self._context = tf.train.Features()
+        ctx = self._context.feature
         ctx[EXAMPLE_ID_KEY].CopyFrom(_bytes([context.example_id]))
         ctx[DATASET_NAME_KEY].CopyFrom(_bytes([context.dataset_name]))
         ctx[CLIP_DATA_PATH_KEY].CopyFrom(_bytes([context.data_path]))
@@ -296,7 +315,8 @@ class SequenceExampleBuilder:
             )
         if MODALITY_POSE in streams:
             ctx[POSE_PARTS_KEY].CopyFrom(_bytes(COCO17_JOINT_NAMES))
-        self._lists = self._example.feature_lists.feature_list
+        # Sequence key -> its steps, each a serialized `Feature`.
+        self._lists: dict[str, list[bytes]] = {k: [] for k in sequence_keys(self._modalities)}
         self._num_frames = 0
         self._num_flows = 0
         self._last_timestamp: int | None = None
@@ -306,7 +326,7 @@ class SequenceExampleBuilder:
         return self._num_frames
 
     def _append(self, key: str, feature) -> None:
-        self._lists[key].feature.add().CopyFrom(feature)
+        self._lists[key].append(feature.SerializeToString())
 
     def add_frame(
         self,
@@ -398,15 +418,12 @@ class SequenceExampleBuilder:
         self._append(prefixed(FORWARD_FLOW_PREFIX, IMAGE_TIMESTAMP), _ints([timestamp_us]))
         self._num_flows += 1
 
-    def build(self, end_us: int | None = None):
-        """Returns the `tf.train.SequenceExample`; checks the flow length is T - 1.
-
-        Args:
-          end_us: if given, replaces the clip end (for clips whose end is known only once their
-            last frame is in), microseconds, > the clip start.
-        """
+    def _finish(self, end_us: int | None) -> None:
+        """Sets the clip end if given and checks the clip is complete."""
+        if self._lists is None:
+            raise ValueError("the builder's steps were released by serialize(release=True)")
         if end_us is not None:
-            ctx = self._example.context.feature
+            ctx = self._context.feature
             start = ctx[CLIP_START_TIMESTAMP_KEY].int64_list.value[0]
             if end_us <= start:
                 raise ValueError(f"end_us={end_us}: must be > the clip start {start}")
@@ -417,13 +434,48 @@ class SequenceExampleBuilder:
             raise ValueError(
                 f"flow steps={self._num_flows}: expected frames - 1 = {self._num_frames - 1}"
             )
-        for key in sequence_keys(self._modalities):
-            self._lists[key]  # materialize empty lists (a 1-frame clip has no flow)
-        return self._example
 
-    def serialize(self) -> bytes:
-        """The record's bytes; deterministic (context keys sorted), the same in every process."""
-        return self.build().SerializeToString(deterministic=True)
+    def serialize(self, end_us: int | None = None, release: bool = False) -> bytes:
+        """The record's bytes: protobuf's deterministic serialization (map keys sorted), the same
+        in every process. Every sequence key of the modalities is present (a 1-frame clip has an
+        empty flow list).
+
+        Args:
+          end_us: if given, replaces the clip end (for clips whose end is known only once their
+            last frame is in), microseconds, > the clip start.
+          release: let the steps go once the record is made; the builder is then used up.
+        """
+        self._finish(end_us)
+        context = self._context.SerializeToString(deterministic=True)
+        # FeatureLists: one map entry per key in key order: {1: key, 2: FeatureList}, where a
+        # FeatureList is its steps, each a length-delimited field 1.
+        pieces: list[bytes] = []
+        lists_len = 0
+        for key in sorted(self._lists):
+            steps = self._lists[key]
+            list_len = sum(len(f) for f in steps) + sum(len(_field(1, len(f))) for f in steps)
+            name = key.encode()
+            entry_head = _field(1, len(name)) + name + _field(2, list_len)
+            entry_len = len(entry_head) + list_len
+            pieces.append(_field(1, entry_len) + entry_head)
+            lists_len += len(pieces[-1]) + list_len
+            for f in steps:
+                pieces.append(_field(1, len(f)))
+                pieces.append(f)
+        head = _field(1, len(context)) + context + _field(2, lists_len)
+        if release:
+            self._lists = None
+        return b"".join([head, *pieces])
+
+    def build(self, end_us: int | None = None):
+        """The clip as a `tf.train.SequenceExample` (parsed from `serialize`'s bytes).
+
+        Args:
+          end_us: as in `serialize`.
+        """
+        import tensorflow as tf
+
+        return tf.train.SequenceExample.FromString(self.serialize(end_us))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -67,7 +67,7 @@ def test_a_row_that_runs_too_long_is_stopped(tmp_path, assets_ready):
 
 
 def test_a_worker_that_crashes_costs_one_row(tmp_path, monkeypatch):
-    real = ClipProcessor.process
+    real = ClipProcessor.iter_clips
 
     def crash_on(self, spec):
         if spec.media_id == "crash":
@@ -76,7 +76,7 @@ def test_a_worker_that_crashes_costs_one_row(tmp_path, monkeypatch):
         return real(self, spec)
 
     # The worker subprocess is forked from this process, so it runs the patched method.
-    monkeypatch.setattr(ClipProcessor, "process", crash_on)
+    monkeypatch.setattr(ClipProcessor, "iter_clips", crash_on)
     rows = [f"{write_video(tmp_path / f'{n}.mp4', 5, 10.0)},a,,,{n}" for n in ("a", "crash", "b")]
     out = tmp_path / "out"
     info = run([f"--input={_manifest(tmp_path, rows)}", f"--output_dir={out}", *RGB])

@@ -124,3 +124,27 @@ def test_schema_version_check():
     assert ms.check_schema_version(ms.SCHEMA_VERSION) == ms.SCHEMA_VERSION
     with pytest.raises(ValueError, match="schema_version=99"):
         ms.check_schema_version(99)
+
+
+@pytest.mark.parametrize(
+    "modalities", [ms.ALL_MODALITIES, ("rgb",), ("flow",), ("pose",), ("rgb", "flow")]
+)
+def test_builder_bytes_are_protobufs_deterministic_serialization(modalities):
+    data = _two_frame_example(modalities)
+    ex = tf.train.SequenceExample.FromString(data)
+    assert ex.SerializeToString(deterministic=True) == data
+
+
+def test_one_frame_clip_has_empty_lists_and_a_released_builder_is_used_up():
+    ctx = ms.ClipContext("v_0", "demo", "v.mp4", "v", 0, 40_000, 0, "a")
+    b = ms.SequenceExampleBuilder(ctx, {m: ms.StreamInfo(4, 6) for m in ("rgb", "flow")})
+    b.add_frame(0, rgb_jpeg=b"x" * 300)  # a step longer than 127 bytes: two-byte lengths
+    data = b.serialize(end_us=40_000, release=True)
+    ex = tf.train.SequenceExample.FromString(data)
+    assert ex.SerializeToString(deterministic=True) == data
+    lists = ex.feature_lists.feature_list
+    assert len(lists["FORWARD_FLOW/image/encoded"].feature) == 0
+    assert "FORWARD_FLOW/image/encoded" in lists
+    assert lists["image/encoded"].feature[0].bytes_list.value == [b"x" * 300]
+    with pytest.raises(ValueError, match="released"):
+        b.serialize()
