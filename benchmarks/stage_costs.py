@@ -246,7 +246,7 @@ def memory_report(args) -> str:
         out = subprocess.run(
             [sys.executable, os.path.abspath(__file__), "--_memory_child", path]
             + ["--short_side", str(args.memory_short_side), "--preset", args.memory_preset]
-            + ["--clip_seconds", str(clip_seconds)],
+            + ["--_memory_clip_seconds", str(clip_seconds)],
             check=True,
             capture_output=True,
             text=True,
@@ -310,13 +310,13 @@ def main(argv=None) -> int:
     p.add_argument("--memory_preset", default=None, help="default: the default preset")
     p.add_argument("--preset", default=None, help=argparse.SUPPRESS)
     p.add_argument("--_memory_child", help=argparse.SUPPRESS)
-    p.add_argument("--clip_seconds", type=float, default=0.0, help=argparse.SUPPRESS)
+    p.add_argument("--_memory_clip_seconds", type=float, default=0.0, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
     from flow import DEFAULT_FLOW_PRESET, FLOW_PRESETS
 
     if args._memory_child:
-        _memory_child(args._memory_child, args.short_side, args.preset, args.clip_seconds)
+        _memory_child(args._memory_child, args.short_side, args.preset, args._memory_clip_seconds)
         return 0
     print(machine())
     if args.memory:
