@@ -222,7 +222,7 @@ def _memory_child(path: str, short_side: int, preset: str, clip_seconds: float) 
     else:
         records = proc.process(spec)
         frames = sum(r.num_frames for r in records)
-        output_bytes = sum(len(r.serialized) for r in records)
+        output_bytes = sum(r.size for r in records)
     print(
         json.dumps(
             {

@@ -36,14 +36,28 @@ class StageError(Exception):
 
 @dataclasses.dataclass(frozen=True)
 class ClipRecord:
-    """One written clip: its id, split, frame count and serialized SequenceExample."""
+    """One written clip: its id, split, frame count and serialized SequenceExample.
+
+    The record is kept as `pieces` (`SequenceExampleBuilder.serialize_pieces`) whose
+    concatenation is the serialized SequenceExample: `output.write_tfrecords` writes them without
+    joining them, so a clip is held in memory once. `serialized` joins them (a copy).
+    """
 
     example_id: str
     split: str
     num_frames: int
     num_persons: int  # persons summed over frames
     duration_us: int
-    serialized: bytes
+    pieces: tuple[bytes, ...]
+
+    @property
+    def size(self) -> int:
+        """Bytes of the serialized SequenceExample."""
+        return sum(len(p) for p in self.pieces)
+
+    @property
+    def serialized(self) -> bytes:
+        return b"".join(self.pieces)
 
 
 def clip_id(media_id: str, start_us: int) -> str:
@@ -258,7 +272,7 @@ class ClipProcessor:
 
     def _close(self, spec: ClipSpec, clip: _OpenClip, end_us: int) -> ClipRecord:
         try:
-            serialized = clip.builder.serialize(end_us=end_us, release=True)
+            pieces = clip.builder.serialize_pieces(end_us=end_us, release=True)
         except Exception as e:
             raise StageError("encode", e) from e
         return ClipRecord(
@@ -267,7 +281,7 @@ class ClipProcessor:
             num_frames=clip.builder.num_frames,
             num_persons=clip.persons,
             duration_us=end_us - clip.start_us,
-            serialized=serialized,
+            pieces=tuple(pieces),
         )
 
 

@@ -11,7 +11,7 @@ import json
 import posixpath
 import struct
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 import google_crc32c
 from apache_beam.io.filesystems import FileSystems
@@ -23,6 +23,7 @@ configure_emulator()  # only with STORAGE_EMULATOR_HOST set: see pipelines/gcs.p
 DATASET_INFO = "dataset_info.json"
 FAILURES_DIR = "failures"
 FAILURES_PREFIX = "failures"
+RECORD_OVERHEAD = 16  # TFRecord framing per record: length (8), its CRC (4), the data's CRC (4)
 
 
 def join(*parts: str) -> str:
@@ -48,37 +49,54 @@ def shard_of(example_id: str, num_shards: int) -> int:
     return zlib.crc32(example_id.encode("utf-8")) % num_shards
 
 
-def _masked_crc(data: bytes) -> int:
-    crc = google_crc32c.value(data)
+def _mask(crc: int) -> int:
+    """TFRecord's masking of a CRC-32C."""
     return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def _masked_crc(data: bytes) -> int:
+    return _mask(google_crc32c.value(data))
 
 
 def frame_record(data: bytes) -> bytes:
     """One TFRecord: length, masked CRC-32C of the length, data, masked CRC-32C of the data."""
-    header, footer = _record_frame(data)
+    header, footer = _record_frame([data])
     return header + data + footer
 
 
-def _record_frame(data: bytes) -> tuple[bytes, bytes]:
-    """The bytes before and after `data` in its TFRecord."""
-    length = struct.pack("<Q", len(data))
-    return length + struct.pack("<I", _masked_crc(length)), struct.pack("<I", _masked_crc(data))
+def _record_frame(pieces: Sequence[bytes]) -> tuple[bytes, bytes]:
+    """The bytes before and after the record made of `pieces` in its TFRecord."""
+    length = struct.pack("<Q", sum(len(p) for p in pieces))
+    crc = 0
+    for p in pieces:
+        crc = google_crc32c.extend(crc, p)
+    return length + struct.pack("<I", _masked_crc(length)), struct.pack("<I", _mask(crc))
 
 
-def write_tfrecords(path: str, records: Iterable[bytes]) -> int:
+def record_size(data_len: int) -> int:
+    """Bytes a record of `data_len` bytes takes in a TFRecord file (12 before, 4 after)."""
+    return RECORD_OVERHEAD + data_len
+
+
+def write_tfrecords(path: str, records: Iterable[bytes | Sequence[bytes]]) -> int:
     """Writes uncompressed TFRecords to `path` (local or gs://) atomically; returns the count.
 
-    The file appears under its name only when complete: it is written as `path.tmp` first, and
-    removed if `records` raises. `records` may be a generator; each record is written and let go.
+    A record is its bytes, or a list or tuple of pieces whose concatenation is the record
+    (`SequenceExampleBuilder.serialize_pieces`): the pieces are written one after the other, never
+    joined, so a record of tens of MB is not copied. The file appears under its name only when
+    complete: it is written as `path.tmp` first, and removed if `records` raises. `records` may be
+    a generator; each record is written and let go.
     """
     tmp = path + ".tmp"
     count = 0
     try:
         with FileSystems.create(tmp) as f:
             for rec in records:
-                header, footer = _record_frame(rec)
+                pieces = rec if isinstance(rec, (list, tuple)) else (rec,)
+                header, footer = _record_frame(pieces)
                 f.write(header)
-                f.write(rec)  # not concatenated: a record can be tens of MB
+                for p in pieces:
+                    f.write(p)
                 f.write(footer)
                 count += 1
     except BaseException:
@@ -91,24 +109,42 @@ def write_tfrecords(path: str, records: Iterable[bytes]) -> int:
     return count
 
 
+def _read_record(f, path: str, check_crc: bool) -> bytes | None:
+    """The record at `f`'s position, or None at the end of the file; ValueError if corrupt."""
+    header = f.read(12)
+    if not header:
+        return None
+    if len(header) != 12:
+        raise ValueError(f"{path}: truncated record header")
+    (length,) = struct.unpack("<Q", header[:8])
+    if check_crc and struct.unpack("<I", header[8:])[0] != _masked_crc(header[:8]):
+        raise ValueError(f"{path}: corrupt record length")
+    data = f.read(length)
+    footer = f.read(4)
+    if len(data) != length or len(footer) != 4:
+        raise ValueError(f"{path}: truncated record")
+    if check_crc and struct.unpack("<I", footer)[0] != _masked_crc(data):
+        raise ValueError(f"{path}: corrupt record data")
+    return data
+
+
 def read_tfrecords(path: str, check_crc: bool = True) -> Iterator[bytes]:
     """Yields the records of an uncompressed TFRecord file; ValueError on a corrupt file."""
     with FileSystems.open(path) as f:
-        while True:
-            header = f.read(12)
-            if not header:
-                return
-            if len(header) != 12:
-                raise ValueError(f"{path}: truncated record header")
-            (length,) = struct.unpack("<Q", header[:8])
-            if check_crc and struct.unpack("<I", header[8:])[0] != _masked_crc(header[:8]):
-                raise ValueError(f"{path}: corrupt record length")
-            data = f.read(length)
-            footer = f.read(4)
-            if len(data) != length or len(footer) != 4:
-                raise ValueError(f"{path}: truncated record")
-            if check_crc and struct.unpack("<I", footer)[0] != _masked_crc(data):
-                raise ValueError(f"{path}: corrupt record data")
+        while (data := _read_record(f, path, check_crc)) is not None:
+            yield data
+
+
+def read_tfrecords_at(path: str, offsets: Iterable[int], check_crc: bool = True) -> Iterator[bytes]:
+    """Yields the records starting at byte `offsets` of a TFRecord file, in the order given,
+    one at a time (the file is opened once and read by seeking). ValueError on a corrupt record
+    or an offset at the end of the file."""
+    with FileSystems.open(path) as f:
+        for offset in offsets:
+            f.seek(offset)
+            data = _read_record(f, path, check_crc)
+            if data is None:
+                raise ValueError(f"{path}: no record at offset {offset}")
             yield data
 
 

@@ -70,10 +70,10 @@ def write_done(output_dir: str, key: str, spec: ClipSpec, records) -> dict:
                     "frames": r.num_frames,
                     "persons": r.num_persons,
                     "duration_us": r.duration_us,
-                    "bytes": len(r.serialized),
+                    "bytes": r.size,
                 }
             )
-            yield r.serialized
+            yield r.pieces
 
     output.write_tfrecords(records_path(output_dir, key), serialized())
     meta = {"key": key, "split": spec.split, "clips": clips}
@@ -82,6 +82,16 @@ def write_done(output_dir: str, key: str, spec: ClipSpec, records) -> dict:
     if output.FileSystems.exists(failure):
         output.FileSystems.delete([failure])
     return meta
+
+
+def record_offsets(meta: dict) -> list[int]:
+    """Byte offset of each clip's record in the part's records file, from the sizes in `meta`
+    (records are written back to back in clip order)."""
+    offsets, at = [], 0
+    for clip in meta["clips"]:
+        offsets.append(at)
+        at += output.record_size(clip["bytes"])
+    return offsets
 
 
 def write_failure(output_dir: str, key: str, failure: Failure) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -343,8 +344,8 @@ class CollectPartFn(beam.DoFn):
             return
         yield beam.pvalue.TaggedOutput(DONE, key)
         n = self._num_shards[spec.split]
-        for index, clip in enumerate(meta["clips"]):
-            entry = (clip["id"], key, index, clip)
+        for offset, clip in zip(parts.record_offsets(meta), meta["clips"]):
+            entry = (clip["id"], key, offset, clip)
             yield (spec.split, output.shard_of(clip["id"], n)), entry
 
 
@@ -364,12 +365,11 @@ class WriteShardFn(beam.DoFn):
         )
 
         def records():
-            cache_key, cache = None, []
-            for _, key, index, _ in entries:
-                if key != cache_key:  # a row's clips are usually adjacent (ids share a prefix)
-                    cache_key = key
-                    cache = list(output.read_tfrecords(parts.records_path(self._output_dir, key)))
-                yield cache[index]
+            # One record in memory at a time, read by its offset in its part; a row's clips are
+            # usually adjacent (their ids share a prefix), so each part file is opened once.
+            for key, run in itertools.groupby(entries, key=lambda e: e[1]):
+                path = parts.records_path(self._output_dir, key)
+                yield from output.read_tfrecords_at(path, [e[2] for e in run])
 
         output.write_tfrecords(path, records())
         clips = [e[3] for e in entries]

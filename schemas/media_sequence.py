@@ -277,9 +277,10 @@ class SequenceExampleBuilder:
     Usage: create with the clip context and the stream metadata of the modalities written; call
     `add_frame` once per stored frame (in time order) and `add_flow` once per consecutive frame
     pair; then `serialize()` (or `build()` for the proto). Each step is kept as its serialized
-    `Feature`, and `serialize` writes the SequenceExample's framing around them itself, so memory
-    is the size of the encoded output while the clip grows, and twice that only while the final
-    record is assembled (`serialize(release=True)` then lets the steps go). The bytes are exactly
+    `Feature`, and the builder writes the SequenceExample's framing around them itself, so memory
+    is the size of the encoded output while the clip grows. `serialize_pieces()` hands the record
+    over as the kept steps and the framing between them, so that a writer can write it with no
+    second copy; `serialize()` joins them (twice the record while it does). The bytes are exactly
     protobuf's deterministic serialization of the same SequenceExample (tested).
     """
 
@@ -445,6 +446,15 @@ class SequenceExampleBuilder:
             last frame is in), microseconds, > the clip start.
           release: let the steps go once the record is made; the builder is then used up.
         """
+        return b"".join(self.serialize_pieces(end_us, release))
+
+    def serialize_pieces(self, end_us: int | None = None, release: bool = False) -> list[bytes]:
+        """The record as pieces whose concatenation is `serialize`'s bytes, without copying the
+        steps: the pieces are the kept steps and the framing between them. A writer that takes
+        pieces (`pipelines.output.write_tfrecords`) so holds the clip once, not twice.
+
+        Args: as in `serialize`.
+        """
         self._finish(end_us)
         context = self._context.SerializeToString(deterministic=True)
         # FeatureLists: one map entry per key in key order: {1: key, 2: FeatureList}, where a
@@ -462,10 +472,9 @@ class SequenceExampleBuilder:
             for f in steps:
                 pieces.append(_field(1, len(f)))
                 pieces.append(f)
-        head = _field(1, len(context)) + context + _field(2, lists_len)
         if release:
             self._lists = None
-        return b"".join([head, *pieces])
+        return [_field(1, len(context)) + context + _field(2, lists_len), *pieces]
 
     def build(self, end_us: int | None = None):
         """The clip as a `tf.train.SequenceExample` (parsed from `serialize`'s bytes).

@@ -91,3 +91,18 @@ def test_config_errors_name_the_field():
             _config(**kw)
     with pytest.raises(ValueError, match="marker"):
         _config(render_style="marker=stars")
+
+
+def test_a_parts_clips_are_read_back_one_by_one_at_their_offsets(tmp_path):
+    from pipelines import output, parts
+
+    path = write_video(tmp_path / "v.mp4", 20, 20.0, size=(64, 48))  # 1 s -> 3 clips
+    proc = ClipProcessor(_config(modalities=("rgb", "flow"), max_clip_seconds=0.4), None)
+    spec = _spec(path)
+    expected = [c.serialized for c in proc.process(spec)]
+    meta = parts.write_done(str(tmp_path), "k", spec, proc.iter_clips(spec))
+    assert [c["bytes"] for c in meta["clips"]] == [len(r) for r in expected]
+    offsets = parts.record_offsets(meta)
+    assert offsets == [0, len(expected[0]) + 16, len(expected[0]) + len(expected[1]) + 32]
+    got = output.read_tfrecords_at(parts.records_path(str(tmp_path), "k"), offsets[::-1])
+    assert list(got) == expected[::-1]

@@ -148,3 +148,19 @@ def test_one_frame_clip_has_empty_lists_and_a_released_builder_is_used_up():
     assert lists["image/encoded"].feature[0].bytes_list.value == [b"x" * 300]
     with pytest.raises(ValueError, match="released"):
         b.serialize()
+
+
+def test_pieces_are_the_serialized_record_and_hold_the_steps_without_copies():
+    ctx = ms.ClipContext("v_0", "demo", "v.mp4", "v", 0, 80_000, 0, "a")
+    b = ms.SequenceExampleBuilder(ctx, {"rgb": ms.StreamInfo(4, 6)})
+    frames = [bytes([65 + t]) * 5000 for t in range(2)]
+    for t, jpeg in enumerate(frames):
+        b.add_frame(40_000 * t, rgb_jpeg=jpeg)
+    steps = list(b._lists["image/encoded"])
+    pieces = b.serialize_pieces()
+    assert b"".join(pieces) == b.serialize()
+    # Each image step is handed over as the very object the builder kept (no second copy).
+    assert sum(any(p is s for p in pieces) for s in steps) == 2
+    ex = tf.train.SequenceExample.FromString(b"".join(pieces))
+    lists = ex.feature_lists.feature_list
+    assert [f.bytes_list.value[0] for f in lists["image/encoded"].feature] == frames
