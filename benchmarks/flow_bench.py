@@ -21,6 +21,7 @@ one-parameter-at-a-time variations of the reference (epsilon, warps, scales, sca
 and outer iterations, median filter, warm start, threads), each with its ratio and difference.
 
     python benchmarks/flow_bench.py [CLIP ...] [--pairs 8] [--preset fast,draft]
+    python benchmarks/flow_bench.py --unlike     # four clips made unlike the samples
     python benchmarks/flow_bench.py --params epsilon=0.03,warps=4   # any parameters vs reference
     python benchmarks/flow_bench.py --profile [CLIP ...]
 """
@@ -55,6 +56,70 @@ def load_frames(path: str, pairs: int, at: float, fps: float, short_side: int) -
     n = min(pairs + 1, len(grays))
     start = min(int(at * len(grays)), len(grays) - n)
     return grays[start : start + n]
+
+
+def write_unlike_clips(out_dir: str, seconds: float = 2.0, fps: float = 25.0) -> list[str]:
+    """Four clips unlike the samples, made deterministically from them (MPEG-4 part 2, .mp4):
+
+    - pan_zoom: a 16:9 window that pans across the multi-person scene and zooms in 1.6x;
+    - shake_jpeg: the sports2d clip shifted by up to 12 px per frame at random (seeded) and
+      re-encoded frame by frame as JPEG at quality 12 (blocking and ringing);
+    - fast_motion: every third frame of a single-person clip (3x the motion per pair);
+    - dark_small: a single-person clip at a quarter of the brightness and 180 px high, so the
+      pipeline upscales it.
+    """
+    from pipelines import assets
+
+    def source(name, step=1):
+        cap = cv2.VideoCapture(str(assets.sample_video_path(name)))
+        frames, i = [], 0
+        while len(frames) < int(seconds * fps):
+            ok, frame = cap.read()
+            if not ok:
+                cap.set(cv2.CAP_PROP_POS_FRAMES, 0)  # loop a short clip
+                continue
+            if i % step == 0:
+                frames.append(frame)
+            i += 1
+        cap.release()
+        return frames
+
+    def write(name, frames):
+        path = os.path.join(out_dir, f"unlike_{name}.mp4")
+        h, w = frames[0].shape[:2]
+        writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+        for f in frames:
+            writer.write(f)
+        writer.release()
+        return path
+
+    rng = np.random.default_rng(0)
+    out = []
+    frames = source("pose2sim_multi_cam01.mp4")
+    h, w = frames[0].shape[:2]
+    views = []
+    for k, f in enumerate(frames):
+        a = k / max(len(frames) - 1, 1)
+        cw = int(w / (1 + 0.6 * a))
+        ch = min(h, cw * 9 // 16)
+        x0, y0 = int(a * (w - cw)), (h - ch) // 2
+        views.append(cv2.resize(f[y0 : y0 + ch, x0 : x0 + cw], (640, 360), cv2.INTER_AREA))
+    out.append(write("pan_zoom", views))
+    shaken = []
+    for f in source("sports2d_demo.mp4"):
+        dx, dy = rng.integers(-12, 13, size=2)
+        m = np.float32([[1, 0, dx], [0, 1, dy]])
+        g = cv2.warpAffine(f, m, (f.shape[1], f.shape[0]), borderMode=cv2.BORDER_REFLECT)
+        ok, buf = cv2.imencode(".jpg", g, [cv2.IMWRITE_JPEG_QUALITY, 12])
+        shaken.append(cv2.imdecode(buf, cv2.IMREAD_COLOR))
+    out.append(write("shake_jpeg", shaken))
+    out.append(write("fast_motion", source("pose2sim_single_cam02.mp4", step=3)))
+    small = []
+    for f in source("pose2sim_single_cam03.mp4"):
+        f = cv2.resize(f, (f.shape[1] * 180 // f.shape[0], 180), interpolation=cv2.INTER_AREA)
+        small.append((f.astype(np.float32) * 0.25).astype(np.uint8))
+    out.append(write("dark_small", small))
+    return out
 
 
 @dataclasses.dataclass
@@ -151,18 +216,23 @@ def run_side_by_side(frames, methods: dict, moving: float) -> dict[str, Tally]:
     return tallies
 
 
+NAME_WIDTH = 44
+
+
 def fmt_row(name: str, ref: Tally, t: Tally, moving_frac: float | None = None) -> str:
     ratio = ref.cpu / t.cpu * t.pairs / ref.pairs if t.cpu else float("nan")
     wall = ref.wall / t.wall * t.pairs / ref.pairs if t.wall else float("nan")
     mf = "" if moving_frac is None else f" {100 * moving_frac:6.1f}%"
     return (
-        f"{name:<33} {t.pairs:5d} {ref.rate:9.3f} {t.rate:9.3f} {ratio:7.2f}x {wall:6.2f}x "
+        f"{name:<{NAME_WIDTH}} {t.pairs:5d} {ref.rate:9.3f} {t.rate:9.3f} {ratio:7.2f}x "
+        f"{wall:6.2f}x "
         f"{t.epe:8.3f} {t.moving_epe:8.3f} {t.max_epe:7.2f} {t.identical:5d}{mf}"
     )
 
 
 HEADER = (
-    f"{'clip / preset':<33} {'pairs':>5} {'ref p/s':>9} {'test p/s':>9} {'ratio':>8} {'wall':>7} "
+    f"{'clip / preset':<{NAME_WIDTH}} {'pairs':>5} {'ref p/s':>9} {'test p/s':>9} {'ratio':>8} "
+    f"{'wall':>7} "
     f"{'EPE all':>8} {'EPE mov':>8} {'EPE max':>7} {'same':>5} {'moving':>7}"
 )
 
@@ -211,7 +281,9 @@ def benchmark(args) -> None:
         h, w = frames[0].shape
         clip = f"{os.path.splitext(os.path.basename(path))[0]}"
         for name in tests:
-            label = f"{clip[: 33 - len(name) - 12]} {w}x{h} {name}"
+            room = NAME_WIDTH - len(f" {w}x{h} {name}")
+            short = clip if len(clip) <= room else "~" + clip[-(room - 1) :]  # keep the end
+            label = f"{short} {w}x{h} {name}"
             print(fmt_row(label, t["ref"], t[name], frac), flush=True)
         per_clip.append(t)
         for k in total:
@@ -360,8 +432,17 @@ def main(argv=None) -> int:
     p.add_argument("--moving", type=float, default=1.0, help="moving: |reference| > this (px)")
     p.add_argument("--threads", type=int, default=1, help="OpenCV threads (1: per core)")
     p.add_argument("--profile", action="store_true", help="explain where the time goes")
+    p.add_argument(
+        "--unlike",
+        action="store_true",
+        help="instead of the sample clips, four clips made unlike them (write_unlike_clips)",
+    )
     args = p.parse_args(argv)
     args.preset = args.preset or ",".join(k for k in FLOW_PRESETS if k != "reference")
+    if args.unlike:
+        import tempfile
+
+        args.clips = write_unlike_clips(tempfile.mkdtemp(prefix="perfnet-unlike-"))
     args.clips = args.clips or sample_clips()
     cv2.setNumThreads(args.threads)
     if args.profile:
