@@ -1,10 +1,12 @@
 """Local scale-out: the same job with 1 and 2 DirectRunner worker processes, side by side.
 
-    python benchmarks/scale_bench.py [--rounds 2] [--seconds 1.6] [--modalities rgb,pose,flow]
+    python benchmarks/scale_bench.py [--rounds 2] [--seconds 1.6] [--windows 1]
+                                     [--modalities rgb,pose,flow]
 
-Runs the preprocessing command on the cached sample clips (one window of --seconds from each of
-the 9 clips) in these configurations, alternating them round by round so that they share the
-machine's load, and prints wall seconds, output frames per second and the ratio to the first:
+Runs the preprocessing command on the cached sample clips (--windows consecutive windows of
+--seconds from each of the 9 clips, one manifest row each) in these configurations, alternating
+them round by round so that they share the machine's load, and prints wall seconds, output
+frames per second and the ratio to the first:
 
   1w x1t   multi_processing, 1 worker,  1 OpenCV thread   (one core's worth of work)
   1w auto  multi_processing, 1 worker,  OpenCV's default threads
@@ -89,7 +91,13 @@ def run_sampled(cmd: list[str], cwd: str) -> tuple[float, dict[int, float]]:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--seconds", type=float, default=1.6)
+    p.add_argument("--seconds", type=float, default=1.6, help="length of each window")
+    p.add_argument(
+        "--windows",
+        type=int,
+        default=1,
+        help="consecutive windows per clip: more, smaller inputs (9 x this many rows)",
+    )
     p.add_argument("--modalities", default="rgb,pose,flow")
     args = p.parse_args()
     tmp = tempfile.mkdtemp(prefix="perfnet-scale-")
@@ -98,7 +106,9 @@ def main() -> int:
         f.write("path,label,start,end,id\n")
         for name in sorted(os.listdir(assets.sample_video_path("sports2d_demo.mp4").parent)):
             path = assets.sample_video_path(name)
-            f.write(f"{path},x,0,{args.seconds},{name.rsplit('.', 1)[0]}\n")
+            for w in range(args.windows):
+                start, end = w * args.seconds, (w + 1) * args.seconds
+                f.write(f"{path},x,{start:g},{end:g},{name.rsplit('.', 1)[0]}_w{w}\n")
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     times: dict[str, list[float]] = {name: [] for name in CONFIGS}
     usage: dict[str, list[tuple[float, int]]] = {name: [] for name in CONFIGS}
@@ -124,7 +134,10 @@ def main() -> int:
                 flush=True,
             )
     base = min(times["1w x1t"])
-    print(f"\n{frames} frames per run ({args.modalities}), best of {args.rounds} rounds")
+    print(
+        f"\n{frames} frames per run ({args.modalities}; {9 * args.windows} rows of "
+        f"{args.seconds:g} s), best of {args.rounds} rounds"
+    )
     print(
         f"{'config':10s}{'seconds':>9s}{'frames/s':>10s}{'speed-up':>10s}{'CPU s':>8s}"
         f"{'busy cores':>12s}{'working procs':>15s}"
