@@ -58,14 +58,9 @@ def _masked_crc(data: bytes) -> int:
     return _mask(google_crc32c.value(data))
 
 
-def frame_record(data: bytes) -> bytes:
-    """One TFRecord: length, masked CRC-32C of the length, data, masked CRC-32C of the data."""
-    header, footer = _record_frame([data])
-    return header + data + footer
-
-
 def _record_frame(pieces: Sequence[bytes]) -> tuple[bytes, bytes]:
-    """The bytes before and after the record made of `pieces` in its TFRecord."""
+    """The bytes before and after the record made of `pieces` in its TFRecord: the length, the
+    masked CRC-32C of the length; then the masked CRC-32C of the data."""
     length = struct.pack("<Q", sum(len(p) for p in pieces))
     crc = 0
     for p in pieces:
