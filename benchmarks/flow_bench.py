@@ -76,6 +76,8 @@ def write_unlike_clips(out_dir: str, seconds: float = 2.0, fps: float = 25.0) ->
         while len(frames) < int(seconds * fps):
             ok, frame = cap.read()
             if not ok:
+                if i == 0:
+                    raise SystemExit(f"{name}: no frame could be read")
                 cap.set(cv2.CAP_PROP_POS_FRAMES, 0)  # loop a short clip
                 continue
             if i % step == 0:

@@ -91,6 +91,14 @@ def run_sampled(cmd: list[str], cwd: str) -> tuple[float, dict[int, float]]:
     return wall, seen
 
 
+def command(manifest: str, output_dir: str, modalities: str, extra: list[str]) -> list[str]:
+    """The preprocessing command line for one run."""
+    return [sys.executable, "-m", "pipelines.preprocess", f"--input={manifest}",
+            f"--output_dir={output_dir}", f"--modalities={modalities}",
+            "--runner=DirectRunner", "--direct_running_mode=multi_processing",
+            *extra]  # fmt: skip
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--rounds", type=int, default=2)
@@ -124,16 +132,10 @@ def main() -> int:
     for r in range(args.rounds):
         for name, extra in CONFIGS.items():
             tag = f"{r}-{name.replace(' ', '')}"
-
-            def command(manifest_path, out, extra=extra):
-                return [sys.executable, "-m", "pipelines.preprocess", f"--input={manifest_path}",
-                        f"--output_dir={out}", f"--modalities={args.modalities}",
-                        "--runner=DirectRunner", "--direct_running_mode=multi_processing",
-                        *extra]  # fmt: skip
-
-            fixed[name].append(run_sampled(command(fixed_manifest, f"{tmp}/fixed-{tag}"), repo)[0])
+            fixed_cmd = command(fixed_manifest, f"{tmp}/fixed-{tag}", args.modalities, extra)
+            fixed[name].append(run_sampled(fixed_cmd, repo)[0])
             out = os.path.join(tmp, f"out-{tag}")
-            wall, cpu = run_sampled(command(manifest, out), repo)
+            wall, cpu = run_sampled(command(manifest, out, args.modalities, extra), repo)
             times[name].append(wall)
             busiest = max(cpu.values())
             working = sum(1 for c in cpu.values() if c >= 0.1 * busiest)

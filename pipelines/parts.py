@@ -62,7 +62,7 @@ def write_done(output_dir: str, key: str, spec: ClipSpec, records) -> dict:
     """
     clips = []
 
-    def serialized():
+    def pieces():
         for r in records:
             clips.append(
                 {
@@ -75,7 +75,7 @@ def write_done(output_dir: str, key: str, spec: ClipSpec, records) -> dict:
             )
             yield r.pieces
 
-    output.write_tfrecords(records_path(output_dir, key), serialized())
+    output.write_tfrecords(records_path(output_dir, key), pieces())
     meta = {"key": key, "split": spec.split, "clips": clips}
     output.write_text(_path(output_dir, key, META_SUFFIX), json.dumps(meta, sort_keys=True))
     failure = _path(output_dir, key, FAILURE_SUFFIX)
