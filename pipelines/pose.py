@@ -1,34 +1,28 @@
-"""Multi-person pose per video frame: MediaPipe Tasks `PoseLandmarker` (BlazePose) -> COCO-17.
+"""Multi-person pose per video frame -> COCO-17: which model, and the MediaPipe BlazePose runner.
 
-One `PoseEstimator` serves one video: MediaPipe's VIDEO running mode tracks people across
-frames and needs strictly increasing timestamps, and a landmarker cannot be pickled. The model
-bundle's bytes are read once per worker (`load_pose_model`) and passed to each estimator, which
-takes about 0.1-0.15 s to create (the first one in a process also pays ~2.5 s for importing
-mediapipe, which imports TensorFlow when it is installed).
+Two kinds of pose model, told apart by their bytes (`pose_model_kind`):
 
-Output per frame (`FramePoses`), P people, all float32:
+- a TFLite file: MoveNet MultiPose (bottom-up, COCO-17, up to 6 people), run by
+  `pipelines.movenet.MultiPoseEstimator`. The default (`pipelines.assets.DEFAULT_POSE_MODEL`).
+- a MediaPipe pose landmarker bundle (`.task` zip): BlazePose, a person detector then 33
+  landmarks per person, run by `PoseEstimator` below (MediaPipe Tasks `PoseLandmarker`).
 
-    keypoints   [P, 17, 2]  (x, y) / (frame width, frame height); not clipped: a joint outside
-                            the frame has a value outside [0, 1]. COCO-17 order.
-    scores      [P, 17]     landmark visibility in [0, 1].
-    boxes       [P, 4]      (ymin, xmin, ymax, xmax) normalized, clipped to [0, 1]: the extent
-                            of all 33 BlazePose landmarks of that person.
-    box_scores  [P]         mean of the person's 17 keypoint scores, in [0, 1].
+`create_estimator` makes the right one; both give `FramePoses` (`pipelines/pose_types.py`) per
+frame. One estimator serves one video: MediaPipe's VIDEO running mode tracks people across
+frames and needs strictly increasing timestamps, and neither can be pickled. The model's bytes
+are read once per worker (`load_pose_model`) and passed to each estimator.
 
-Speed (mediapipe 1.2.2, one core of a 2-core Intel Xeon VM, frames with shorter side 256):
-one estimator keeps about one core busy (its 6 extra threads are mostly idle; the Python API
-has no thread setting). Median detect time: 28 ms with one person, 42-45 ms with two; it
-grows with the number of people because the landmark model runs once per tracked person (the
-detector runs only when tracking needs it).
-
-MediaPipe does not suppress duplicates between tracked and newly detected people: now and then
-two poses of one person come back (box IoU up to 0.95). Downstream code that needs one pose per
-person can drop the lower-scored of two boxes that overlap that much.
+BlazePose output per frame: keypoints are the 17 COCO landmarks of its 33, scores their
+visibility, boxes the extent of all 33 landmarks, box scores the mean of the 17 scores.
+Speed (mediapipe 1.2.2, one core of a 2-core Intel Xeon VM, frames with shorter side 256): one
+estimator keeps about one core busy; median detect time 28 ms with one person, 42-45 ms with
+two (the landmark model runs once per tracked person). MediaPipe does not suppress duplicates
+between tracked and newly detected people: now and then two poses of one person come back (box
+IoU up to 0.95); `pipelines.tracking.suppress_duplicates` drops the lower-scored one.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import io
 import numbers
@@ -39,67 +33,25 @@ import zipfile
 
 import numpy as np
 
-# BlazePose landmark index for each COCO-17 keypoint, in COCO order (DESIGN.md section 4):
+from pipelines.pose_types import NUM_KEYPOINTS, FramePoses, check_frame_and_time
+
+__all__ = ["NUM_KEYPOINTS", "FramePoses", "PoseEstimator", "create_estimator", "load_pose_model"]
+
+# BlazePose landmark index for each COCO-17 keypoint, in COCO order:
 # nose, left/right eye, left/right ear, shoulders, elbows, wrists, hips, knees, ankles.
 BLAZEPOSE_TO_COCO17 = (0, 2, 5, 7, 8, 11, 12, 13, 14, 15, 16, 23, 24, 25, 26, 27, 28)
 NUM_BLAZEPOSE_LANDMARKS = 33  # landmarks per person that the BlazePose landmark model outputs
-NUM_KEYPOINTS = 17  # COCO-17 keypoints per person
 
 # Members that a MediaPipe pose landmarker bundle (`.task` zip) must contain.
 POSE_BUNDLE_MEMBERS = ("pose_detector.tflite", "pose_landmarks_detector.tflite")
+KIND_MOVENET = "movenet_multipose"  # a MoveNet MultiPose TFLite file
+KIND_MEDIAPIPE = "mediapipe_pose_landmarker"  # a MediaPipe pose landmarker bundle
+_TFLITE_FILE_ID = b"TFL3"  # flatbuffer file identifier of a TFLite model, at byte 4
 
 DEFAULT_NUM_POSES = 10  # most people reported per frame
 DEFAULT_MIN_CONFIDENCE = 0.5  # default for the three MediaPipe confidence thresholds
 
 _MICROS_PER_MILLI = 1000
-
-
-@dataclasses.dataclass(frozen=True)
-class FramePoses:
-    """The people found in one frame. Shapes, dtypes and ranges: see the module docstring.
-
-    Attributes:
-      keypoints: float32 [P, 17, 2], (x, y) normalized by frame width and height, not clipped.
-      scores: float32 [P, 17], keypoint visibility in [0, 1].
-      boxes: float32 [P, 4], (ymin, xmin, ymax, xmax) normalized, clipped to [0, 1].
-      box_scores: float32 [P], mean keypoint score per person, in [0, 1].
-    """
-
-    keypoints: np.ndarray
-    scores: np.ndarray
-    boxes: np.ndarray
-    box_scores: np.ndarray
-
-    def __post_init__(self):
-        p = self.box_scores.shape[0] if self.box_scores.ndim == 1 else -1
-        expected = {
-            "keypoints": (p, NUM_KEYPOINTS, 2),
-            "scores": (p, NUM_KEYPOINTS),
-            "boxes": (p, 4),
-            "box_scores": (p,),
-        }
-        for name, shape in expected.items():
-            value = getattr(self, name)
-            if value.dtype != np.float32 or value.shape != shape:
-                raise ValueError(
-                    f"FramePoses.{name}: expected float32 {list(shape)}, "
-                    f"got {value.dtype} {list(value.shape)}"
-                )
-
-    @property
-    def num_people(self) -> int:
-        """P, the number of people."""
-        return int(self.box_scores.shape[0])
-
-    @classmethod
-    def empty(cls) -> FramePoses:
-        """No people: arrays of shapes [0, 17, 2], [0, 17], [0, 4] and [0]."""
-        return cls(
-            keypoints=np.zeros((0, NUM_KEYPOINTS, 2), np.float32),
-            scores=np.zeros((0, NUM_KEYPOINTS), np.float32),
-            boxes=np.zeros((0, 4), np.float32),
-            box_scores=np.zeros((0,), np.float32),
-        )
 
 
 def poses_from_landmarks(landmarks: np.ndarray, visibility: np.ndarray) -> FramePoses:
@@ -143,18 +95,18 @@ def _is_remote(path: str) -> bool:
 
 
 def load_pose_model(path: str) -> tuple[bytes, str]:
-    """Reads a MediaPipe pose landmarker bundle and checks that it looks like one.
+    """Reads a pose model (either kind, see `pose_model_kind`) and checks that it looks like one.
 
     Args:
-      path: local path or a URL that Beam's FileSystems reads (e.g. `gs://bucket/x.task`).
+      path: local path or a URL that Beam's FileSystems reads (e.g. `gs://bucket/x.tflite`).
 
     Returns:
-      (bundle bytes, their sha256 as 64 hex characters).
+      (model bytes, their sha256 as 64 hex characters).
 
     Raises:
       FileNotFoundError: nothing at `path`.
-      ValueError: the file is not a zip, or lacks `pose_detector.tflite` or
-        `pose_landmarks_detector.tflite` ("not a MediaPipe pose landmarker bundle: ...").
+      ValueError: the file is neither a TFLite file nor a zip, or a zip that lacks
+        `pose_detector.tflite` or `pose_landmarks_detector.tflite`; the message names `path`.
     """
     if not isinstance(path, str) or not path:
         raise ValueError(f"pose model path={path!r}: expected a non-empty string")
@@ -172,17 +124,33 @@ def load_pose_model(path: str) -> tuple[bytes, str]:
         except FileNotFoundError:
             raise FileNotFoundError(f"pose model {path!r} does not exist") from None
         except IsADirectoryError:
-            raise ValueError(
-                f"pose model {path!r} is a directory, not a MediaPipe pose landmarker bundle"
-            ) from None
-    _check_bundle_members(data, path)
+            raise ValueError(f"pose model {path!r} is a directory, not a pose model") from None
+    pose_model_kind(data, path)
     return data, hashlib.sha256(data).hexdigest()
+
+
+def pose_model_kind(data: bytes, name: str) -> str:
+    """`KIND_MOVENET` for a TFLite file, `KIND_MEDIAPIPE` for a pose landmarker bundle.
+
+    Only the container is checked here (cheap); `check_pose_model` runs the model once.
+
+    Raises:
+      ValueError: neither kind; the message names `name` and what the bytes are.
+    """
+    if data[4:8] == _TFLITE_FILE_ID:
+        return KIND_MOVENET
+    if not zipfile.is_zipfile(io.BytesIO(data)):
+        raise ValueError(
+            f"pose model {name!r}: not a pose model: expected a MoveNet MultiPose TFLite file "
+            f"or a MediaPipe pose landmarker bundle (a zip), got {len(data)} bytes of neither "
+            "(it is not a MediaPipe pose landmarker bundle: not a zip file)"
+        )
+    _check_bundle_members(data, name)
+    return KIND_MEDIAPIPE
 
 
 def _check_bundle_members(data: bytes, name: str) -> None:
     prefix = f"pose model {name!r}: not a MediaPipe pose landmarker bundle"
-    if not zipfile.is_zipfile(io.BytesIO(data)):
-        raise ValueError(f"{prefix}: not a zip file ({len(data)} bytes)")
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
             names = set(zf.namelist())
@@ -193,20 +161,59 @@ def _check_bundle_members(data: bytes, name: str) -> None:
         raise ValueError(f"{prefix}: missing {missing}; it holds {sorted(names)}")
 
 
-def check_pose_model(model_bytes: bytes, name: str, timeout_s: float = 180.0) -> None:
-    """Creates a PoseLandmarker from the bundle once and runs it on a blank frame.
+def create_estimator(
+    model_bytes: bytes,
+    num_poses: int = DEFAULT_NUM_POSES,
+    input_size: int | None = None,
+    min_person_score: float | None = None,
+    num_threads: int = 1,
+):
+    """The estimator for the model's kind: `MultiPoseEstimator` or `PoseEstimator`.
 
-    Lets a job fail at start-up, before it reads any video, when a bundle has the right members
-    but MediaPipe cannot use it (e.g. missing input-normalization metadata, or models in the
-    wrong roles). The trial runs in a child process: a landmarker whose graph failed can hang
-    when it is closed or collected, and a corrupt model can crash the native code; neither may
-    take the launcher with it.
+    Args:
+      model_bytes: as read by `load_pose_model`.
+      num_poses: most people per frame, >= 1 (MoveNet MultiPose finds at most 6).
+      input_size: MoveNet: longer side of the model input, a multiple of 32; None: its default.
+        Not used by BlazePose (its models see fixed-size inputs).
+      min_person_score: MoveNet: the person score threshold; BlazePose: its detection
+        confidence threshold; in [0, 1]; None: the model's default.
+      num_threads: MoveNet: interpreter threads (MediaPipe's Python API has no such setting).
+
+    Returns:
+      An estimator with `detect(frame_rgb, timestamp_us) -> FramePoses` and `close()`.
+    """
+    kind = pose_model_kind(model_bytes, "model_bytes")
+    if kind == KIND_MOVENET:
+        from pipelines import movenet
+
+        return movenet.MultiPoseEstimator(
+            model_bytes,
+            num_poses=num_poses,
+            input_size=movenet.DEFAULT_INPUT_SIZE if input_size is None else input_size,
+            min_person_score=(
+                movenet.DEFAULT_MIN_PERSON_SCORE if min_person_score is None else min_person_score
+            ),
+            num_threads=num_threads,
+        )
+    confidence = DEFAULT_MIN_CONFIDENCE if min_person_score is None else min_person_score
+    return PoseEstimator(model_bytes, num_poses=num_poses, min_pose_detection_confidence=confidence)
+
+
+def check_pose_model(model_bytes: bytes, name: str, timeout_s: float = 180.0) -> None:
+    """Creates the model's estimator once and runs it on a blank frame, in a child process.
+
+    Lets a job fail at start-up, before it reads any video, when a model has the right container
+    but cannot be used (e.g. a bundle missing input-normalization metadata or with models in the
+    wrong roles; a TFLite file that is not MoveNet MultiPose). The trial runs in a child process:
+    a landmarker whose graph failed can hang when it is closed or collected, and a corrupt model
+    can crash the native code; neither may take the launcher with it.
 
     Raises:
-      ValueError: MediaPipe rejected the bundle, crashed or hung on it; the message names `name`
-        and the reason.
+      ValueError: the runtime rejected the model, crashed or hung on it; the message names
+        `name` and the reason.
     """
-    _check_bundle_members(model_bytes, name)
+    kind = pose_model_kind(model_bytes, name)
+    runtime = "MediaPipe" if kind == KIND_MEDIAPIPE else "LiteRT"
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
@@ -221,7 +228,7 @@ def check_pose_model(model_bytes: bytes, name: str, timeout_s: float = 180.0) ->
         )
     except subprocess.TimeoutExpired:
         raise ValueError(
-            f"pose model {name!r}: MediaPipe did not finish one frame in {timeout_s:.0f} s"
+            f"pose model {name!r}: {runtime} did not finish one frame in {timeout_s:.0f} s"
         ) from None
     if proc.returncode == 0:
         return
@@ -229,16 +236,19 @@ def check_pose_model(model_bytes: bytes, name: str, timeout_s: float = 180.0) ->
     if not reason:
         tail = proc.stderr.decode("utf-8", "replace").strip().splitlines()[-3:]
         reason = f"the check process exited with status {proc.returncode}: {' | '.join(tail)}"
-    raise ValueError(f"pose model {name!r}: MediaPipe cannot use it: {reason}")
+    raise ValueError(f"pose model {name!r}: {runtime} cannot use it: {reason}")
 
 
 def _check_in_process(model_bytes: bytes) -> None:
     """The trial of `check_pose_model`, run in the child process."""
-    with PoseEstimator(model_bytes, num_poses=1) as estimator:
+    estimator = create_estimator(model_bytes, num_poses=1)
+    try:
         estimator.detect(np.zeros((256, 256, 3), np.uint8), 0)
+    finally:
+        estimator.close()
 
 
-# The child reads the bundle from stdin, prints MediaPipe's error if any, and leaves with
+# The child reads the model from stdin, prints the runtime's error if any, and leaves with
 # os._exit so that no finalizer of a failed landmarker runs.
 _CHECK_SCRIPT = """
 import os, sys
@@ -337,23 +347,7 @@ class PoseEstimator:
         """
         if self._landmarker is None:
             raise RuntimeError("PoseEstimator.detect called after close()")
-        if not isinstance(frame_rgb, np.ndarray) or frame_rgb.dtype != np.uint8:
-            raise ValueError(
-                f"frame_rgb: expected a uint8 numpy array, got "
-                f"{getattr(frame_rgb, 'dtype', type(frame_rgb).__name__)}"
-            )
-        if frame_rgb.ndim != 3 or frame_rgb.shape[2] != 3 or 0 in frame_rgb.shape:
-            raise ValueError(f"frame_rgb: expected shape [H, W, 3], got {list(frame_rgb.shape)}")
-        if isinstance(timestamp_us, bool) or not isinstance(timestamp_us, numbers.Integral):
-            raise ValueError(f"timestamp_us={timestamp_us!r}: expected an integer")
-        timestamp_us = int(timestamp_us)
-        if timestamp_us < 0:
-            raise ValueError(f"timestamp_us={timestamp_us}: expected >= 0")
-        if self._last_us is not None and timestamp_us <= self._last_us:
-            raise ValueError(
-                f"timestamp_us={timestamp_us}: must be greater than the previous frame's "
-                f"{self._last_us} (use one PoseEstimator per video)"
-            )
+        timestamp_us = check_frame_and_time(frame_rgb, timestamp_us, self._last_us)
         timestamp_ms = max(timestamp_us // _MICROS_PER_MILLI, self._last_ms + 1)
 
         image = self._mp.Image(
