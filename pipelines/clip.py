@@ -19,7 +19,7 @@ from pipelines import video
 from pipelines.config import PreprocessConfig
 from pipelines.failures import Failure
 from pipelines.manifest import ClipSpec
-from pipelines.pose import FramePoses, PoseEstimator
+from pipelines.pose import FramePoses, create_estimator
 from pipelines.tracking import IouTracker, suppress_duplicates
 from render import render_poses
 from schemas import media_sequence as ms
@@ -104,7 +104,7 @@ class ClipProcessor:
 
     Args:
       config: the job's configuration.
-      pose_model_bytes: the pose landmarker bundle (read once per worker).
+      pose_model_bytes: the pose model (read once per worker; `pipelines.pose.load_pose_model`).
     """
 
     def __init__(self, config: PreprocessConfig, pose_model_bytes: bytes | None):
@@ -151,7 +151,13 @@ class ClipProcessor:
         estimator = None
         if ms.MODALITY_POSE in self.modalities:
             try:
-                estimator = PoseEstimator(self._pose_model, num_poses=cfg.num_poses)
+                estimator = create_estimator(
+                    self._pose_model,
+                    num_poses=cfg.num_poses,
+                    input_size=cfg.pose_input_size,
+                    min_person_score=cfg.pose_min_score,
+                    num_threads=max(1, cfg.threads_per_worker),
+                )
             except Exception as e:
                 raise StageError("pose", e) from e
         period = int(round(1e6 / cfg.fps))
@@ -203,7 +209,7 @@ class ClipProcessor:
             tracker=IouTracker(),
         )
 
-    def _add(self, clip: _OpenClip, frame: video.Frame, estimator: PoseEstimator | None) -> None:
+    def _add(self, clip: _OpenClip, frame: video.Frame, estimator) -> None:
         q = self.config.jpeg_quality
         rgb_jpeg = pose_jpeg = None
         poses = FramePoses.empty()

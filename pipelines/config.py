@@ -27,8 +27,15 @@ class PreprocessConfig:
       modalities: image streams written, a subset of ("rgb", "pose", "flow").
       render_style: compact `RenderStyle` spec ("" for the defaults).
       flow_preset: a key of flow.FLOW_PRESETS.
-      pose_model: a MediaPipe pose landmarker bundle, local or gs://; None for the embedded one.
-      num_poses: most persons the pose estimator returns per frame, >= 1.
+      pose_model: a pose model: a name of `pipelines.assets.POSE_MODELS` (`movenet_multipose`,
+        `blazepose_full`, `blazepose_heavy`), or a path, local or gs://, of a MoveNet MultiPose
+        TFLite file or a MediaPipe pose landmarker bundle; None for the default (MoveNet).
+      num_poses: most persons the pose estimator returns per frame, >= 1 (MoveNet: at most 6).
+      pose_input_size: MoveNet: longer side in pixels of the model input, a multiple of 32 in
+        [128, 1024]. Default 384: on annotated images it finds 91% of the people (256: 84%,
+        448: 81%) at AP 0.51 (benchmarks/pose_quality.py; docs/pose.md). BlazePose ignores it.
+      pose_min_score: the person score below which a candidate is not reported, in [0, 1];
+        None: the model's default (MoveNet 0.2, BlazePose's detection confidence 0.5).
       pose_short_side: shorter side in pixels of the frames the pose estimator sees, made from
         the decoded frame and never upscaled (0: full resolution; -1: the stored frame). Default
         384: the estimator runs at the same speed at any input size (its models see fixed-size
@@ -66,6 +73,8 @@ class PreprocessConfig:
     flow_preset: str = DEFAULT_FLOW_PRESET
     pose_model: str | None = None
     num_poses: int = 10
+    pose_input_size: int = 384
+    pose_min_score: float | None = None
     pose_short_side: int = 384
     fps: float = 25.0
     short_side: int = 256
@@ -111,6 +120,12 @@ class PreprocessConfig:
             bad("flow_preset", f"expected one of {sorted(FLOW_PRESETS)}")
         if self.num_poses < 1:
             bad("num_poses", "must be >= 1")
+        if not 128 <= self.pose_input_size <= 1024 or self.pose_input_size % 32:
+            bad("pose_input_size", "must be a multiple of 32 in [128, 1024]")
+        if self.pose_min_score is not None and not (
+            math.isfinite(self.pose_min_score) and 0 <= self.pose_min_score <= 1
+        ):
+            bad("pose_min_score", "must be in [0, 1]")
         if self.pose_short_side != -1 and not (
             self.pose_short_side == 0 or self.pose_short_side >= 16
         ):

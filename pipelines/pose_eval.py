@@ -229,3 +229,26 @@ def score(kset: KeypointSet, dets: list[dict]) -> dict[str, float]:
     out["AP"], out["AP50"] = float(evaluator.stats[0]), float(evaluator.stats[1])
     out["recall50"] = max(0.0, float(evaluator.eval["recall"][0, 0, 0, -1]))
     return out
+
+
+def garbage_frames(seed: int = 0) -> dict[str, np.ndarray]:
+    """Frames with no person on them, uint8 [360, 640, 3] RGB each, by name: uniform black,
+    gray and white, uniform noise, a blocky decoding glitch (16 px blocks of noise), a frame
+    decoded half (glitch above, the green of missing chroma below), a gradient and stripes. A
+    pose estimator must report nobody on any of them. Reproducible for a given `seed`."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    h, w = 360, 640
+    frames = {f"uniform {v}": np.full((h, w, 3), v, np.uint8) for v in (0, 128, 255)}
+    frames["noise"] = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    blocks = rng.integers(0, 256, (h // 16, w // 16, 3), dtype=np.uint8)
+    frames["blocky glitch"] = cv2.resize(blocks, (w, h), interpolation=cv2.INTER_NEAREST)
+    green = np.zeros((h, w, 3), np.uint8)
+    green[..., 1] = 135
+    green[: h // 2] = frames["blocky glitch"][: h // 2]
+    frames["half-decoded (green)"] = green
+    frames["gradient"] = np.dstack([np.tile(np.linspace(0, 255, w).astype(np.uint8), (h, 1))] * 3)
+    stripes = ((np.arange(w) // 16) % 2 * 255).astype(np.uint8)
+    frames["stripes"] = np.dstack([np.tile(stripes, (h, 1))] * 3)
+    return frames

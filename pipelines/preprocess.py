@@ -1,8 +1,9 @@
 """The preprocessing job: manifest -> sharded TFRecords of RGB, pose-rendered and flow streams.
 
 Run `perfnet-preprocess --help` or `python -m pipelines.preprocess --help`. The job flags are
-those of DESIGN.md section 10; every other flag goes to Beam (`--runner`, `--direct_num_workers`,
-`--project`, `--region`, `--temp_location`, ...). The runner defaults to DirectRunner.
+`build_parser`'s (the README's table); every other flag goes to Beam (`--runner`,
+`--direct_num_workers`, `--project`, `--region`, `--temp_location`, ...). The runner defaults to
+DirectRunner.
 
 Wiring only: the work per video is `pipelines.clip.ClipProcessor`.
 """
@@ -104,7 +105,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--pose_model",
         default=None,
-        help="MediaPipe pose landmarker .task bundle, local or gs:// (default: the embedded one)",
+        help="pose model: movenet_multipose (default), blazepose_full or blazepose_heavy (built "
+        "by the set-up step), or a path, local or gs://, of a MoveNet MultiPose .tflite or a "
+        "MediaPipe pose landmarker .task bundle",
+    )
+    p.add_argument(
+        "--pose_input_size",
+        type=int,
+        default=d["pose_input_size"].default,
+        help="MoveNet: longer side of the model input, a multiple of 32 (default 384)",
+    )
+    p.add_argument(
+        "--pose_min_score",
+        type=float,
+        default=None,
+        help="person score threshold in [0, 1] (default: the model's, MoveNet 0.2, BlazePose 0.5)",
     )
     p.add_argument(
         "--num_poses", type=int, default=d["num_poses"].default, help="most persons per frame"
@@ -185,6 +200,8 @@ def parse_args(argv: list[str] | None) -> tuple[PreprocessConfig, PipelineOption
         flow_preset=args.flow_preset,
         pose_model=args.pose_model,
         num_poses=args.num_poses,
+        pose_input_size=args.pose_input_size,
+        pose_min_score=args.pose_min_score,
         pose_short_side=args.pose_short_side,
         fps=args.fps,
         short_side=args.short_side,
@@ -371,12 +388,19 @@ class WriteShardFn(beam.DoFn):
             self._output_dir, split, self._dataset_name, shard, self._num_shards[split]
         )
 
+        frames_with_person = 0
+
         def records():
             # One record in memory at a time, read by its offset in its part; a row's clips are
             # usually adjacent (their ids share a prefix), so each part file is opened once.
+            nonlocal frames_with_person
             for key, run in itertools.groupby(entries, key=lambda e: e[1]):
                 path = parts.records_path(self._output_dir, key)
-                yield from output.read_tfrecords_at(path, [e[2] for e in run])
+                for data in output.read_tfrecords_at(path, [e[2] for e in run]):
+                    # Counted from the record as written: the same on a resumed run.
+                    steps = ms.int64_steps(data, ms.REGION_NUM_REGIONS_KEY)
+                    frames_with_person += sum(1 for n in steps if n and n[0] > 0)
+                    yield data
 
         output.write_tfrecords(path, records())
         clips = [e[3] for e in entries]
@@ -386,6 +410,7 @@ class WriteShardFn(beam.DoFn):
             "clips": len(clips),
             "frames": sum(c["frames"] for c in clips),
             "persons": sum(c["persons"] for c in clips),
+            "frames_with_person": frames_with_person,
             "duration_us": sum(c["duration_us"] for c in clips),
             "bytes": sum(c["bytes"] for c in clips),
         }
@@ -427,6 +452,15 @@ def _write_info(_, shards, done, failures, static_info, output_dir, num_shards, 
         by_stage[stage] = by_stage.get(stage, 0) + 1
     info = dict(static_info)
     info["splits"] = splits
+    if ms.MODALITY_POSE in static_info["modalities"]:
+        info["pose"] = {
+            split: pose_coverage(
+                desc["frames"],
+                sum(s["frames_with_person"] for s in shards if s["split"] == split),
+                desc["persons"],
+            )
+            for split, desc in splits.items()
+        }
     info["inputs"] = {
         "rows": static_info["inputs"]["rows"],
         "written": len(done),
@@ -437,6 +471,19 @@ def _write_info(_, shards, done, failures, static_info, output_dir, num_shards, 
         output.join(output_dir, output.DATASET_INFO), json.dumps(info, indent=2, sort_keys=True)
     )
     yield info
+
+
+def pose_coverage(frames: int, frames_with_person: int, persons: int) -> dict:
+    """A split's pose coverage for dataset_info.json: its frame count, frames with at least one
+    person, persons summed over frames, and the share of frames with a person and the persons
+    per frame (rounded to 4 places; 0.0 for a split without frames)."""
+    return {
+        "frames": frames,
+        "frames_with_person": frames_with_person,
+        "persons": persons,
+        "share_of_frames_with_person": round(frames_with_person / frames, 4) if frames else 0.0,
+        "persons_per_frame": round(persons / frames, 4) if frames else 0.0,
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -462,25 +509,40 @@ def software_versions() -> dict[str, str]:
     return versions
 
 
-def _resolve_pose_model(config: PreprocessConfig) -> tuple[str | None, str, str]:
-    """(path, name, sha256) of the pose model, checked by loading it once; before any video."""
-    if ms.MODALITY_POSE not in config.modalities:
-        return None, "", ""
-    from pipelines import assets
-    from pipelines.pose import check_pose_model, load_pose_model
+def _resolve_pose_model(config: PreprocessConfig) -> tuple[str | None, dict]:
+    """(path, description) of the pose model, checked by loading it once; before any video.
 
-    path = config.pose_model or str(assets.default_pose_model_path())
+    The description is what `dataset_info.json` records: name, version, kind, sha256, path.
+    """
+    if ms.MODALITY_POSE not in config.modalities:
+        return None, {"name": "", "sha256": "", "path": ""}
+    from pipelines import assets
+    from pipelines.pose import check_pose_model, load_pose_model, pose_model_kind
+
+    name = config.pose_model or assets.DEFAULT_POSE_MODEL.name
+    if name in assets.POSE_MODELS:
+        path = str(assets.pose_model_path(name))
+    else:
+        path = name
+        name = path.rstrip("/").rsplit("/", 1)[-1]
+        for suffix in (".task", ".tflite"):
+            name = name[: -len(suffix)] if name.endswith(suffix) else name
     model, sha = load_pose_model(path)
     if config.pose_model_sha256 and sha != config.pose_model_sha256:
         raise ValueError(
             f"pose_model={path!r}: sha256 is {sha}, --pose_model_sha256 says "
             f"{config.pose_model_sha256}"
         )
-    name = path.rstrip("/").rsplit("/", 1)[-1]
-    if name.endswith(".task"):
-        name = name[: -len(".task")]
     check_pose_model(model, path)
-    return path, name, sha
+    known = next((m for m in assets.POSE_MODELS.values() if m.sha256 == sha), None)
+    description = {
+        "name": name,
+        "version": known.version if known else "",
+        "kind": pose_model_kind(model, path),
+        "sha256": sha,
+        "path": config.pose_model or "",
+    }
+    return path, description
 
 
 def flow_description(config: PreprocessConfig) -> dict:
@@ -548,7 +610,8 @@ def _stage_model(config, options, path: str | None, sha: str) -> str | None:
     runner = options.view_as(StandardOptions).runner or "DirectRunner"
     if path is None or "://" in path or runner in LOCAL_RUNNERS:
         return path
-    staged = output.join(config.output_dir, STAGING_DIR, f"pose-{sha[:16]}.task")
+    suffix = os.path.splitext(path)[1] or ".bin"  # .tflite or .task
+    staged = output.join(config.output_dir, STAGING_DIR, f"pose-{sha[:16]}{suffix}")
     if not output.FileSystems.exists(staged):
         with open(path, "rb") as src, output.FileSystems.create(staged) as dst:
             dst.write(src.read())
@@ -598,7 +661,8 @@ def run(argv: list[str] | None = None) -> dict:
     config, options = parse_args(argv)
     config = dataclasses.replace(config, threads_per_worker=_threads_per_worker(config, options))
     label_map = load_label_map(config.label_map) if config.label_map else None
-    pose_path, pose_name, pose_sha = _resolve_pose_model(config)
+    pose_path, pose_info = _resolve_pose_model(config)
+    pose_sha = pose_info["sha256"]
     specs, manifest_failures, label_map = parse_manifest(
         config.input,
         config.manifest_format,
@@ -628,7 +692,7 @@ def run(argv: list[str] | None = None) -> dict:
         "frame_rate": config.fps,
         "jpeg_quality": config.jpeg_quality,
         "flow": flow_description(config),
-        "pose_model": {"name": pose_name, "sha256": pose_sha, "path": config.pose_model or ""},
+        "pose_model": pose_info,
         "render_style": config.style.to_dict(),
         "config": config.to_dict(),
         "software": software_versions(),
@@ -784,13 +848,16 @@ def summary_table(info: dict, output_dir: str) -> str:
     """A short human-readable summary of a dataset description."""
     lines = [
         f"output: {output_dir}",
-        f"{'split':<12}{'clips':>7}{'frames':>9}{'persons/frame':>15}{'MB':>9}{'shards':>8}",
+        f"{'split':<12}{'clips':>7}{'frames':>9}{'persons/frame':>15}{'MB':>9}{'shards':>8}"
+        f"{'frames with a person':>22}",
     ]
     for split, s in info["splits"].items():
         ppf = s["persons"] / s["frames"] if s["frames"] else 0.0
+        pose = info.get("pose", {}).get(split)
+        share = f"{100 * pose['share_of_frames_with_person']:.1f} %" if pose else "-"
         lines.append(
             f"{split:<12}{s['clips']:>7}{s['frames']:>9}{ppf:>15.2f}"
-            f"{s['bytes'] / 1e6:>9.1f}{s['num_shards']:>8}"
+            f"{s['bytes'] / 1e6:>9.1f}{s['num_shards']:>8}{share:>22}"
         )
     inputs = info["inputs"]
     lines.append(

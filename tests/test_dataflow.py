@@ -190,8 +190,8 @@ def test_dataflow_dry_run_with_setup_file(tmp_path, monkeypatch, gcs_emulator, n
     # The embedded pose model, local to the launcher, is copied next to the outputs on gs://
     # and the workers read it from there (checked against the launcher's sha256).
     fn = _process_fn(runner)
-    sha = assets.DEFAULT_POSE_MODEL_SHA256
-    assert fn._model_path == f"{output_dir}/.staging/pose-{sha[:16]}.task"
+    sha = assets.DEFAULT_POSE_MODEL.sha256
+    assert fn._model_path == f"{output_dir}/.staging/pose-{sha[:16]}.tflite"
     assert fn._model_sha == sha and _sha256(fn._model_path) == sha
 
 
@@ -202,7 +202,7 @@ def test_dataflow_dry_run_with_custom_container(
 
     from pipelines import assets
 
-    model = f"gs://{BUCKET}/models/pose_landmarker.task"
+    model = f"gs://{BUCKET}/models/movenet.tflite"
     with open(assets_ready["model"], "rb") as src, FileSystems.create(model) as dst:
         dst.write(src.read())
     output_dir = f"gs://{BUCKET}/out-image"
@@ -215,5 +215,5 @@ def test_dataflow_dry_run_with_custom_container(
     assert image == IMAGE
     assert "workflow.tar.gz" not in staged  # the code is in the image
     fn = _process_fn(runner)  # a pose model on gs:// is read by the workers where it is
-    assert (fn._model_path, fn._model_sha) == (model, assets.DEFAULT_POSE_MODEL_SHA256)
-    assert not [p for p in _objects(f"{output_dir}/") if p.endswith(".task")]
+    assert (fn._model_path, fn._model_sha) == (model, assets.DEFAULT_POSE_MODEL.sha256)
+    assert not [p for p in _objects(f"{output_dir}/") if p.endswith(".tflite")]

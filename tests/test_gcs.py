@@ -31,7 +31,7 @@ def test_gs_round_trip(gcs_emulator, assets_ready):
     from pipelines.preprocess import run
 
     root = f"gs://{BUCKET}/run1"
-    _upload(str(assets_ready["model"]), f"{root}/models/pose.task")
+    _upload(str(assets_ready["model"]), f"{root}/models/pose.tflite")
     _upload(str(assets.sample_video_path("pose2sim_multi_cam03.mp4")), f"{root}/videos/a b.mp4")
     manifest = f"{root}/manifest.csv"
     with output.FileSystems.create(manifest) as f:
@@ -39,13 +39,13 @@ def test_gs_round_trip(gcs_emulator, assets_ready):
     before = set(glob.glob(os.path.join(tempfile.gettempdir(), "perfnet-*")))
     info = run([
         f"--input={manifest}", f"--video_root={root}/videos", f"--output_dir={root}/out",
-        f"--pose_model={root}/models/pose.task", "--runner=DirectRunner", "--dataset_name=gcs",
+        f"--pose_model={root}/models/pose.tflite", "--runner=DirectRunner", "--dataset_name=gcs",
     ])  # fmt: skip
     assert info["inputs"] == {
         "rows": 2, "written": 1, "failed": 1, "failed_by_stage": {"fetch": 1}
     }  # fmt: skip
     assert info["pose_model"]["name"] == "pose"
-    assert info["pose_model"]["sha256"] == assets.DEFAULT_POSE_MODEL_SHA256
+    assert info["pose_model"]["sha256"] == assets.DEFAULT_POSE_MODEL.sha256
     # The local copy of the gs:// video was removed.
     assert set(glob.glob(os.path.join(tempfile.gettempdir(), "perfnet-*"))) == before
     shards = output.list_files(f"{root}/out/train/*.tfrecord")

@@ -67,7 +67,7 @@ def test_description_accounts_for_every_input(demo_run):
         "train/e2e-00000-of-00002.tfrecord",
         "train/e2e-00001-of-00002.tfrecord",
     ]
-    assert info["pose_model"]["sha256"] == assets.DEFAULT_POSE_MODEL_SHA256
+    assert info["pose_model"]["sha256"] == assets.DEFAULT_POSE_MODEL.sha256
     assert info["software"]["apache-beam"].startswith("2.77")
     rows = [
         json.loads(line)
@@ -105,9 +105,9 @@ def test_records_parse_with_plain_tf_and_hold_all_streams(demo_run):
     assert pose.shape == flow.shape == (452, 256, 3)
     assert np.abs(pose.astype(int) - rgb.astype(int)).max() > 100  # skeletons drawn
     assert flow[..., 2].mean() < 1.0 and flow[..., 2].max() <= 8  # B = 0, up to JPEG error
-    # People: the multi-person clip shows two.
+    # People: the multi-person clip shows three (two walking, one standing at the left edge).
     persons = seq["region/num_regions"].numpy()
-    assert persons.max() == 2
+    assert persons.max() == 3
     assert (seq["POSE/region/num_regions"].numpy() == 17 * persons).all()
     x = tf.sparse.to_dense(seq["POSE/region/point/x"]).numpy()
     conf = tf.sparse.to_dense(seq["POSE/region/label/confidence"]).numpy()
@@ -115,13 +115,45 @@ def test_records_parse_with_plain_tf_and_hold_all_streams(demo_run):
     assert x.shape[1] >= 34 and 0.0 <= x[t, :34].min() and x[t, :34].max() <= 1.0
     assert conf[t, :34].mean() > 0.5
     tracks = tf.sparse.to_dense(seq["region/track/index"], default_value=-1).numpy()
-    assert sorted(tracks[t, :2].tolist()) == [0, 1]
-    # The two people keep their ids over the whole clip: no id beyond 0 and 1 ever appears, and
+    assert sorted(tracks[t, :3].tolist()) == [0, 1, 2]
+    # The people keep their ids over the whole clip: no id beyond 0, 1 and 2 ever appears, and
     # track 0 stays the same person (its mean x moves less than a tenth of the frame a step).
-    assert set(tracks[tracks >= 0].tolist()) == {0, 1}
+    assert set(tracks[tracks >= 0].tolist()) == {0, 1, 2}
     x0 = [x[i, 17 * p : 17 * p + 17].mean() for i in range(len(persons))
           for p in range(persons[i]) if tracks[i, p] == 0]  # fmt: skip
     assert np.abs(np.diff(x0)).max() < 0.1
+
+
+def test_description_gives_the_pose_coverage_of_the_records_written(demo_run):
+    """dataset_info.json's pose coverage per split equals the persons counted in the shards."""
+    from pipelines import validate
+    from pipelines.preprocess import summary_table
+
+    info, out = demo_run
+    assert set(info["pose"]) == set(info["splits"]) == {"train", "validation"}
+    key = ms.REGION_NUM_REGIONS_KEY
+    spec = {key: tf.io.FixedLenSequenceFeature([], tf.int64)}
+
+    def persons_per_frame(rec):
+        return tf.io.parse_single_sequence_example(rec, sequence_features=spec)[1][key].numpy()
+
+    for split, desc in info["splits"].items():
+        counts = np.concatenate([persons_per_frame(r) for r in _records(out, split)[1]])
+        frames, with_person, persons = len(counts), int((counts > 0).sum()), int(counts.sum())
+        assert info["pose"][split] == {
+            "frames": frames,
+            "frames_with_person": with_person,
+            "persons": persons,
+            "share_of_frames_with_person": round(with_person / frames, 4),
+            "persons_per_frame": round(persons / frames, 4),
+        }
+        assert (desc["frames"], desc["persons"]) == (frames, persons)
+        share = f"{100 * with_person / frames:.1f} %"
+        assert (
+            f"{split:<12}{desc['clips']:>7}{frames:>9}{share:>22}" in validate.validate(str(out))[1]
+        )
+        assert f"{desc['num_shards']:>8}{share:>22}" in summary_table(info, str(out))
+    assert info["pose"]["train"]["persons"] > 0
 
 
 def test_cli_runs_and_refuses_a_bad_model_before_any_video(tmp_path, assets_ready):
@@ -137,7 +169,7 @@ def test_cli_runs_and_refuses_a_bad_model_before_any_video(tmp_path, assets_read
         capture_output=True, text=True, cwd=REPO,
     )  # fmt: skip
     assert proc.returncode == 2
-    assert "model.task" in proc.stderr and "not a MediaPipe pose landmarker bundle" in proc.stderr
+    assert "model.task" in proc.stderr and "not a pose model" in proc.stderr
     assert not out.exists()
     proc = subprocess.run(
         [sys.executable, "-m", "pipelines.preprocess", f"--input={manifest}",

@@ -29,9 +29,9 @@ _FETCH = "run `python -m pipelines.assets fetch` (the set-up step) first"
 
 @pytest.fixture(scope="module")
 def model():
-    """(bundle bytes, sha256) of the cached default pose model."""
+    """(bundle bytes, sha256) of the cached BlazePose full bundle."""
     try:
-        path = assets.default_pose_model_path()
+        path = assets.pose_model_path(assets.BLAZEPOSE_FULL.name)
     except FileNotFoundError as e:
         pytest.fail(f"asset cache missing; run python -m pipelines.assets fetch: {e}")
     return load_pose_model(str(path))
@@ -84,9 +84,9 @@ def _check_arrays(poses: FramePoses) -> None:
 # ----------------------------------------------------------------------------- the bundle
 
 
-def test_default_bundle_matches_pinned_sha256(model):
+def test_blazepose_full_bundle_matches_pinned_sha256(model):
     data, sha = model
-    assert sha == assets.DEFAULT_POSE_MODEL_SHA256
+    assert sha == assets.BLAZEPOSE_FULL.sha256
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
         infos = zf.infolist()
     assert [i.filename for i in infos] == ["pose_detector.tflite", "pose_landmarks_detector.tflite"]
@@ -101,14 +101,30 @@ def test_bundle_build_is_reproducible(tmp_path):
     wheel = assets.cache_dir() / "wheels" / assets.MEDIAPIPE_WHEEL.filename
     if not wheel.is_file():
         pytest.skip(f"cached mediapipe wheel {wheel} missing: {_FETCH}")
-    first = assets.build_pose_bundle(wheel)
-    second = assets.build_pose_bundle(wheel)
+    detector = assets._member(wheel, "mediapipe/modules/pose_detection/pose_detection.tflite")
+    landmarks = assets._member(wheel, "mediapipe/modules/pose_landmark/pose_landmark_full.tflite")
+    first = assets.build_pose_bundle(detector, landmarks)
+    second = assets.build_pose_bundle(detector, landmarks)
     assert first == second
-    assert assets.sha256_bytes(first) == assets.DEFAULT_POSE_MODEL_SHA256
+    assert assets.sha256_bytes(first) == assets.BLAZEPOSE_FULL.sha256
 
 
-def test_check_pose_model_accepts_default_bundle(model):
-    check_pose_model(model[0], "default")
+def test_check_pose_model_accepts_the_bundles(model):
+    check_pose_model(model[0], "blazepose_full")
+    heavy, sha = load_pose_model(str(assets.pose_model_path(assets.BLAZEPOSE_HEAVY.name)))
+    assert sha == assets.BLAZEPOSE_HEAVY.sha256
+    check_pose_model(heavy, "blazepose_heavy")
+
+
+def test_heavy_bundle_finds_the_person(model):
+    heavy, _ = load_pose_model(str(assets.pose_model_path(assets.BLAZEPOSE_HEAVY.name)))
+    counts = []
+    with PoseEstimator(heavy) as estimator:
+        for rgb, ts in _frames(_video("pose2sim_single_cam02.mp4"), count=5):
+            poses = estimator.detect(rgb, ts)
+            _check_arrays(poses)
+            counts.append(poses.num_people)
+    assert counts == [1, 1, 1, 1, 1]
 
 
 # ----------------------------------------------------------------------------- real video
@@ -162,7 +178,7 @@ def test_missing_model_path(tmp_path):
 def test_text_file_is_not_a_bundle(tmp_path):
     path = tmp_path / "model.task"
     path.write_text("not a model\n")
-    with pytest.raises(ValueError, match="not a MediaPipe pose landmarker bundle") as err:
+    with pytest.raises(ValueError, match="not a pose model: expected a MoveNet") as err:
         load_pose_model(str(path))
     assert str(path) in str(err.value)
 
