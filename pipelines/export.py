@@ -52,11 +52,16 @@ MMAction2 (`--format mmaction`): the skeleton annotation pickle that MMAction2's
                       "keypoint_score": float32 [M, T, 17]}, ...]}
 
 `original_shape` is the stored size too: the records hold only the stored frames, not the
-source video's size. M is the number of distinct track ids in the clip; person m is the m-th
-smallest track id (track id m when the ids are 0..M-1, as the tracker issues them). A frame
-where a track is absent holds zeros (coordinates and scores), as PoseC3D expects. A clip where no
-one was found gets M = 1, all zeros, because MMAction2's pose pipeline expects at least one
-person. Pickle protocol 4.
+source video's size. M is the number of distinct track ids in the clip, one person per track.
+Persons come main people first, longest-lived first as MMAction2's own skeleton extraction
+orders its tracks for the GCN models (`person_order`): by the number of frames the track has a
+person in, most first; ties (which MMAction2 leaves in order of appearance) by the track's
+keypoint scores summed over its frames and joints, highest first; then by track id, smallest
+first. MMAction2's `FormatGCNInput(num_person=N)` (ST-GCN, ST-GCN++, ...) keeps `keypoint[:N]`
+and pads with zeros when M < N, so it keeps the N longest-lived tracks, not the N that appeared
+first. A frame where a track is absent holds zeros (coordinates and scores), as PoseC3D expects.
+A clip where no one was found gets M = 1, all zeros, because MMAction2's pose pipeline expects at
+least one person. Pickle protocol 4.
 """
 
 from __future__ import annotations
@@ -384,30 +389,56 @@ def _replace(tmp: str, path: str) -> None:
 # ---------------------------------------------------------------------------------------------
 # MMAction2.
 # ---------------------------------------------------------------------------------------------
+def person_order(track_ids: list[np.ndarray], scores: list[np.ndarray]) -> np.ndarray:
+    """The distinct track ids of a clip, main people first: MMAction2's person order.
+
+    Args:
+      track_ids: T arrays int64 [P_t], frame t's track ids (>= 0), each at most once a frame.
+      scores: T arrays float32 [P_t, 17], the keypoint scores in [0, 1] of the same persons.
+
+    Returns:
+      int64 [M], the M distinct track ids sorted by frames with that track, most first; then
+      by the track's keypoint scores summed over its frames and joints (float64), highest first;
+      then by track id, smallest first. Empty for a clip where no one was found.
+    """
+    ids = np.concatenate(track_ids).astype(np.int64) if track_ids else np.zeros(0, np.int64)
+    if not len(ids):
+        return ids
+    score = np.concatenate([s.sum(axis=-1, dtype=np.float64) for s in scores])
+    if score.shape != ids.shape:
+        raise ValueError(f"scores: {len(score)} persons in all, track_ids: {len(ids)}")
+    tracks, person_track = np.unique(ids, return_inverse=True)
+    frames = np.bincount(person_track, minlength=len(tracks))
+    total = np.bincount(person_track, weights=score, minlength=len(tracks))
+    return tracks[np.lexsort((tracks, -total, -frames))]
+
+
 def mmaction_annotation(clip: ClipPoses) -> dict:
     """One clip as an MMAction2 skeleton annotation (see the module docstring).
 
     Returns:
       dict with frame_dir (str), label (int), img_shape and original_shape ((h, w) ints),
       total_frames (int), keypoint (float32 [M, T, 17, 2], pixels), keypoint_score
-      (float32 [M, T, 17]); person m is the m-th smallest track id; absent is zero.
+      (float32 [M, T, 17]); person m is the track `person_order(...)[m]` (longest-lived first);
+      absent is zero.
 
     Raises:
       ValueError: naming the clip and frame where one track id appears twice in a frame.
     """
     t_count = clip.num_frames
-    tracks = np.unique(np.concatenate(clip.track_ids)) if t_count else np.zeros(0, np.int64)
-    m_count = max(1, len(tracks))
-    keypoint = np.zeros((m_count, t_count, ms.NUM_JOINTS, 2), np.float32)
-    score = np.zeros((m_count, t_count, ms.NUM_JOINTS), np.float32)
-    scale = np.array([clip.width, clip.height], np.float32)
-    for t in range(t_count):
-        ids = clip.track_ids[t]
+    for t, ids in enumerate(clip.track_ids):
         if len(np.unique(ids)) != len(ids):
             raise ValueError(
                 f"{clip.example_id}: frame {t} holds track ids {ids.tolist()}, one twice"
             )
-        m = np.searchsorted(tracks, ids)
+    order = person_order(clip.track_ids, clip.scores)
+    row = {int(track): m for m, track in enumerate(order)}
+    m_count = max(1, len(order))
+    keypoint = np.zeros((m_count, t_count, ms.NUM_JOINTS, 2), np.float32)
+    score = np.zeros((m_count, t_count, ms.NUM_JOINTS), np.float32)
+    scale = np.array([clip.width, clip.height], np.float32)
+    for t in range(t_count):
+        m = [row[int(track)] for track in clip.track_ids[t]]
         keypoint[m, t] = clip.keypoints[t] * scale
         score[m, t] = clip.scores[t]
     shape = (int(clip.height), int(clip.width))
@@ -462,7 +493,15 @@ def main(argv: list[str] | None = None) -> int:
         description="Exports the keypoints of finished records as Parquet or MMAction2 pickle.",
     )
     parser.add_argument("output_dir", help="a finished output directory (local or gs://)")
-    parser.add_argument("--format", required=True, choices=FORMATS, dest="fmt")
+    parser.add_argument(
+        "--format",
+        required=True,
+        choices=FORMATS,
+        dest="fmt",
+        help="parquet: one row per clip, frame and person; mmaction: MMAction2's skeleton pickle, "
+        "persons longest-lived track first (then highest summed keypoint score, then track id), "
+        "so that FormatGCNInput(num_person=N) keeps the N main people",
+    )
     parser.add_argument("--out", required=True, help="the file to write (local or gs://)")
     parser.add_argument("--split", default=None, help="only this split (default: all)")
     args = parser.parse_args(argv)

@@ -9,9 +9,11 @@ Writes two PNGs into DIR (local or gs://) and prints their paths:
   columns; rows RGB, pose-rendered (as stored) and flow (TV-L1, frame t to t + 1, decoded from the
   stored quantized JPEG and shown with the Middlebury color wheel of `flow.visualize`), one row
   per stream the record holds, each labelled; under each column the frame index and its
-  timestamp in seconds of the source video. Under the flow row's label, a legend: the color wheel
-  and its scale, the rim being `--flow_max` pixels per frame (default: chosen per record, the 99th
-  percentile of the shown flow's length rounded up to 1, 2, 3, 5, 10, 15 or 20 px).
+  timestamp in seconds of the source video. Under the flow row's label, a legend: the color
+  wheel and its scale, the rim being `--flow_max` pixels per frame (default: chosen per record,
+  the 99th percentile of the shown flow's length rounded up to 1, 2, 3, 5, 10, 15 or 20 px). A
+  pose tile whose frame has no person is framed in red (3 px) and labelled `no person` in white
+  on red at its top left, so that frames where the pose estimator found no one stand out.
 - `<id>_variants.png`, the variant sheet: the frame with the most people (the first such),
   re-rendered from its stored keypoints on its stored RGB frame in every variant of
   `render.VARIANTS` (16), as a 4 x 4 grid (rows background x marker, columns colors x
@@ -71,6 +73,10 @@ MAX_THUMB_ASPECT = 1.6  # contact sheet thumbnails are at most this times thumb_
 LEGEND_MIN_PX = 72  # the flow legend column is at least this wide
 VARIANT_MIN_COL_PX = 130  # variant sheet columns are at least this wide
 TABLE2_TEXT = (190, 80, 0)  # labels of the Table 2 variants
+NO_PERSON = (220, 0, 0)  # frame and label background of a pose tile whose frame has no person
+NO_PERSON_TEXT = (255, 255, 255)
+NO_PERSON_BORDER_PX = 3
+NO_PERSON_LABEL_PX = 16  # height of the label strip at the tile's top left
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,6 +170,28 @@ def _paste(canvas, image, y, x, border=TILE_BORDER, border_px=1) -> None:
             border_px,
         )
     canvas[y : y + h, x : x + w] = image
+
+
+def _mark_no_person(canvas, image, tile: Tile) -> None:
+    """Pastes `image` into `tile` of `canvas` (both uint8 RGB) framed NO_PERSON_BORDER_PX px wide
+    in NO_PERSON and labelled `no person`: white text on a NO_PERSON strip NO_PERSON_LABEL_PX
+    tall at the tile's top left, as wide as the text (at most the tile)."""
+    b = NO_PERSON_BORDER_PX
+    canvas[tile.y - b : tile.y + tile.height + b, tile.x - b : tile.x + tile.width + b] = NO_PERSON
+    _paste(canvas, image, tile.y, tile.x, border_px=0)
+    text = _fit_width("no person", tile.width - 6)
+    w = min(tile.width, _text_width(text) + 6)
+    h = min(tile.height, NO_PERSON_LABEL_PX)
+    canvas[tile.y : tile.y + h, tile.x : tile.x + w] = NO_PERSON
+    _put(canvas, text, tile.x + 3, tile.y + 12, color=NO_PERSON_TEXT)
+
+
+def _persons(example) -> list[int] | None:
+    """Persons per frame (`region/num_regions`), or None for a record without the pose modality."""
+    lists = example.feature_lists.feature_list
+    if ms.REGION_NUM_REGIONS_KEY not in lists:
+        return None
+    return [int(f.int64_list.value[0]) for f in lists[ms.REGION_NUM_REGIONS_KEY].feature]
 
 
 def _fit_width(text: str, width: int, scale: float = FONT_SCALE) -> str:
@@ -263,7 +291,9 @@ def contact_sheet(
     Returns:
       a `Sheet`; tiles named `<row>/<column>` with row in rgb, pose, flow and column 0..K'-1, plus
       `legend` (the color wheel). facts: frames (the sampled frame indices), timestamps_us,
-      flow_max (None without flow), rows, thumb_height, thumb_width.
+      flow_max (None without flow), rows, thumb_height, thumb_width, persons (persons in each
+      sampled frame; None without the pose modality), no_person (the columns whose pose tile is
+      marked: no person in that frame).
     """
     thumb_height = _check_thumb_height(thumb_height)
     if isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1:
@@ -279,6 +309,7 @@ def contact_sheet(
     rows = [(name, label) for name, label, _ in streams if encoded[name]]
     if not rows:
         raise ValueError("the record holds no image stream")
+    persons = _persons(example)
     image_streams = [n for n in ("rgb", "pose") if encoded[n]]
     if image_streams:
         ts = _timestamps(example, ms.MODALITY_PREFIX[image_streams[0]])
@@ -332,14 +363,20 @@ def contact_sheet(
         sub += f"; TV-L1 flow from frame t to t+1 in Middlebury colors: white = still, {rim}"
     _put(canvas, _fit_width(sub, sheet_w - 2 * MARGIN), MARGIN, MARGIN + 13 + LINE_PX, color=MUTED)
 
+    no_person = []
+    if persons is not None and "pose" in pictures:
+        no_person = [c for c, t in enumerate(frames) if t < len(persons) and persons[t] == 0]
     tiles: list[Tile] = []
     for r, (name, label) in enumerate(rows):
         y = header_h + r * (th + GAP)
         _put(canvas, label, MARGIN, y + 13)
         for c, pic in enumerate(pictures[name]):
             x = grid_x + c * (col_w + GAP) + (col_w - tw) // 2
-            _paste(canvas, pic, y, x)
             tiles.append(Tile(f"{name}/{c}", y, x, th, tw))
+            if name == "pose" and c in no_person:
+                _mark_no_person(canvas, pic, tiles[-1])
+            else:
+                _paste(canvas, pic, y, x)
         if name == "flow":  # the legend, under the row's label: the wheel and its scale
             diameter = max(LEGEND_MIN_PX // 2, min(label_w - 2 * GAP, th - 2 * LINE_PX - GAP))
             wy = y + LINE_PX + 2
@@ -363,6 +400,8 @@ def contact_sheet(
         "rows": [name for name, _ in rows],
         "thumb_height": th,
         "thumb_width": tw,
+        "persons": None if persons is None else [persons[t] for t in frames if t < len(persons)],
+        "no_person": no_person,
     }
     return Sheet(canvas, tiles, facts)
 

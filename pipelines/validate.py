@@ -2,13 +2,15 @@
 
     python -m pipelines.validate OUTPUT_DIR [--max_violations N] [--check_flow N]
 
-Every record is checked against DESIGN.md section 3 (`schemas.media_sequence`): the exact key set
+Every record is checked against the record contract (`schemas.media_sequence`): the exact key set
 for the modalities the description lists, value types, one value where one is expected, stream
 lengths (flow T - 1), timestamps increasing and equal across streams, region lists consistent with
 the person counts, keypoints and boxes in [0, 1], the first image of each stream decodable at the
-declared size; and the counts per split against the description. With --check_flow N, the flow
-of the first N records is recomputed from their stored RGB frames (`check_flow`). Exits 1 on any
-violation.
+declared size; and the counts per split against the description (clips, frames, and with the
+pose modality frames with a person and persons). The summary table gives per split the clips,
+frames, the share of frames with at least one person and the persons per frame (pose modality;
+`-` without it), and KB per clip-second. With --check_flow N, the flow of the first N records is
+recomputed from their stored RGB frames (`check_flow`). Exits 1 on any violation.
 """
 
 from __future__ import annotations
@@ -46,9 +48,13 @@ _CONTEXT_KINDS = {
 
 @dataclasses.dataclass
 class Stats:
+    """One split's totals over its records: persons and frames_with_person (frames with at least
+    one person) count only with the pose modality."""
+
     clips: int = 0
     frames: int = 0
     persons: int = 0
+    frames_with_person: int = 0
     seconds: float = 0.0
     bytes: int = 0
 
@@ -67,7 +73,8 @@ def _context_kind(key: str) -> str:
 
 
 def check_record(data: bytes, modalities, num_classes: int | None) -> tuple[list[str], dict]:
-    """Violations of one serialized record, and its facts (id, frames, persons, seconds)."""
+    """Violations of one serialized record, and its facts (id, frames, persons summed over
+    frames, frames_with_person, seconds)."""
     import tensorflow as tf
 
     errors: list[str] = []
@@ -98,7 +105,7 @@ def check_record(data: bytes, modalities, num_classes: int | None) -> tuple[list
             continue
         c[key] = vals if n > 1 else vals[0]
     ex_id = c.get(ms.EXAMPLE_ID_KEY, b"?").decode("utf-8", "replace")
-    facts = {"id": ex_id, "frames": 0, "persons": 0, "seconds": 0.0}
+    facts = {"id": ex_id, "frames": 0, "persons": 0, "frames_with_person": 0, "seconds": 0.0}
     if errors:
         return errors, facts
     start, end = c[ms.CLIP_START_TIMESTAMP_KEY], c[ms.CLIP_END_TIMESTAMP_KEY]
@@ -158,7 +165,9 @@ def check_record(data: bytes, modalities, num_classes: int | None) -> tuple[list
     if frames == 0:
         errors.append("no frames")
     if ms.MODALITY_POSE in modalities and timestamps is not None:
-        facts["persons"] = _check_regions(errors, steps, timestamps)
+        counts = _check_regions(errors, steps, timestamps)
+        facts["persons"] = sum(counts)
+        facts["frames_with_person"] = sum(1 for n in counts if n > 0)
     facts["frames"] = frames
     facts["seconds"] = (end - start) / 1e6
     return errors, facts
@@ -179,11 +188,13 @@ def _check_image(errors, modality, data, c, prefix) -> None:
         errors.append(f"{modality}: image is {img.shape[1]}x{img.shape[0]}, context says {w}x{h}")
 
 
-def _check_regions(errors, steps, timestamps) -> int:
+def _check_regions(errors, steps, timestamps) -> list[int]:
+    """Appends the region lists' violations to `errors`; returns the persons per frame ([] when
+    `region/num_regions` is not one count per frame)."""
     n = steps(ms.REGION_NUM_REGIONS_KEY, "int64")
     if len(n) != len(timestamps) or any(len(v) != 1 for v in n):
         errors.append("region/num_regions: expected one count per frame")
-        return 0
+        return []
     persons = [v[0] for v in n]
     if steps(ms.REGION_TIMESTAMP_KEY, "int64") != [[t] for t in timestamps]:
         errors.append("region/timestamp differs from image/timestamp")
@@ -215,7 +226,7 @@ def _check_regions(errors, steps, timestamps) -> int:
             errors.append(f"{key}: values outside [0, 1]")
         if kind == "int64" and flat.size and flat.min() < 0:
             errors.append(f"{key}: negative track index")
-    return sum(persons)
+    return persons
 
 
 def validate(output_dir: str, max_violations: int = 20) -> tuple[list[str], str]:
@@ -249,6 +260,7 @@ def validate(output_dir: str, max_violations: int = 20) -> tuple[list[str], str]
                     s.clips += 1
                     s.frames += facts.get("frames", 0)
                     s.persons += facts.get("persons", 0)
+                    s.frames_with_person += facts.get("frames_with_person", 0)
                     s.seconds += facts.get("seconds", 0.0)
                     s.bytes += len(data)
             except (OSError, ValueError) as e:
@@ -259,12 +271,19 @@ def validate(output_dir: str, max_violations: int = 20) -> tuple[list[str], str]
                     f"{split}: {getattr(s, field)} {field} in the shards, "
                     f"the description says {desc[field]}"
                 )
+        pose = info.get("pose", {}).get(split, {})
+        for field in ("frames_with_person", "persons"):
+            if field in pose and getattr(s, field) != pose[field]:
+                violations.append(
+                    f"{split}: {getattr(s, field)} {field} in the shards, "
+                    f"the description's pose coverage says {pose[field]}"
+                )
     failures = _failures(output_dir)
     if len(failures) != info["inputs"]["failed"]:
         violations.append(
             f"failures: {len(failures)} rows, the description says {info['inputs']['failed']}"
         )
-    return violations, _table(stats, failures, len(violations))
+    return violations, _table(stats, failures, len(violations), ms.MODALITY_POSE in modalities)
 
 
 @dataclasses.dataclass
@@ -375,14 +394,20 @@ def _failures(output_dir: str) -> list[dict]:
     return rows
 
 
-def _table(stats: dict[str, Stats], failures: list[dict], num_violations: int) -> str:
+def _table(stats: dict[str, Stats], failures: list[dict], num_violations: int, pose: bool) -> str:
+    """The summary: per split clips, frames, the share of frames with a person (percent) and
+    persons per frame (`-` without the pose modality), KB per clip-second; failures by reason."""
     lines = [
-        f"{'split':<12}{'clips':>7}{'frames':>9}{'persons/frame':>15}{'KB/clip-second':>16}",
+        f"{'split':<12}{'clips':>7}{'frames':>9}{'frames with a person':>22}"
+        f"{'persons/frame':>15}{'KB/clip-second':>16}",
     ]
     for split, s in stats.items():
-        ppf = s.persons / s.frames if s.frames else 0.0
+        share = ppf = "-"
+        if pose:
+            share = f"{100 * s.frames_with_person / s.frames if s.frames else 0.0:.1f} %"
+            ppf = f"{s.persons / s.frames if s.frames else 0.0:.2f}"
         kbps = s.bytes / 1e3 / s.seconds if s.seconds else 0.0
-        lines.append(f"{split:<12}{s.clips:>7}{s.frames:>9}{ppf:>15.2f}{kbps:>16.1f}")
+        lines.append(f"{split:<12}{s.clips:>7}{s.frames:>9}{share:>22}{ppf:>15}{kbps:>16.1f}")
     by_reason: dict[str, int] = {}
     for row in failures:
         reason = f"{row.get('stage')}: {str(row.get('error', '')).split(':', 1)[0]}"

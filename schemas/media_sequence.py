@@ -1,6 +1,6 @@
 """The record contract: every key of a clip's `tf.train.SequenceExample`.
 
-This module owns every feature key the project writes or reads (DESIGN.md section 3). Keys follow
+This module owns every feature key the project writes or reads. Keys follow
 MediaPipe's MediaSequence conventions so that MediaSequence, DMVR and TF Model Garden readers parse
 our records unchanged; extra image streams reuse the image keys under an ALL_CAPS prefix
 (`PREFIX/image/encoded`).
@@ -531,6 +531,99 @@ def parse_specs(modalities: Sequence[str] = ALL_MODALITIES):
             seq[key] = tf.io.VarLenFeature(tf.float32)
         seq[REGION_TRACK_INDEX_KEY] = tf.io.VarLenFeature(tf.int64)
     return ctx, seq
+
+
+def _read_varint(buf: memoryview, pos: int, end: int) -> tuple[int, int]:
+    """(value, position after it) of the varint at `pos`; ValueError if it runs past `end`."""
+    value = shift = 0
+    while pos < end:
+        byte = buf[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+    raise ValueError("truncated protocol-buffer varint")
+
+
+def _wire_fields(buf: memoryview, start: int, end: int):
+    """Yields (field number, wire type, value) of the message in buf[start:end]: the value of a
+    varint field, or (start, end) of a length-delimited one; fixed-width fields are skipped."""
+    pos = start
+    while pos < end:
+        tag, pos = _read_varint(buf, pos, end)
+        number, wire = tag >> 3, tag & 7
+        if wire == 0:
+            value, pos = _read_varint(buf, pos, end)
+        elif wire == 2:
+            length, pos = _read_varint(buf, pos, end)
+            value, pos = (pos, pos + length), pos + length
+        elif wire in (1, 5):
+            value, pos = None, pos + (8 if wire == 1 else 4)
+        else:
+            raise ValueError(f"protocol-buffer wire type {wire} not supported")
+        if pos > end:
+            raise ValueError("truncated protocol-buffer field")
+        yield number, wire, value
+
+
+def int64_steps(record: bytes, key: str) -> list[list[int]]:
+    """The int64 values of every step of sequence feature `key` in a serialized SequenceExample.
+
+    Reads the record's wire format directly, without TensorFlow and without copying or parsing
+    anything but `key`'s steps (images are skipped by their lengths), so that the job can count
+    e.g. `region/num_regions` in records of tens of MB cheaply.
+
+    Args:
+      record: a serialized `tf.train.SequenceExample`.
+      key: a sequence key whose steps are int64 lists (`region/num_regions`, ...).
+
+    Returns:
+      one list of ints per step, in step order; [] when the record has no such key.
+
+    Raises:
+      ValueError: the record is not a valid protocol buffer, or a step of `key` is not int64.
+    """
+    buf = memoryview(record)
+    name = key.encode("utf-8")
+    steps: list[list[int]] = []
+    # SequenceExample.feature_lists (2) -> FeatureLists.feature_list (1): map entries of
+    # key (1) and FeatureList (2) -> FeatureList.feature (1) -> Feature.int64_list (3).
+    for number, wire, lists in _wire_fields(buf, 0, len(buf)):
+        if (number, wire) != (2, 2):
+            continue
+        for number, wire, entry in _wire_fields(buf, *lists):
+            if (number, wire) != (1, 2):
+                continue
+            fields = {n: v for n, w, v in _wire_fields(buf, *entry) if w == 2}
+            if 1 not in fields or buf[slice(*fields[1])] != name:
+                continue
+            steps = [
+                _int64_values(buf, feature, key)
+                for n, w, feature in _wire_fields(buf, *fields.get(2, (0, 0)))
+                if (n, w) == (1, 2)
+            ]
+    return steps
+
+
+def _int64_values(buf: memoryview, feature: tuple[int, int], key: str) -> list[int]:
+    values: list[int] = []
+    for number, wire, value in _wire_fields(buf, *feature):
+        if number in (1, 2):
+            raise ValueError(f"{key}: a step holds a bytes or float list, not int64")
+        if (number, wire) != (3, 2):
+            continue
+        for n, w, v in _wire_fields(buf, *value):
+            if n != 1:
+                continue
+            if w == 0:
+                values.append(v)
+            else:  # packed
+                pos, end = v
+                while pos < end:
+                    item, pos = _read_varint(buf, pos, end)
+                    values.append(item)
+    return [v - (1 << 64) if v >= 1 << 63 else v for v in values]
 
 
 def check_schema_version(version) -> int:

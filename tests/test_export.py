@@ -149,6 +149,18 @@ def check_parquet(path, out_dir):
     return rows
 
 
+def main_people_first(frames) -> list[int]:
+    """The clip's track ids by frames present (most first), summed keypoint score (highest
+    first), track id: counted here from the parsed frames, independently of pipelines.export."""
+    count: dict[int, int] = {}
+    total: dict[int, float] = {}
+    for f in frames:
+        for p, track in enumerate(f["track"].tolist()):
+            count[track] = count.get(track, 0) + 1
+            total[track] = total.get(track, 0.0) + float(np.sum(f["score"][p], dtype=np.float64))
+    return sorted(count, key=lambda k: (-count[k], -total[k], k))
+
+
 def check_mmaction(path, out_dir):
     with open(path, "rb") as fh:
         data = pickle.load(fh)
@@ -162,7 +174,7 @@ def check_mmaction(path, out_dir):
         assert ann["frame_dir"] == meta["id"] and ann["label"] == meta["label_index"]
         assert ann["img_shape"] == ann["original_shape"] == (meta["h"], meta["w"])
         assert ann["total_frames"] == len(frames)
-        tracks = sorted({int(x) for f in frames for x in f["track"]})
+        tracks = main_people_first(frames)
         m = max(1, len(tracks))
         kp, sc = ann["keypoint"], ann["keypoint_score"]
         assert kp.dtype == sc.dtype == np.float32
@@ -223,9 +235,100 @@ def test_mmaction_arrays_equal_the_records(synthetic_dir, tmp_path):
     data = check_mmaction(path, synthetic_dir)
     assert data["split"] == {"train": ["a_0", "b_0"], "validation": ["c_0"]}
     a, b, _ = data["annotations"]
-    assert a["keypoint"].shape == (2, 5, 17, 2)  # tracks 0 and 2 -> persons 0 and 1
+    # Tracks 0 and 2, 3 frames each: persons 0 and 1, track 0's keypoint scores summing higher.
+    assert a["keypoint"].shape == (2, 5, 17, 2)
     assert not a["keypoint_score"][1, 0].any() and a["keypoint_score"][1, 1].any()
     assert b["keypoint"].shape == (1, 3, 17, 2) and not b["keypoint"].any()
+
+
+# Frame t's persons as (track id, keypoint score): track 5 in all 6 frames; tracks 1 and 2 in 3
+# frames each, track 2 with the higher scores; track 0, the first seen, in 2; tracks 3 and 4 in
+# one frame each with equal scores. By track id, a GCN keeping 2 persons would get 0 and 1.
+MAIN_PEOPLE_FRAMES = [
+    [(0, 0.75), (5, 0.5)],
+    [(5, 0.5), (0, 0.75)],
+    [(1, 0.25), (5, 0.5)],
+    [(2, 0.5), (1, 0.25), (5, 0.5)],
+    [(5, 0.5), (2, 0.5), (1, 0.25)],
+    [(4, 0.75), (3, 0.75), (5, 0.5), (2, 0.5)],
+]
+
+
+def main_people_clip(frames=MAIN_PEOPLE_FRAMES) -> export.ClipPoses:
+    """`frames` (per frame, (track id, keypoint score) per person) as a clip of 160 x 120 frames;
+    track k at frame t has every joint at x = (k + 1) / 16, y = (t + 1) / 16, i.e. at pixels
+    (10 (k + 1), 7.5 (t + 1)), exactly."""
+
+    def per_frame(value, shape, dtype):
+        return [np.array([value(k, t, s) for k, s in f], dtype).reshape(shape(len(f)))
+                for t, f in enumerate(frames)]  # fmt: skip
+
+    return export.ClipPoses(
+        example_id="main_0",
+        label_index=0,
+        label="x",
+        height=120,
+        width=160,
+        timestamps_us=40_000 * np.arange(len(frames), dtype=np.int64),
+        keypoints=per_frame(
+            lambda k, t, s: [[(k + 1) / 16, (t + 1) / 16]] * 17, lambda p: (p, 17, 2), np.float32
+        ),
+        scores=per_frame(lambda k, t, s: [s] * 17, lambda p: (p, 17), np.float32),
+        boxes=per_frame(lambda k, t, s: [0, 0, 1, 1], lambda p: (p, 4), np.float32),
+        box_scores=per_frame(lambda k, t, s: s, lambda p: (p,), np.float32),
+        track_ids=per_frame(lambda k, t, s: k, lambda p: (p,), np.int64),
+    )
+
+
+def gcn_persons(keypoint: np.ndarray, num_person: int) -> np.ndarray:
+    """What MMAction2's FormatGCNInput(num_person, mode='zero') keeps: the first num_person
+    persons, zeros for the missing ones."""
+    kept = keypoint[:num_person]
+    pad = np.zeros((num_person - len(kept),) + keypoint.shape[1:], keypoint.dtype)
+    return np.concatenate([kept, pad])
+
+
+def test_person_order_is_longest_lived_then_score_then_id():
+    clip = main_people_clip()
+    order = export.person_order(clip.track_ids, clip.scores)
+    assert order.dtype == np.int64 and order.tolist() == [5, 2, 1, 0, 3, 4]
+    empty = export.person_order([np.zeros(0, np.int64)] * 2, [np.zeros((0, 17), np.float32)] * 2)
+    assert empty.dtype == np.int64 and empty.shape == (0,)
+    assert export.person_order([], []).shape == (0,)
+    with pytest.raises(ValueError, match="scores: 1 persons in all, track_ids: 2"):
+        export.person_order([np.array([0, 1])], [np.zeros((1, 17), np.float32)])
+
+
+def test_mmaction_keeps_the_longest_lived_tracks_for_gcn_models():
+    ann = export.mmaction_annotation(main_people_clip())
+    kp, sc = ann["keypoint"], ann["keypoint_score"]
+    assert kp.shape == (6, 6, 17, 2) and sc.shape == (6, 6, 17)
+    # num_person=1: track 5, in every frame.
+    want = np.zeros((1, 6, 17, 2), np.float32)
+    want[0, :, :, 0] = 60.0
+    want[0, :, :, 1] = 7.5 * np.arange(1, 7)[:, None]
+    np.testing.assert_array_equal(gcn_persons(kp, 1), want)
+    np.testing.assert_array_equal(gcn_persons(sc, 1), np.full((1, 6, 17), 0.5, np.float32))
+    # num_person=2: tracks 5 and 2; track 2 only in frames 3, 4, 5, zeros before.
+    want2 = np.zeros((2, 6, 17, 2), np.float32)
+    want2[0] = want[0]
+    want2[1, 3:, :, 0] = 30.0
+    want2[1, 3:, :, 1] = 7.5 * np.arange(4, 7)[:, None]
+    np.testing.assert_array_equal(gcn_persons(kp, 2), want2)
+    want_sc = np.zeros((2, 6, 17), np.float32)
+    want_sc[0] = 0.5
+    want_sc[1, 3:] = 0.5
+    np.testing.assert_array_equal(gcn_persons(sc, 2), want_sc)
+    # The rest in order: track 1 (frames 2-4), 0 (frames 0-1), 3 and 4 (frame 5).
+    for m, (track, present) in enumerate([(1, [2, 3, 4]), (0, [0, 1]), (3, [5]), (4, [5])], 2):
+        assert np.flatnonzero(sc[m, :, 0]).tolist() == present
+        assert set(kp[m, present, :, 0].reshape(-1).tolist()) == {10.0 * (track + 1)}
+    # One track, num_person=2: the track, then a person of zeros, as FormatGCNInput pads.
+    one = export.mmaction_annotation(main_people_clip([[], [(7, 0.5)], [(7, 0.5)]]))
+    want = np.zeros((2, 3, 17, 2), np.float32)
+    want[0, 1:, :, 0] = 80.0
+    want[0, 1:, :, 1] = 7.5 * np.arange(2, 4)[:, None]
+    np.testing.assert_array_equal(gcn_persons(one["keypoint"], 2), want)
 
 
 def test_errors_name_the_problem(synthetic_dir, tmp_path, capsys):
@@ -271,7 +374,7 @@ def test_real_clip_exports_equal_the_records(real_dir, tmp_path):
     assert export.main([real_dir, "--format", "parquet", "--out", pq_path]) == 0
     assert export.main([real_dir, "--format", "mmaction", "--out", pkl_path]) == 0
     rows = check_parquet(pq_path, real_dir)
-    assert max(r["num_persons"] for r in rows) == 2
+    assert max(r["num_persons"] for r in rows) == 3  # two walking, one standing at the left edge
     data = check_mmaction(pkl_path, real_dir)
     (ann,) = data["annotations"]
     assert ann["total_frames"] == 10 and ann["img_shape"] == (452, 256)

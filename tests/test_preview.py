@@ -182,6 +182,43 @@ def test_contact_sheet_layout_and_flow_colors(out_dir):
     assert sheet.tiles[-1].height >= 16  # the wheel legend
 
 
+def test_contact_sheet_marks_the_pose_tile_of_a_frame_without_people(out_dir):
+    _, ex = preview.find_record(out_dir, index=0)
+    sheet = preview.contact_sheet(ex, "train", num_frames=6, thumb_height=96, flow_max=5.0)
+    assert sheet.facts["persons"] == PERSONS[:5] == [1, 2, 2, 1, 0]
+    assert sheet.facts["no_person"] == [4]
+    img = sheet.image
+    tiles = {t.name: t for t in sheet.tiles}
+    pose_jpegs = ex.feature_lists.feature_list["POSE_RENDERED/image/encoded"].feature
+    red, gray = list(preview.NO_PERSON), list(preview.TILE_BORDER)
+    for c in range(5):
+        tile = tiles[f"pose/{c}"]
+        thumb = preview._thumb(decode_jpeg(pose_jpegs[c].bytes_list.value[0]), 96, 128)
+        if c == 4:  # frame 4: nobody; a 3 px red frame and a red label strip at the top left
+            for d in (1, 2, 3):
+                assert img[tile.y - d, tile.x + 40].tolist() == red
+                assert img[tile.y + 40, tile.x - d].tolist() == red
+                assert img[tile.y + 40, tile.x + tile.width - 1 + d].tolist() == red
+                assert img[tile.y + tile.height - 1 + d, tile.x + 40].tolist() == red
+            assert img[tile.y - 4, tile.x + 40].tolist() == list(preview.BACKGROUND)
+            assert img[tile.y + 1, tile.x + 1].tolist() == red
+            assert img[tile.y + 15, tile.x + 1].tolist() == red
+            label = tile.crop(img)[:16]
+            assert (label == [255, 255, 255]).all(axis=-1).any()  # the white text
+            # Below the strip the tile is the thumbnail, untouched.
+            np.testing.assert_array_equal(tile.crop(img)[16:], thumb[16:])
+        else:  # a gray 1 px frame and the thumbnail itself
+            assert img[tile.y - 1, tile.x + 40].tolist() == gray
+            assert img[tile.y - 2, tile.x + 40].tolist() == list(preview.BACKGROUND)
+            np.testing.assert_array_equal(tile.crop(img), thumb)
+    # Only the pose row is marked: the RGB and flow tiles of frame 4 keep their gray frames.
+    for name in ("rgb/4", "flow/4"):
+        tile = tiles[name]
+        assert img[tile.y - 1, tile.x + 40].tolist() == gray
+        assert img[tile.y - 2, tile.x + 40].tolist() == list(preview.BACKGROUND)
+    assert not (tiles["rgb/4"].crop(img) == red).all(axis=-1).any()
+
+
 def test_contact_sheet_auto_scale_and_fewer_columns(out_dir):
     _, ex = preview.find_record(out_dir, example_id="clip_1")
     sheet = preview.contact_sheet(ex, num_frames=3, thumb_height=64)

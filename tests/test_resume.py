@@ -97,6 +97,8 @@ def test_an_incremental_run_processes_only_new_rows(reference, tmp_path):
     assert {p: os.stat(p).st_mtime_ns for p in metas} == mtimes
     assert len(output.list_files(f"{out}/.parts/*.meta.json")) == 6
     assert info["inputs"] == {"rows": 6, "written": 6, "failed": 0, "failed_by_stage": {}}
+    # The pose coverage is counted from the records written, reused parts included.
+    assert info["pose"] == output.read_json(f"{tmp}/a/dataset_info.json")["pose"]
     # Other settings are refused rather than mixed into the same records.
     with pytest.raises(ValueError, match="jpeg_quality: 90 -> 50"):
         run([f"--input={small}", f"--output_dir={out}", "--jpeg_quality=50", *ARGS])

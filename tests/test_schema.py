@@ -164,3 +164,27 @@ def test_pieces_are_the_serialized_record_and_hold_the_steps_without_copies():
     ex = tf.train.SequenceExample.FromString(b"".join(pieces))
     lists = ex.feature_lists.feature_list
     assert [f.bytes_list.value[0] for f in lists["image/encoded"].feature] == frames
+
+
+def test_int64_steps_reads_one_key_from_the_wire_format():
+    data = _two_frame_example()
+    assert ms.int64_steps(data, ms.REGION_NUM_REGIONS_KEY) == [[2], [0]]
+    assert ms.int64_steps(data, ms.REGION_TRACK_INDEX_KEY) == [[0, 1], []]
+    assert ms.int64_steps(data, ms.REGION_TIMESTAMP_KEY) == [[0], [40_000]]
+    assert ms.int64_steps(data, "FORWARD_FLOW/image/timestamp") == [[0]]
+    assert ms.int64_steps(data, "no/such/key") == []
+    assert ms.int64_steps(_two_frame_example(("rgb",)), ms.REGION_NUM_REGIONS_KEY) == []
+    # Every int64 key agrees with protobuf's own parse; negative and 64-bit values too.
+    ex = tf.train.SequenceExample.FromString(data)
+    lists = ex.feature_lists.feature_list
+    lists["region/track/index"].feature[1].int64_list.value.extend([-3, 2**62 + 1])
+    data = ex.SerializeToString()
+    for key, steps in lists.items():
+        if steps.feature and steps.feature[0].WhichOneof("kind") == "int64_list":
+            want = [list(f.int64_list.value) for f in steps.feature]
+            assert ms.int64_steps(data, key) == want, key
+    assert ms.int64_steps(data, ms.REGION_TRACK_INDEX_KEY) == [[0, 1], [-3, 2**62 + 1]]
+    with pytest.raises(ValueError, match="POSE/region/point/x: a step holds a bytes or float"):
+        ms.int64_steps(data, ms.POSE_POINT_X_KEY)
+    with pytest.raises(ValueError, match="truncated"):
+        ms.int64_steps(data[:-3], ms.REGION_NUM_REGIONS_KEY)
