@@ -3,8 +3,9 @@
     python benchmarks/pose_bench.py [--sizes 192,256,512,0] [--frames 60] [--cores 1] [VIDEO ...]
 
 For each video (default: the cached sample clips) the frames are decoded at full resolution,
-resampled to 25 fps, and the PoseLandmarker (VIDEO mode, the embedded model unless --pose_model)
-runs on the same frames resized to each shorter side (0 = full resolution). Printed per size:
+resampled to 25 fps, and the pose estimator (the default model unless --pose_model, e.g.
+blazepose_full) runs on the same frames resized to each shorter side (0 = full resolution).
+Printed per size:
 
 - frames/s per core (the process is pinned to --cores cores; MediaPipe's threads share them);
 - persons per frame;
@@ -28,7 +29,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from pipelines import assets, video  # noqa: E402
-from pipelines.pose import PoseEstimator, load_pose_model  # noqa: E402
+from pipelines.pose import create_estimator, load_pose_model  # noqa: E402
 from pipelines.tracking import box_iou  # noqa: E402
 
 SCORE = 0.5
@@ -40,7 +41,7 @@ def run_sizes(model: bytes, frames: list[np.ndarray], sizes: list[int]) -> dict:
     One estimator per size, all fed the same frame in turn, so that every size sees the same
     machine load (this machine is shared); resizing is excluded from the time.
     """
-    estimators = {s: PoseEstimator(model, num_poses=10) for s in sizes}
+    estimators = {s: create_estimator(model, num_poses=10) for s in sizes}
     out = {s: ([], 0.0) for s in sizes}
     for i, frame in enumerate(frames):
         for s in sizes:
@@ -87,10 +88,14 @@ def main() -> int:
     p.add_argument("--sizes", default="160,192,256,320,384,512,0")
     p.add_argument("--frames", type=int, default=60, help="frames per video (25 fps)")
     p.add_argument("--cores", type=int, default=1)
-    p.add_argument("--pose_model", default=None)
+    p.add_argument(
+        "--pose_model", default=None, help="a pose model name or path (default: the default)"
+    )
     args = p.parse_args()
     os.sched_setaffinity(0, set(range(args.cores)))
-    model, _ = load_pose_model(args.pose_model or str(assets.default_pose_model_path()))
+    name = args.pose_model or assets.DEFAULT_POSE_MODEL.name
+    path = str(assets.pose_model_path(name)) if name in assets.POSE_MODELS else name
+    model, _ = load_pose_model(path)
     videos = args.videos or [
         str(assets.sample_video_path(n))
         for n in ("sports2d_demo.mp4", "pose2sim_multi_cam01.mp4", "pose2sim_single_cam03.mp4")

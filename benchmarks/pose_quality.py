@@ -18,8 +18,9 @@ Printed:
    PCK@0.2 on those (`pipelines/pose_eval.py`); median ms per image in `detect`.
 2. Clips (`--clips` folders or video files, plus the cached sample clips unless
    `--no_samples`): the first `--frames` frames of each, at their own rate; per clip the share of
-   frames with a person, persons per frame, and track ids per person-frame run (the job's
-   tracker), median ms per frame.
+   frames with a person, persons per frame, the track ids the job's tracker gives and their
+   ratio to the most persons seen in one frame, median ms per frame; then pooled over all clips
+   (mean ms per frame).
 3. Garbage frames (uniform, noise, blocky decoding glitch, gradient, stripes; 640x360):
    persons reported on each (must be 0).
 
@@ -129,8 +130,12 @@ def _clip_frames(path: str, count: int, short_side: int) -> tuple[list[np.ndarra
 
 def bench_clips(cands: list[Candidate], clips: list[str], count: int, short_side: int) -> None:
     print(f"\n## Clips: the first {count} frames of each\n")
-    print("| model | clip | frames | with a person | persons/frame | ids | ids/run | ms/frame |")
+    print(
+        "| model | clip | frames | with a person | persons/frame | ids | ids per person "
+        "| ms/frame |"
+    )
     print("|---|---|---|---|---|---|---|---|")
+    pooled = {c.label: [0, 0, 0, 0, 0, 0.0] for c in cands}  # frames, found, persons, ids, runs, s
     for path in clips:
         frames, fps = _clip_frames(path, count, short_side)
         ests = {c.label: c.estimator() for c in cands}
@@ -146,17 +151,29 @@ def bench_clips(cands: list[Candidate], clips: list[str], count: int, short_side
         for c in cands:
             ests[c.label].close()
             per_frame = [p.num_people for p in found[c.label]]
-            ids, runs = _track(found[c.label])
+            ids, runs = _track(found[c.label], fps)
+            acc = pooled[c.label]
+            for k, v in enumerate(
+                (len(frames), sum(k > 0 for k in per_frame), sum(per_frame), ids, runs,
+                 sum(times[c.label]))
+            ):  # fmt: skip
+                acc[k] += v
             print(
                 f"| {c.label} | {os.path.basename(path)} | {len(frames)} | "
                 f"{np.mean([k > 0 for k in per_frame]):.0%} | {np.mean(per_frame):.2f} | {ids} | "
                 f"{ids / max(runs, 1):.2f} | {1000 * float(np.median(times[c.label])):.1f} |"
             )
+    for c in cands:
+        n, hit, persons, ids, runs, secs = pooled[c.label]
+        print(
+            f"| {c.label} | all clips | {n} | {hit / n:.0%} | {persons / n:.2f} | {ids} | "
+            f"{ids / max(runs, 1):.2f} | {1000 * secs / n:.1f} (mean) |"
+        )
 
 
-def _track(frames) -> tuple[int, int]:
+def _track(frames, fps: float) -> tuple[int, int]:
     """(track ids the job's tracker gives, most persons seen in one frame)."""
-    tracker = IouTracker()
+    tracker = IouTracker(fps=fps)
     ids: set[int] = set()
     most = 0
     for poses in frames:

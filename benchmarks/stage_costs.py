@@ -5,7 +5,7 @@ clips (or the clips given) and charges each call's process CPU time to its stage
 
 - decode + resize: `pipelines.video.iter_frames` (FFmpeg decode, resampling to --fps, resizing to
   --short_side and to --pose_short_side for the pose estimator, BGR -> RGB);
-- pose: `PoseEstimator.detect` (MediaPipe, all its threads counted) plus duplicate suppression
+- pose: the default estimator's `detect` (all its threads counted) plus duplicate suppression
   and tracking;
 - render: `render.render_poses` with the default style;
 - JPEG encode: the RGB and the pose-rendered frame at --jpeg_quality;
@@ -67,7 +67,7 @@ def measure_clip(path: str, args, model: bytes, presets: list[str]) -> ClipCost:
     from flow import compute_flow, flow_params, quantize_flow, to_gray
     from pipelines import video
     from pipelines.clip import decode_jpeg, encode_jpeg
-    from pipelines.pose import PoseEstimator
+    from pipelines.pose import create_estimator
     from pipelines.tracking import IouTracker, suppress_duplicates
     from render import render_poses
 
@@ -76,7 +76,7 @@ def measure_clip(path: str, args, model: bytes, presets: list[str]) -> ClipCost:
     grays = []
     pose_side = args.short_side if args.pose_short_side == -1 else args.pose_short_side
     frames = video.iter_frames(path, 0, None, args.fps, args.short_side, pose_side)
-    estimator = PoseEstimator(model)  # creation (~0.1 s) is charged to no stage: once per video
+    estimator = create_estimator(model)  # creation is charged to no stage: once per video
     tracker = IouTracker()
     n = 0
     gray_s = 0.0  # grayscale conversion, charged to flow
@@ -298,6 +298,9 @@ def main(argv=None) -> int:
     p.add_argument("--jpeg_quality", type=int, default=90)
     p.add_argument("--flow_jpeg_quality", type=int, default=100)
     p.add_argument("--pose_short_side", type=int, default=384)
+    p.add_argument(
+        "--pose_model", default=None, help="a pose model name or path (default: the default)"
+    )
     p.add_argument("--flow_pairs", type=int, default=6, help="pairs timed per clip and preset")
     p.add_argument("--presets", nargs="+", default=None, help="default: every preset")
     p.add_argument("--kinetics", action="store_true", help="add the Kinetics-600-size estimate")
@@ -329,7 +332,9 @@ def main(argv=None) -> int:
     from pipelines.pose import load_pose_model
 
     presets = args.presets or sorted(FLOW_PRESETS, key=lambda k: k != "reference")
-    model, _ = load_pose_model(str(assets.default_pose_model_path()))
+    name = args.pose_model or assets.DEFAULT_POSE_MODEL.name
+    path = str(assets.pose_model_path(name)) if name in assets.POSE_MODELS else name
+    model, _ = load_pose_model(path)
     clips = args.clips or sample_clips()
     costs = []
     for path in clips:

@@ -206,7 +206,7 @@ class ClipProcessor:
         return _OpenClip(
             builder=ms.SequenceExampleBuilder(ctx, streams),
             start_us=frame.timestamp_us,
-            tracker=IouTracker(),
+            tracker=IouTracker(fps=self.config.fps),
         )
 
     def _add(self, clip: _OpenClip, frame: video.Frame, estimator) -> None:
