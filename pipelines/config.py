@@ -13,7 +13,7 @@ from schemas.media_sequence import ALL_MODALITIES
 
 @dataclasses.dataclass(frozen=True)
 class PreprocessConfig:
-    """Everything that decides what the job writes (DESIGN.md section 10).
+    """Everything that decides what the job writes: the command line, parsed once.
 
     Attributes:
       input: manifest path, local or gs://.

@@ -27,16 +27,11 @@ import os
 
 import numpy as np
 
-COCO17 = (
-    "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
-    "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip",
-    "left_knee", "right_knee", "left_ankle", "right_ankle",
-)  # fmt: skip
-# COCO's per-joint OKS constants (sigmas), in COCO-17 order.
-OKS_SIGMAS = np.array(
-    [0.26, 0.25, 0.25, 0.35, 0.35, 0.79, 0.79, 0.72, 0.72, 0.62, 0.62, 1.07, 1.07, 0.87, 0.87,
-     0.89, 0.89]
-) / 10.0  # fmt: skip
+from pipelines.pose_types import COCO_SIGMAS
+from schemas import media_sequence as ms
+
+COCO17 = ms.COCO17_JOINT_NAMES
+OKS_SIGMAS = COCO_SIGMAS  # COCO's per-joint OKS constants, in COCO-17 order
 FOUND_OKS = 0.3  # a prediction this close (OKS) to an annotated person has found them
 PCK_FRACTION = 0.2  # PCK threshold, as a fraction of the longer side of the person's box
 

@@ -16,7 +16,15 @@ import numbers
 
 import numpy as np
 
-NUM_KEYPOINTS = 17  # COCO-17 keypoints per person
+from schemas import media_sequence as ms
+
+NUM_KEYPOINTS = ms.NUM_JOINTS  # COCO-17 keypoints per person
+# COCO's per-keypoint OKS constants (sigmas: the spread of human annotations, relative to the
+# person's size), in COCO-17 order.
+COCO_SIGMAS = (
+    np.array([26, 25, 25, 35, 35, 79, 79, 72, 72, 62, 62, 107, 107, 87, 87, 89, 89], np.float64)
+    / 1000.0
+)
 
 
 @dataclasses.dataclass(frozen=True)

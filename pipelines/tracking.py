@@ -11,14 +11,7 @@ import numbers
 
 import numpy as np
 
-from pipelines.pose_types import NUM_KEYPOINTS
-
-# COCO keypoint sigmas (the per-keypoint spread of human annotations), in COCO-17 order; they set
-# how far a keypoint may move, relative to the person's size, and still count as the same.
-COCO_SIGMAS = (
-    np.array([26, 25, 25, 35, 35, 79, 79, 72, 72, 62, 62, 107, 107, 87, 87, 89, 89], np.float64)
-    / 1000.0
-)
+from pipelines.pose_types import COCO_SIGMAS, NUM_KEYPOINTS
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
