@@ -522,6 +522,11 @@ def _resolve_pose_model(config: PreprocessConfig) -> tuple[str | None, dict]:
     name = config.pose_model or assets.DEFAULT_POSE_MODEL.name
     if name in assets.POSE_MODELS:
         path = str(assets.pose_model_path(name))
+    elif "://" not in name and not os.path.exists(name):
+        raise ValueError(
+            f"pose_model={name!r}: neither a pose model name ({', '.join(assets.POSE_MODELS)}) "
+            "nor an existing file"
+        )
     else:
         path = name
         name = path.rstrip("/").rsplit("/", 1)[-1]

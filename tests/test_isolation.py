@@ -126,6 +126,25 @@ def test_pose_model_checksum(tmp_path, assets_ready):
     assert not (tmp_path / "o").exists()
 
 
+def test_pose_model_by_name_is_recorded_and_a_wrong_name_refused(tmp_path, assets_ready):
+    from pipelines import assets
+
+    video = write_video(tmp_path / "v.mp4", 5, 10.0)
+    manifest = _manifest(tmp_path, [f"{video},a,,,v"])
+    info = run([f"--input={manifest}", f"--output_dir={tmp_path / 'o'}", "--runner=DirectRunner",
+                "--modalities=rgb,pose", "--pose_model=blazepose_heavy"])  # fmt: skip
+    heavy = assets.BLAZEPOSE_HEAVY
+    assert info["pose_model"] == {
+        "name": "blazepose_heavy", "version": heavy.version, "kind": "mediapipe_pose_landmarker",
+        "sha256": heavy.sha256, "path": "blazepose_heavy",
+    }  # fmt: skip
+    assert info["pose"]["train"]["frames_with_person"] == 0  # gray frames: nobody
+    with pytest.raises(ValueError, match="pose_model='movenet': neither a pose model name"):
+        run([f"--input={manifest}", f"--output_dir={tmp_path / 'p'}", "--runner=DirectRunner",
+             "--pose_model=movenet"])  # fmt: skip
+    assert not (tmp_path / "p").exists()
+
+
 def test_a_row_failing_after_some_clips_leaves_nothing_but_its_failure(tmp_path, assets_ready):
     """Clips are written as they are made; a row that fails later is a failure row only."""
     from pipelines.clip import StageError
