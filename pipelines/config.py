@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 
 from flow.tvl1 import DEFAULT_FLOW_PRESET, FLOW_PRESETS
 from pipelines.manifest import FORMATS
 from render import RenderStyle
 from schemas.media_sequence import ALL_MODALITIES
+
+# Dataset names become file-name prefixes and glob patterns: letters, digits, ".", "_", "-".
+DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+MAX_NUM_POSES = 100  # persons per frame: far above any crowd a pose model reports (MoveNet: 6)
+MAX_NUM_SHARDS = 10_000  # shards per split: 500,000 clips at 50 a shard
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,16 +116,20 @@ class PreprocessConfig:
             bad("manifest_format", f"expected one of {list(FORMATS)}")
         if self.split_number not in (1, 2, 3):
             bad("split_number", "expected 1, 2 or 3")
-        if not self.dataset_name or any(c in self.dataset_name for c in "/\\ \t\n"):
-            bad("dataset_name", "must be non-empty, without slashes or spaces")
+        if not DATASET_NAME.fullmatch(self.dataset_name):
+            bad(
+                "dataset_name",
+                "must be 1-100 of A-Z a-z 0-9 . _ -, starting with a letter or digit "
+                "(it names files and is matched against them)",
+            )
         mods = tuple(self.modalities)
         if not mods or any(m not in ALL_MODALITIES for m in mods) or len(set(mods)) != len(mods):
             bad("modalities", f"expected a non-empty subset of {list(ALL_MODALITIES)}")
         RenderStyle.parse(self.render_style)  # raises naming the bad key or value
         if self.flow_preset not in FLOW_PRESETS:
             bad("flow_preset", f"expected one of {sorted(FLOW_PRESETS)}")
-        if self.num_poses < 1:
-            bad("num_poses", "must be >= 1")
+        if not 1 <= self.num_poses <= MAX_NUM_POSES:
+            bad("num_poses", f"must be in 1..{MAX_NUM_POSES}")
         if not 128 <= self.pose_input_size <= 1024 or self.pose_input_size % 32:
             bad("pose_input_size", "must be a multiple of 32 in [128, 1024]")
         if self.pose_min_score is not None and not (
@@ -137,8 +147,8 @@ class PreprocessConfig:
         for name in ("jpeg_quality", "flow_jpeg_quality"):
             if not 1 <= getattr(self, name) <= 100:
                 bad(name, "must be in 1..100")
-        if self.num_shards < 0:
-            bad("num_shards", "must be >= 0 (0 picks automatically)")
+        if not 0 <= self.num_shards <= MAX_NUM_SHARDS:
+            bad("num_shards", f"must be in 0..{MAX_NUM_SHARDS} (0 picks automatically)")
         if self.threads_per_worker < 0:
             bad("threads_per_worker", "must be >= 0 (0: decided from the runner)")
         for name in ("max_frame_pixels", "max_decoded_frames"):
@@ -159,8 +169,8 @@ class PreprocessConfig:
             bad("clips_per_shard", "must be >= 1")
         if not (math.isfinite(self.max_clip_seconds) and self.max_clip_seconds >= 0):
             bad("max_clip_seconds", "must be >= 0 (0: never cut)")
-        if 0 < self.max_clip_seconds * self.fps < 1:
-            bad("max_clip_seconds", f"holds no frame at fps={self.fps}")
+        if 0 < self.max_clip_frames < 2:
+            bad("max_clip_seconds", f"must hold at least 2 frames at fps={self.fps} (0: never cut)")
 
     @property
     def style(self) -> RenderStyle:

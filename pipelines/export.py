@@ -69,6 +69,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import pickle
 import sys
 from collections.abc import Iterator
@@ -488,6 +489,14 @@ def export(output_dir: str, fmt: str, out: str, split: str | None = None) -> dic
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line; native libraries' log lines are held back (`pipelines.quiet`)."""
+    from pipelines import quiet
+
+    with quiet.native_logs_filtered(verbose=os.environ.get("PERFNET_VERBOSE") == "1"):
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(
         prog="perfnet-export",
         description="Exports the keypoints of finished records as Parquet or MMAction2 pickle.",

@@ -67,13 +67,21 @@ FORMATS = ("auto", "csv", "jsonl", "kinetics", "ucf101", "hmdb51")
 KINETICS_DEFAULT_PATTERN = "{youtube_id}_{time_start:06d}_{time_end:06d}.mp4"
 KINETICS_FIELDS = ("youtube_id", "time_start", "time_end", "label", "split")
 KINETICS_COLUMNS = ("youtube_id", "time_start", "time_end", "split")  # required
-KINETICS_SPLITS = {
+# The split names every format accepts (any case), in one place: csv, jsonl and kinetics.
+SPLIT_NAMES = {
     "train": "train",
     "val": "validation",
+    "valid": "validation",
     "validate": "validation",
     "validation": "validation",
     "test": "test",
 }
+KINETICS_SPLITS = SPLIT_NAMES  # the name earlier code used
+# A time as text: plain ASCII decimal notation (optional sign, digits, fraction, exponent); not
+# what float() also takes (`1_0`, full-width or other Unicode digits, `inf`, `nan`).
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", re.ASCII)
+_EXTRA = ("extra",)  # key of a CSV row's cells beyond the header: not a string, so no JSON key
+_JSON_TYPES = ((bool, "boolean"), (str, "string"), ((int, float), "number"), (list, "array"))
 UCF_CLASS_IND = "classInd.txt"
 UCF_LISTS = (("trainlist", "train"), ("testlist", "validation"))  # (file prefix, split)
 HMDB_SPLITS = {"1": "train", "2": "validation"}  # id 0: not in this split, skipped
@@ -130,13 +138,16 @@ class _Row:
 class _Table:
     """A format's rows, the labels of its default label map, and how to resolve one row.
 
-    build(row, source, label_map, video_root) -> ClipSpec raises ValueError for a bad row;
+    labels: the dataset's own class list (ucf101, hmdb51), whose indices do not depend on which
+    rows fail; None: the default map is made from the labels of the rows kept (csv, jsonl,
+    kinetics). build(row, source, label_map, video_root) -> ClipSpec raises ValueError for a bad
+    row; with label_map None it checks only that the label is non-empty and leaves the index -1.
     hint(row) -> (id, path) names a bad row in its failure.
     """
 
     rows: list[_Row]
-    labels: list[str]
-    build: Callable[[_Row, str, dict, str | None], ClipSpec]
+    labels: list[str] | None
+    build: Callable[[_Row, str, dict | None, str | None], ClipSpec]
     hint: Callable[[_Row], tuple[str, str]]
 
 
@@ -222,7 +233,7 @@ def _rows_csv(path: str, text: str, required: Sequence[str] = ("path", "label"))
                 continue  # blank line
             fields = {k: (v or "").strip() for k, v in rec.items() if k is not None}
             if None in rec:
-                fields["__extra__"] = rec[None]
+                fields[_EXTRA] = rec[None]
             rows.append(_Row(line=reader.line_num, fields=fields, file=path))
     except csv.Error as e:
         raise ManifestError(f"manifest {path!r} line {reader.line_num}: not CSV ({e})") from e
@@ -260,15 +271,28 @@ def _text_rows(path: str, text: str, **fields) -> list[_Row]:
 # ---------------------------------------------------------------------------------------------
 # Field checks shared by the formats.
 # ---------------------------------------------------------------------------------------------
+def _json_type(value) -> str:
+    """The JSON name of a value's type: string, number, boolean, array, object or null."""
+    if value is None:
+        return "null"
+    return next((name for t, name in _JSON_TYPES if isinstance(value, t)), "object")
+
+
 def _seconds(value, name: str) -> float | None:
+    """A time in seconds: a JSON number, or text in plain ASCII decimal notation (CSV cells and
+    JSON strings); None when absent (null, empty). Anything else is refused, naming the type."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
-    if isinstance(value, bool):
-        raise ValueError(f"{name}={value!r} is not a number of seconds")
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ValueError(
+            f"{name}={value!r} is not a number of seconds (found a JSON {_json_type(value)})"
+        )
+    if isinstance(value, str) and not _DECIMAL.fullmatch(value.strip()):
+        raise ValueError(
+            f"{name}={value!r} is not a number of seconds (expected ASCII decimal notation)"
+        )
     try:
         x = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}={value!r} is not a number of seconds") from None
     except OverflowError:  # a JSON integer beyond the float range
         raise ValueError(f"{name}={value!r} is more than {MAX_SECONDS:g} seconds") from None
     if not math.isfinite(x):
@@ -289,12 +313,26 @@ def _window(start: float, end: float | None) -> tuple[int, int | None]:
     return start_us, end_us
 
 
-def _checked_label(label: str, label_map: dict[str, int], empty_hint: str = "") -> str:
+def _split(raw: str) -> str:
+    """A split as written (any case; `val`, `valid`, `validate` are `validation`) -> SPLITS."""
+    split = SPLIT_NAMES.get(raw.strip().lower())
+    if split is None:
+        raise ValueError(f"split={raw!r}: expected one of {list(SPLIT_NAMES)} (any case)")
+    return split
+
+
+def _checked_label(label: str, label_map: dict[str, int] | None, empty_hint: str = "") -> str:
+    """A non-empty label in `label_map`; None: the map is made later from the rows kept."""
     if not label:
         raise ValueError("label is empty" + empty_hint)
-    if label not in label_map:
+    if label_map is not None and label not in label_map:
         raise ValueError(f"label {label!r} is not in the label map")
     return label
+
+
+def _index(label: str, label_map: dict[str, int] | None) -> int:
+    """The label's index, or -1 until the map is made from the rows kept (parse_manifest)."""
+    return -1 if label_map is None else label_map[label]
 
 
 def _stem(path: str) -> str:
@@ -305,8 +343,10 @@ def resolve_path(data_path: str, video_root: str | None) -> str:
     """Joins a relative manifest path to `video_root` (local or gs://).
 
     Without a video root, paths stay as written. With one, every video must lie inside it:
-    `..` that climbs out of it, or an absolute path or URL elsewhere, is an error naming
-    --video_root (a manifest cannot make the job read files the run was not pointed at).
+    `..` that climbs out of it, an absolute path or URL elsewhere, or (local roots) a symbolic
+    link under the root whose target, all links followed, lies outside it, is an error naming
+    --video_root (a manifest cannot make the job read files the run was not pointed at). The
+    path returned is the one written, joined and normalized, not the link's target.
     """
     if not data_path:
         raise ValueError("path is empty")
@@ -327,6 +367,15 @@ def resolve_path(data_path: str, video_root: str | None) -> str:
         root = os.path.normpath(os.path.abspath(video_root))
         path = os.path.normpath(os.path.join(root, data_path))
         inside = path.startswith(root + os.sep)
+        if inside:
+            # Symbolic links inside the root are followed as the decoder would follow them: the
+            # file they lead to must be inside the root too (the root's own links are fine).
+            real, real_root = os.path.realpath(path), os.path.realpath(root)
+            if not real.startswith(real_root.rstrip(os.sep) + os.sep):
+                raise ValueError(
+                    f"path {data_path!r} leads outside --video_root {video_root!r} through a "
+                    f"symbolic link (to {real!r})"
+                )
     if not inside:
         raise ValueError(f"path {data_path!r} points outside --video_root {video_root!r}")
     return path
@@ -353,40 +402,51 @@ def load_label_map(path: str) -> dict[str, int]:
 # csv / jsonl.
 # ---------------------------------------------------------------------------------------------
 def _text(value) -> str:
-    """A field as text: None (JSON null, or absent) is empty; anything else its str, stripped."""
+    """A field as text, for naming a row: None (JSON null, or absent) is empty; anything else
+    its str, stripped."""
     return "" if value is None else str(value).strip()
+
+
+def _string(fields: dict, name: str) -> str:
+    """A text field, stripped: a string, or "" when absent or JSON null. Another JSON type (a
+    number, a boolean, an array, an object) is refused, naming the field and the type found:
+    `["a"]` is no class name and `123` no path."""
+    value = fields.get(name)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ValueError(f"{name}={value!r}: expected a string, found a JSON {_json_type(value)}")
+    return value.strip()
 
 
 def _generic_table(path: str, text: str, fmt: str) -> _Table:
     rows = _rows_jsonl(path, text) if fmt == "jsonl" else _rows_csv(path, text)
-    labels = sorted({_text(r.fields.get("label")) for r in rows} - {""})
 
     def hint(row: _Row) -> tuple[str, str]:
         data_path = _text(row.fields.get("path"))
         return _text(row.fields.get("id")) or data_path, data_path
 
-    return _Table(rows, labels, _generic_spec, hint)
+    return _Table(rows, None, _generic_spec, hint)
 
 
 def _generic_spec(row: _Row, source: str, label_map, video_root) -> ClipSpec:
     f = row.fields
-    if "__extra__" in f:
-        raise ValueError(f"more fields than the header has: {f['__extra__']!r}")
-    data_path = _text(f.get("path"))
-    label = _checked_label(_text(f.get("label")), label_map)
-    split = _text(f.get("split")) or "train"
-    if split not in SPLITS:
-        raise ValueError(f"split={split!r}: expected one of {list(SPLITS)}")
+    if _EXTRA in f:
+        raise ValueError(f"more fields than the header has: {f[_EXTRA]!r}")
+    data_path = _string(f, "path")
+    label = _checked_label(_string(f, "label"), label_map)
+    split = _split(_string(f, "split") or "train")
+    media_id = _string(f, "id")
     start = _seconds(f.get("start"), "start") or 0.0
     start_us, end_us = _window(start, _seconds(f.get("end"), "end"))
     path = resolve_path(data_path, video_root)
-    media_id = _text(f.get("id")) or _stem(path)
+    media_id = media_id or _stem(path)
     return ClipSpec(
         media_id=media_id,
         path=path,
         data_path=data_path,
         label=label,
-        label_index=label_map[label],
+        label_index=_index(label, label_map),
         start_us=start_us,
         end_us=end_us,
         split=split,
@@ -431,19 +491,16 @@ def _kinetics_table(path: str, text: str, pattern: str) -> _Table:
     names = kinetics_pattern_fields(pattern)
     trimmed = bool(names & {"time_start", "time_end"})
     rows = _rows_csv(path, text, required=KINETICS_COLUMNS)
-    labels = sorted({r.fields.get("label", "") for r in rows} - {""})
 
     def build(row: _Row, source: str, label_map, video_root) -> ClipSpec:
         f = row.fields
-        if "__extra__" in f:
-            raise ValueError(f"more fields than the header has: {f['__extra__']!r}")
+        if _EXTRA in f:
+            raise ValueError(f"more fields than the header has: {f[_EXTRA]!r}")
         youtube_id = f.get("youtube_id", "")
         if not youtube_id or "/" in youtube_id or "\\" in youtube_id:
             raise ValueError(f"youtube_id={youtube_id!r}: expected a non-empty id without slashes")
         raw_split = f.get("split", "")
-        split = KINETICS_SPLITS.get(raw_split.lower())
-        if split is None:
-            raise ValueError(f"split={raw_split!r}: expected one of {list(KINETICS_SPLITS)}")
+        split = _split(raw_split)
         start = _seconds(f.get("time_start"), "time_start")
         end = _seconds(f.get("time_end"), "time_end")
         if start is None or end is None:
@@ -470,7 +527,7 @@ def _kinetics_table(path: str, text: str, pattern: str) -> _Table:
             path=resolve_path(data_path, video_root),
             data_path=data_path,
             label=label,
-            label_index=label_map[label],
+            label_index=_index(label, label_map),
             start_us=start_us,
             end_us=end_us,
             split=split,
@@ -480,7 +537,7 @@ def _kinetics_table(path: str, text: str, pattern: str) -> _Table:
     def hint(row: _Row) -> tuple[str, str]:
         return str(row.fields.get("youtube_id", "")), ""
 
-    return _Table(rows, labels, build, hint)
+    return _Table(rows, None, build, hint)
 
 
 def _looks_like_kinetics(text: str) -> bool:
@@ -567,7 +624,7 @@ def _ucf_table(path: str, split_number: int) -> _Table:
             path=resolve_path(data_path, video_root),
             data_path=data_path,
             label=label,
-            label_index=label_map[label],
+            label_index=_index(label, label_map),
             start_us=0,
             end_us=None,
             split=row.fields["split"],
@@ -617,7 +674,7 @@ def _hmdb_table(path: str, split_number: int) -> _Table:
             path=resolve_path(data_path, video_root),
             data_path=data_path,
             label=label,
-            label_index=label_map[label],
+            label_index=_index(label, label_map),
             start_us=0,
             end_us=None,
             split=HMDB_SPLITS[tokens[1]],
@@ -654,6 +711,10 @@ def detect_format(path: str) -> str:
     return "csv"
 
 
+DEFAULT_FPS = 25.0  # PreprocessConfig's defaults: frames per second, and the cut (30 s)
+DEFAULT_MAX_CLIP_FRAMES = 750
+
+
 def parse_manifest(
     path: str,
     manifest_format: str = "auto",
@@ -662,6 +723,8 @@ def parse_manifest(
     strict: bool = False,
     file_pattern: str = "",
     split_number: int = 1,
+    max_clip_frames: int = DEFAULT_MAX_CLIP_FRAMES,
+    fps: float = DEFAULT_FPS,
 ) -> tuple[list[ClipSpec], list[Failure], dict[str, int]]:
     """Reads a manifest into clip specs.
 
@@ -671,13 +734,17 @@ def parse_manifest(
       manifest_format: one of FORMATS.
       video_root: prefix for relative video paths.
       label_map: explicit {label: index}; every label a row uses must be in it (else that row
-        fails). None builds one from the manifest: its labels sorted by name (csv, jsonl,
-        kinetics, hmdb51) or classInd.txt (ucf101), so the same classes give the same indices
-        on every run and machine.
+        fails). None builds one: for csv, jsonl and kinetics the labels of the rows kept (not of
+        the rows that fail here), sorted by name; for ucf101 classInd.txt and for hmdb51 the
+        class names of the split files, sorted (the datasets' own class lists, whatever rows
+        fail). The same rows give the same indices on every run and machine.
       strict: raise ManifestError on the first bad row instead of recording it.
       file_pattern: kinetics only: the video file name made from a row ("" for
         KINETICS_DEFAULT_PATTERN); see the module docstring for trimmed versus full videos.
       split_number: ucf101 and hmdb51 only: which official split (1, 2 or 3).
+      max_clip_frames, fps: how the job cuts windows into clips (`PreprocessConfig`'s
+        `max_clip_frames` and `fps`; 0 frames: never cut), for `refuse_colliding_clips`: a row
+        whose clips would share an example id with an earlier row's is a failure.
 
     Returns:
       (specs in manifest order, failures for bad rows in manifest order, the label map used).
@@ -710,31 +777,151 @@ def parse_manifest(
         table = _kinetics_table(path, text, file_pattern)
     else:
         table = _generic_table(path, text if text is not None else _read_text(path), fmt)
-    if label_map is None:
-        label_map = {label: i for i, label in enumerate(table.labels)}
-    specs: list[ClipSpec] = []
-    failures: list[Failure] = []
-    seen: dict[str, str] = {}
+    if label_map is None and table.labels is not None:
+        label_map = default_label_map(table.labels)
+    # Each row: its spec or its error, in manifest order.
+    built: list[tuple[_Row, ClipSpec | None, str]] = []
     for row in table.rows:
         source = f"{_basename(row.file)}:{row.line}"
         try:
-            spec = table.build(row, source, label_map, video_root)
-            key = f"{spec.media_id}_{spec.start_us}"  # the example id of its first clip
-            if key in seen:
-                raise ValueError(f"duplicate clip id {key!r} (first at {seen[key]})")
-            seen[key] = source
+            built.append((row, table.build(row, source, label_map, video_root), ""))
         except ValueError as e:
+            built.append((row, None, str(e)))
+    clashes = _collisions([spec for _, spec, _ in built if spec], max_clip_frames, fps)
+    specs: list[ClipSpec] = []
+    failures: list[Failure] = []
+    for row, spec, error in built:
+        error = error or clashes.get(id(spec), "")
+        if error:
             if strict:
-                raise ManifestError(f"manifest {row.file!r} line {row.line}: {e}") from e
+                raise ManifestError(f"manifest {row.file!r} line {row.line}: {error}")
+            source = f"{_basename(row.file)}:{row.line}"
             row_id, data_path = table.hint(row)
             failures.append(
                 Failure(
-                    id=row_id or source, path=data_path, stage="manifest", error=f"{source}: {e}"
+                    id=row_id or source,
+                    path=data_path,
+                    stage="manifest",
+                    error=f"{source}: {error}",
                 )
             )
             continue
         specs.append(spec)
+    if label_map is None:  # labels of the rows kept only
+        label_map = default_label_map({s.label for s in specs})
+        specs = [dataclasses.replace(s, label_index=label_map[s.label]) for s in specs]
     return specs, failures, label_map
+
+
+def default_label_map(labels: Iterable[str]) -> dict[str, int]:
+    """The default label map of a set of labels: sorted by name, indices from 0."""
+    return {label: i for i, label in enumerate(sorted(set(labels)))}
+
+
+# ---------------------------------------------------------------------------------------------
+# Clip ids: unique by refusing the rows that would repeat one.
+# ---------------------------------------------------------------------------------------------
+def clip_starts(spec: ClipSpec, max_clip_frames: int, fps: float) -> tuple[int, int | None]:
+    """How the job cuts a row's window into clips: (step, count).
+
+    Output frame k of a window has the time `start_us + round(k * 1e6 / fps)` (pipelines.video),
+    and a clip is closed after `max_clip_frames` frames (pipelines.clip), so clip j starts at
+    `start_us + round(j * max_clip_frames * 1e6 / fps)` and its example id is
+    `<media_id>_<that time>`. `count` is the number of clips of a window with a known end (at
+    most: a video that ends early makes fewer), None for a window to the end of the video (not
+    known before decoding); with max_clip_frames 0 (never cut) there is one clip, at the start.
+    `step` is the number of frames per clip (0: never cut).
+    """
+    if not max_clip_frames:
+        return 0, 1
+    if spec.end_us is None:
+        return max_clip_frames, None
+    period = MICROS / fps
+    length = spec.end_us - spec.start_us
+    frames = max(1, math.ceil(length / period))
+    while frames > 1 and int(round((frames - 1) * period)) >= length:
+        frames -= 1
+    while int(round(frames * period)) < length:
+        frames += 1
+    return max_clip_frames, -(-frames // max_clip_frames)
+
+
+def _clash(first: ClipSpec, later: ClipSpec, max_clip_frames: int, fps: float) -> str:
+    """Why `later`'s clips would repeat an example id of `first`'s (same media id), or ""."""
+    early, late = sorted((first, later), key=_start)
+    step, count_a = clip_starts(early, max_clip_frames, fps)
+    d = late.start_us - early.start_us
+    cid = f"{late.media_id}_{late.start_us}"
+    if d == 0:
+        return f"duplicate clip id {cid!r} (first at {first.source})"
+    if not step:
+        return ""
+    period = MICROS / fps
+    span = step * period  # microseconds between clip starts
+    # Clip n of `early` starts at late.start_us when round(n * step * period) == d; when `span`
+    # is a whole number of microseconds that offset is the same for every later pair of clips,
+    # so clip 0 of `late` decides. Otherwise rounding can move an offset by up to 1 us: refuse
+    # when some clip could land within 1 us (conservative).
+    exact = abs(span - round(span)) < 1e-6
+    for n in {math.floor(d / span), math.ceil(d / span)}:
+        if n < 1 or (count_a is not None and n >= count_a):
+            continue
+        if int(round(n * step * period)) == d:
+            return (
+                f"duplicate clip id {cid!r} (first at {first.source}): the windows of "
+                f"{late.media_id!r} starting at {early.start_us / MICROS:g} s and "
+                f"{late.start_us / MICROS:g} s are both cut into clips every {span / MICROS:g} s "
+                "(--max_clip_seconds), and clip ids are the media id and the clip start"
+            )
+        if not exact and abs(n * span - d) <= 1:
+            return (
+                f"clip ids may repeat those of {first.source}: the windows of "
+                f"{late.media_id!r} starting at {early.start_us / MICROS:g} s and "
+                f"{late.start_us / MICROS:g} s are both cut into clips every {span / MICROS:g} s "
+                "(--max_clip_seconds), whose starts come within 1 us of each other"
+            )
+    return ""  # (clip 0 of `late` always exists: a window holds at least one frame)
+
+
+def _start(spec: ClipSpec) -> int:
+    return spec.start_us
+
+
+def _collisions(specs: Sequence[ClipSpec], max_clip_frames: int, fps: float) -> dict[int, str]:
+    """{id(spec): reason} for each spec whose clips would repeat an example id of an earlier
+    kept spec (manifest order); the first of two colliding rows is kept."""
+    kept: dict[str, list[ClipSpec]] = {}
+    refused: dict[int, str] = {}
+    for spec in specs:
+        others = kept.setdefault(spec.media_id, [])
+        reason = next((r for o in others if (r := _clash(o, spec, max_clip_frames, fps))), "")
+        if reason:
+            refused[id(spec)] = reason
+        else:
+            others.append(spec)
+    return refused
+
+
+def refuse_colliding_clips(
+    specs: Sequence[ClipSpec], max_clip_frames: int, fps: float
+) -> tuple[list[ClipSpec], list[Failure]]:
+    """Specs whose clips all have example ids no earlier spec's clips have, and a `manifest`
+    failure (naming the earlier row) for each of the others, both in the order given.
+
+    Clip ids are `<media_id>_<clip start>`; a window is cut every `max_clip_frames` frames at
+    `fps` (`clip_starts`), so two rows of one media collide when one's clip starts include the
+    other's first clip start: e.g. 0-60 s and 30-40 s with 30 s clips, 0-1 s and 0.4-0.8 s with
+    0.4 s clips, 0 s to the end and 60-70 s. Decided for every pair, with or without an end time,
+    before any video is read. `parse_manifest` applies it (with its max_clip_frames and fps).
+    """
+    refused = _collisions(specs, max_clip_frames, fps)
+    kept = [s for s in specs if id(s) not in refused]
+    failures = [
+        Failure(id=s.media_id, path=s.data_path, stage="manifest", error=f"{s.source}: {r}")
+        for s in specs
+        if (r := refused.get(id(s)))
+    ]
+    return kept, failures
 
 
 def splits_of(specs: Iterable[ClipSpec]) -> dict[str, int]:

@@ -14,6 +14,8 @@ and the final shards are byte for byte those of an uninterrupted run.
 
 `.parts/run.json` records the settings that decide the records (sizes, rates, modalities, pose
 model, rendering, flow); a run with other settings is refused instead of mixing records.
+`run.json` also lists the files outside `.parts/` the job wrote (`own_files`), recorded before it
+writes them: the only ones it ever deletes; in `.parts/` it deletes only `own_part_files`.
 """
 
 from __future__ import annotations
@@ -21,22 +23,29 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 
 from pipelines import output
 from pipelines.failures import Failure
 from pipelines.manifest import ClipSpec
 
-PARTS_DIR = ".parts"
+PARTS_DIR = output.STATE_DIR
 RUN_FILE = "run.json"
 META_SUFFIX = ".meta.json"
 FAILURE_SUFFIX = ".failure.json"
 RECORDS_SUFFIX = ".tfrecord"
+# The names the job gives its part files (and their temporary names while being written).
+_PART_FILE = re.compile(r"[0-9a-f]{24}(\.tfrecord|\.meta\.json|\.failure\.json)(\.tmp)?\Z")
 
 
 def input_key(spec: ClipSpec) -> str:
-    """A 24-hex-digit digest of the row's fields that decide its records (not its line)."""
+    """A 24-hex-digit digest of the row's own fields that decide its records: media id, paths,
+    label *name*, window, split. Not its line, and not its label index: the index depends on
+    the other rows (a new class shifts the sorted map), so it is set in each record when the
+    shards are built, and a row keeps its part when unrelated rows change."""
     fields = dataclasses.asdict(spec)
     fields.pop("source")
+    fields.pop("label_index")
     text = json.dumps(fields, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
 
@@ -51,6 +60,14 @@ def _path(output_dir: str, key: str, suffix: str) -> str:
 
 def records_path(output_dir: str, key: str) -> str:
     return _path(output_dir, key, RECORDS_SUFFIX)
+
+
+def own_part_files(output_dir: str) -> list[str]:
+    """The files of `.parts/` the job writes: parts and `run.json` (not the own-files list nor
+    the lock, nor anything else found there)."""
+    paths = output.list_files(output.join(parts_dir(output_dir), "*"))
+    names = {p.rsplit("/", 1)[-1]: p for p in paths}
+    return sorted(p for n, p in names.items() if _PART_FILE.match(n) or n == RUN_FILE)
 
 
 def write_done(output_dir: str, key: str, spec: ClipSpec, records) -> dict:
@@ -118,6 +135,26 @@ def done_keys(output_dir: str) -> set[str]:
     return {n.rsplit("/", 1)[-1][: -len(META_SUFFIX)] for n in names}
 
 
+OWN_FILES = "own_files"  # the key in run.json of the job's own files (not a setting)
+
+
+def read_own_files(output_dir: str) -> set[str] | None:
+    """The relative paths of the files the job recorded as its own; None without a list."""
+    path = output.join(parts_dir(output_dir), RUN_FILE)
+    if not output.FileSystems.exists(path):
+        return None
+    own = output.read_json(path).get(OWN_FILES)
+    return None if own is None else set(own)
+
+
+def write_own_files(output_dir: str, names) -> None:
+    """Replaces the list in run.json (atomically: written under a temporary name, renamed)."""
+    path = output.join(parts_dir(output_dir), RUN_FILE)
+    run = output.read_json(path)
+    run[OWN_FILES] = sorted(set(names))
+    output.write_text(path, json.dumps(run, sort_keys=True))
+
+
 def check_run(output_dir: str, settings: dict) -> bool:
     """True if `.parts/` holds parts made with these settings; False if it holds none.
 
@@ -128,6 +165,7 @@ def check_run(output_dir: str, settings: dict) -> bool:
     if not output.FileSystems.exists(path):
         return False
     old = output.read_json(path)
+    old.pop(OWN_FILES, None)
     changed = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
     if changed:
         diffs = ", ".join(f"{k}: {old.get(k)!r} -> {settings.get(k)!r}" for k in changed)
@@ -138,7 +176,7 @@ def check_run(output_dir: str, settings: dict) -> bool:
     return True
 
 
-def start_run(output_dir: str, settings: dict) -> None:
-    output.write_text(
-        output.join(parts_dir(output_dir), RUN_FILE), json.dumps(settings, sort_keys=True)
-    )
+def start_run(output_dir: str, settings: dict, own_files=()) -> None:
+    """Writes run.json: the settings, and the files the job has written or is about to write."""
+    run = {**settings, OWN_FILES: sorted(set(own_files))}
+    output.write_text(output.join(parts_dir(output_dir), RUN_FILE), json.dumps(run, sort_keys=True))

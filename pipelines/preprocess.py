@@ -18,6 +18,8 @@ import json
 import logging
 import os
 import platform
+import posixpath
+import signal
 import sys
 import threading
 import time
@@ -33,7 +35,7 @@ from apache_beam.options.pipeline_options import (
 )
 
 from flow import FLOW_PRESETS, flow_params
-from pipelines import output, parts
+from pipelines import output, parts, quiet
 from pipelines.clip import clip_id
 from pipelines.config import PreprocessConfig
 from pipelines.failures import Failure
@@ -175,6 +177,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="most seconds for one manifest row; a row that takes longer becomes a failure row",
     )
     p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show the native libraries' log lines (TensorFlow, absl, gRPC, LiteRT) and Beam's",
+    )
+    p.add_argument(
+        "--log_file",
+        default=None,
+        help="append the native libraries' log lines here instead of dropping them",
+    )
+    p.add_argument(
         "--threads_per_worker",
         type=int,
         default=0,
@@ -246,6 +258,8 @@ class ProcessVideoFn(beam.DoFn):
     def setup(self):
         from pipelines.clip import ClipProcessor
 
+        _die_with_parent()
+
         threads = self._config.threads_per_worker
         if threads:
             import cv2
@@ -280,6 +294,41 @@ class ProcessVideoFn(beam.DoFn):
         frames = sum(c["frames"] for c in meta["clips"])
         ms = int(1000 * (time.perf_counter() - t0) / frames) if frames else 0
         yield DONE, key, {"clips": len(meta["clips"]), "frames": frames, "ms_per_frame": ms}
+
+
+_WATCHING_PARENT = 0  # the pid of the process watching its parent (a fork inherits it)
+
+
+def _die_with_parent() -> None:
+    """Ends this worker process soon after the process that started it ends.
+
+    A worker runs one row at a time in a subprocess of the launcher (`use_subprocess=True`);
+    a launcher killed with SIGKILL would leave it running, and then blocked on its pipe forever.
+    A daemon thread checks every 0.5 s whether the worker was re-parented, and if so kills it.
+    (Linux's PR_SET_PDEATHSIG is not used: it fires when the *thread* that started the worker
+    ends, and the runner's threads come and go.) A worker whose parent is already gone at start
+    (re-parented to init) ends at once; one re-parented to a subreaper before it starts is not
+    caught until its parent changes again.
+    """
+    global _WATCHING_PARENT
+    if _WATCHING_PARENT == os.getpid():
+        return
+    parent = os.getppid()
+    if parent == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        print(
+            f"perfnet-preprocess: worker {os.getpid()}: its parent {parent} is gone; exiting",
+            file=sys.stderr,
+            flush=True,
+        )
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
+    _WATCHING_PARENT = os.getpid()
 
 
 class _ProcessingError(Exception):
@@ -369,7 +418,7 @@ class CollectPartFn(beam.DoFn):
         yield beam.pvalue.TaggedOutput(DONE, key)
         n = self._num_shards[spec.split]
         for offset, clip in zip(parts.record_offsets(meta), meta["clips"]):
-            entry = (clip["id"], key, offset, clip)
+            entry = (clip["id"], key, offset, clip, spec.label_index)
             yield (spec.split, output.shard_of(clip["id"], n)), entry
 
 
@@ -389,14 +438,20 @@ class WriteShardFn(beam.DoFn):
         )
 
         frames_with_person = 0
+        written = 0
 
         def records():
             # One record in memory at a time, read by its offset in its part; a row's clips are
-            # usually adjacent (their ids share a prefix), so each part file is opened once.
-            nonlocal frames_with_person
+            # usually adjacent (their ids share a prefix), so each part file is opened once. The
+            # class index is set here: a part does not depend on the other rows' labels.
+            nonlocal frames_with_person, written
             for key, run in itertools.groupby(entries, key=lambda e: e[1]):
+                run = list(run)
                 path = parts.records_path(self._output_dir, key)
-                for data in output.read_tfrecords_at(path, [e[2] for e in run]):
+                offsets = [e[2] for e in run]
+                for entry, data in zip(run, output.read_tfrecords_at(path, offsets), strict=True):
+                    data = ms.with_label_index(data, entry[4])
+                    written += len(data)
                     # Counted from the record as written: the same on a resumed run.
                     steps = ms.int64_steps(data, ms.REGION_NUM_REGIONS_KEY)
                     frames_with_person += sum(1 for n in steps if n and n[0] > 0)
@@ -412,7 +467,7 @@ class WriteShardFn(beam.DoFn):
             "persons": sum(c["persons"] for c in clips),
             "frames_with_person": frames_with_person,
             "duration_us": sum(c["duration_us"] for c in clips),
-            "bytes": sum(c["bytes"] for c in clips),
+            "bytes": written,
         }
 
 
@@ -439,14 +494,22 @@ def _write_info(_, shards, done, failures, static_info, output_dir, num_shards, 
             "num_shards": n,
             "shards": names,
         }
+    # Shards of an earlier run of this job that the current shard count does not name: only
+    # those the own-files list names, never a file the job did not write.
     keep = {output.join(output_dir, name) for s in splits.values() for name in s["shards"]}
+    own = parts.read_own_files(output_dir) or set()
     stale = [
-        path
-        for path in output.list_files(output.join(output_dir, "*", f"{dataset_name}-*-of-*"))
-        if path not in keep
+        name
+        for name in sorted(own)
+        if "/" in name
+        and output.is_shard_name(name.rsplit("/", 1)[-1])
+        and output.join(output_dir, name) not in keep
     ]
     if stale:
-        output.FileSystems.delete(stale)
+        paths = output.existing(output_dir, stale)
+        if paths:
+            output.FileSystems.delete(paths)
+        parts.write_own_files(output_dir, own - set(stale))
     by_stage: dict[str, int] = {}
     for stage in failures:
         by_stage[stage] = by_stage.get(stage, 0) + 1
@@ -533,6 +596,12 @@ def _resolve_pose_model(config: PreprocessConfig) -> tuple[str | None, dict]:
         for suffix in (".task", ".tflite"):
             name = name[: -len(suffix)] if name.endswith(suffix) else name
     model, sha = load_pose_model(path)
+    built = assets.POSE_MODELS.get(config.pose_model or assets.DEFAULT_POSE_MODEL.name)
+    if built is not None and sha != built.sha256:
+        raise ValueError(
+            f"pose model {path!r}: sha256 is {sha}, the set-up step pins {built.sha256}; "
+            "rebuild it with `python -m pipelines.assets fetch`"
+        )
     if config.pose_model_sha256 and sha != config.pose_model_sha256:
         raise ValueError(
             f"pose_model={path!r}: sha256 is {sha}, --pose_model_sha256 says "
@@ -577,28 +646,73 @@ def record_settings(config: PreprocessConfig, pose_sha256: str) -> dict:
     return settings
 
 
-def _prepare_output(config: PreprocessConfig, settings: dict) -> bool:
-    """Readies output_dir; True when it resumes earlier parts made with the same settings."""
-    info = output.join(config.output_dir, output.DATASET_INFO)
+def _prepare_output(
+    config: PreprocessConfig, settings: dict, num_shards: dict[str, int], lock: output.OutputLock
+) -> bool:
+    """Takes the lock and readies output_dir; True when it resumes earlier parts made with the
+    same settings.
+
+    The job deletes only files it wrote itself: those `.parts/run.json` lists (recorded there
+    before the job writes them) and its part files. A file it did not write, at a name it would
+    write (a shard, the failures file, dataset_info.json), is refused rather than replaced.
+    """
+    lock.acquire()  # one job per directory: refused here, before anything is changed
+    out = config.output_dir
+    info = output.join(out, output.DATASET_INFO)
+    failures = posixpath.join(output.FAILURES_DIR, f"{output.FAILURES_PREFIX}-00000-of-00001.jsonl")
+    planned = {output.DATASET_INFO, failures} | {
+        posixpath.join(split, output.shard_name(config.dataset_name, i, n))
+        for split, n in num_shards.items()
+        for i in range(n)
+    }
+    own = parts.read_own_files(out)
+    if own is None:
+        own = _own_files_before_the_list(out, planned)
     if config.overwrite:
-        old = output.list_files(output.join(config.output_dir, "*", f"{config.dataset_name}-*"))
-        old += output.list_files(output.join(config.output_dir, output.FAILURES_DIR, "*"))
-        old += output.list_files(output.join(parts.parts_dir(config.output_dir), "*"))
-        old += [info] if output.FileSystems.exists(info) else []
+        old = output.existing(out, own) + parts.own_part_files(out)
         if old:
             output.FileSystems.delete(old)
-        resume = False
+        own, resume = set(), False
     else:
-        resume = parts.check_run(config.output_dir, settings)
+        resume = parts.check_run(out, settings)
         if not resume and output.FileSystems.exists(info):
             raise FileExistsError(
-                f"output_dir={config.output_dir!r} already holds a finished run without its "
+                f"output_dir={out!r} already holds a finished run without its "
                 "parts (.parts/); pass --overwrite to replace it or choose another directory"
             )
-        if output.FileSystems.exists(info):
-            output.FileSystems.delete([info])  # present again only when this run completes
-    parts.start_run(config.output_dir, settings)
+    foreign = [output.relative(out, p) for p in output.existing(out, planned - own)]
+    if foreign:
+        more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
+        raise FileExistsError(
+            f"output_dir={out!r} holds {foreign[0]!r}{more}, which this job would write but did "
+            "not write; move it away or choose another directory"
+        )
+    parts.start_run(out, settings, own | planned)
+    if output.FileSystems.exists(info):
+        output.FileSystems.delete([info])  # present again only when this run completes
     return resume
+
+
+def _own_files_before_the_list(out: str, planned: set[str]) -> set[str]:
+    """The job's files in a directory written before the own-files list existed: the shards and
+    failures its dataset_info.json names, and, where it holds a run's parts, the shards and
+    failures file at the names this run writes."""
+    own: set[str] = set()
+    info = output.join(out, output.DATASET_INFO)
+    if output.FileSystems.exists(info):
+        try:
+            desc = output.read_json(info)
+            own = {name for split in desc["splits"].values() for name in split["shards"]}
+            own |= {
+                output.relative(out, p)
+                for p in output.list_files(output.join(out, desc["failures"]))
+            }
+            own.add(output.DATASET_INFO)
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            LOG.warning("%s: not a dataset description (%s); none of its files deleted", info, e)
+    if output.FileSystems.exists(output.join(parts.parts_dir(out), parts.RUN_FILE)):
+        own |= {n for n in planned if n != output.DATASET_INFO}
+    return {n for n in own if isinstance(n, str) and ".." not in n.split("/")}
 
 
 def _stage_specs(config: PreprocessConfig, specs: list[ClipSpec], name: str) -> str:
@@ -664,6 +778,27 @@ def run(argv: list[str] | None = None) -> dict:
     settings) are not processed again; the shards are rebuilt from the parts of every row.
     """
     config, options = parse_args(argv)
+    _check_inputs_exist(config)  # a typo in a path is reported before anything heavy runs
+    # One job per output directory, from before any work until the end, however it ends.
+    dry_run = options.view_as(TestOptions).dry_run
+    with output.OutputLock(config.output_dir, enabled=not dry_run) as lock:
+        return _run(config, options, lock)
+
+
+def _check_inputs_exist(config: PreprocessConfig) -> None:
+    """Raises FileNotFoundError or ValueError naming the flag when the manifest or the label map
+    is missing or a directory, or the output directory is a file."""
+    for flag, path in (("input", config.input), ("label_map", config.label_map)):
+        if path and not output.FileSystems.exists(path):
+            raise FileNotFoundError(f"--{flag}={path!r}: no such file")
+        if path and "://" not in path and os.path.isdir(path):
+            raise ValueError(f"--{flag}={path!r}: a directory, expected a file")
+    out = config.output_dir
+    if "://" not in out and os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(f"--output_dir={out!r}: a file, expected a directory (or a new path)")
+
+
+def _run(config: PreprocessConfig, options: PipelineOptions, lock: output.OutputLock) -> dict:
     config = dataclasses.replace(config, threads_per_worker=_threads_per_worker(config, options))
     label_map = load_label_map(config.label_map) if config.label_map else None
     pose_path, pose_info = _resolve_pose_model(config)
@@ -676,15 +811,18 @@ def run(argv: list[str] | None = None) -> dict:
         strict=config.strict_manifest,
         file_pattern=config.file_pattern,
         split_number=config.split_number,
+        max_clip_frames=config.max_clip_frames,
+        fps=config.fps,
     )
     _check_remote_paths(config, specs, options)
     dry_run = options.view_as(TestOptions).dry_run
     # A dry run builds and translates the job only: it leaves output_dir as it is.
-    resumed = not dry_run and _prepare_output(config, record_settings(config, pose_sha))
-    done = parts.done_keys(config.output_dir) if resumed else set()
-    todo = [s for s in specs if parts.input_key(s) not in done]
     per_split = splits_of(specs)
     num_shards = {split: config.shards_for(n) for split, n in per_split.items()}
+    settings = record_settings(config, pose_sha)
+    resumed = not dry_run and _prepare_output(config, settings, num_shards, lock)
+    done = parts.done_keys(config.output_dir) if resumed else set()
+    todo = [s for s in specs if parts.input_key(s) not in done]
     all_rows = _stage_specs(config, specs, "rows")
     todo_rows = _stage_specs(config, todo, "todo")
     pose_path = _stage_model(config, options, pose_path, pose_sha)
@@ -714,7 +852,8 @@ def run(argv: list[str] | None = None) -> dict:
     )
 
     runner = options.view_as(StandardOptions).runner or "DirectRunner"
-    with _Progress(config.output_dir, len(todo), enabled=runner in LOCAL_RUNNERS):
+    todo_keys = {parts.input_key(s) for s in todo}
+    with _Progress(config.output_dir, todo_keys, enabled=runner in LOCAL_RUNNERS):
         with beam.Pipeline(options=options) as p:
             processed, dead = (
                 p
@@ -795,12 +934,14 @@ def run(argv: list[str] | None = None) -> dict:
 
 class _Progress:
     """A progress line every `every_s` seconds on local runs: inputs done of total, frames/s,
-    ETA. Counts the parts that appear in output_dir, so it needs nothing from the runner."""
+    ETA. Counts the parts of this run's rows (`keys`) that appear in output_dir, each row once,
+    so it needs nothing from the runner and never counts an earlier run's parts."""
 
-    def __init__(self, output_dir: str, total: int, enabled: bool, every_s: float = 15.0):
+    def __init__(self, output_dir: str, keys: set[str], enabled: bool, every_s: float = 15.0):
         self._dir = parts.parts_dir(output_dir)
-        self._total = total
-        self._enabled = enabled and total > 0
+        self._keys = set(keys)
+        self._total = len(self._keys)
+        self._enabled = enabled and self._total > 0
         self._every = every_s
         self._stop = threading.Event()
         self._thread = None
@@ -830,17 +971,21 @@ class _Progress:
 
     def line(self) -> str:
         for path in output.list_files(output.join(self._dir, "*.json")):
-            if path in self._seen or path.endswith(parts.RUN_FILE):
-                continue
-            self._seen.add(path)
-            if path.endswith(parts.FAILURE_SUFFIX):
+            name = path.rsplit("/", 1)[-1]
+            ends = (parts.META_SUFFIX, parts.FAILURE_SUFFIX)
+            suffix = next((x for x in ends if name.endswith(x)), "")
+            key = name[: -len(suffix)] if suffix else ""
+            if key not in self._keys or key in self._seen:
+                continue  # another run's part, run.json, or a row already counted
+            self._seen.add(key)
+            if suffix == parts.FAILURE_SUFFIX:
                 self._failed += 1
             else:
                 self._frames += sum(c["frames"] for c in output.read_json(path)["clips"])
         done = len(self._seen)
         elapsed = time.monotonic() - self._start
         rate = self._frames / elapsed if elapsed > 0 else 0.0
-        eta = elapsed / done * (self._total - done) if done else float("nan")
+        eta = max(0.0, elapsed / done * (self._total - done)) if done else float("nan")
         eta_text = "?" if eta != eta else f"{int(eta // 60)}m{int(eta % 60):02d}s"
         return (
             f"progress: {done}/{self._total} inputs ({self._failed} failed), "
@@ -880,11 +1025,17 @@ def main(argv: list[str] | None = None) -> int:
     # Dataflow: the job id, the console link and the job's state changes.
     logging.getLogger("apache_beam.runners.dataflow").setLevel(logging.INFO)
     argv = sys.argv[1:] if argv is None else argv
+    flags, _ = build_parser().parse_known_args(argv)
     try:
-        config, _ = parse_args(argv)
-        info = run(argv)
+        with quiet.native_logs_filtered(flags.verbose, flags.log_file):
+            config, _ = parse_args(argv)
+            info = run(argv)
     except (ValueError, FileNotFoundError, FileExistsError, ManifestError) as e:
         print(f"perfnet-preprocess: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a full disk, a read-only or vanished directory: the job's, not a row's
+        where = f"{e.filename!r}: " if e.filename else ""
+        print(f"perfnet-preprocess: error: {where}{e.strerror or e}", file=sys.stderr)
         return 2
     if info.get("dry_run"):
         print(f"dry run: the job was built and translated, not run; output_dir {config.output_dir}")

@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
 import re
 import sys
 
@@ -622,6 +623,14 @@ def preview(
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line; native libraries' log lines are held back (`pipelines.quiet`)."""
+    from pipelines import quiet
+
+    with quiet.native_logs_filtered(verbose=os.environ.get("PERFNET_VERBOSE") == "1"):
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(
         prog="perfnet-preview",
         description="Writes PNG contact sheets of one record: its streams and every variant.",

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 
 import numpy as np
@@ -419,6 +420,14 @@ def _table(stats: dict[str, Stats], failures: list[dict], num_violations: int, p
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line; native libraries' log lines are held back (`pipelines.quiet`)."""
+    from pipelines import quiet
+
+    with quiet.native_logs_filtered(verbose=os.environ.get("PERFNET_VERBOSE") == "1"):
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="perfnet-validate", description=__doc__.split("\n")[0])
     parser.add_argument("output_dir")
     parser.add_argument("--max_violations", type=int, default=20, help="violations to print")

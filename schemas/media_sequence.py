@@ -634,3 +634,27 @@ def check_schema_version(version) -> int:
             "upgrade the package to read these records"
         )
     return version
+
+
+def with_label_index(record: bytes, label_index: int) -> bytes:
+    """`record` with `clip/label/index` set to `label_index`: the bytes the builder makes with
+    that index. Only the context (field 1, first and small) is re-serialized; the feature lists
+    are copied as they are. Lets the job set class indices when it builds the shards, so that a
+    part (made once per row) does not depend on the other rows' labels.
+
+    Raises:
+      ValueError: `record` is not a SequenceExample whose context comes first.
+    """
+    import tensorflow as tf
+
+    buf = memoryview(record)
+    fields = list(_wire_fields(buf, 0, len(buf)))
+    if not fields or fields[0][:2] != (1, 2):
+        raise ValueError("not a SequenceExample with its context first")
+    start, end = fields[0][2]
+    context = tf.train.Features.FromString(bytes(buf[start:end]))
+    if list(context.feature[CLIP_LABEL_INDEX_KEY].int64_list.value) == [label_index]:
+        return record
+    context.feature[CLIP_LABEL_INDEX_KEY].CopyFrom(_ints([label_index]))
+    new = context.SerializeToString(deterministic=True)
+    return _field(1, len(new)) + new + bytes(buf[end:])

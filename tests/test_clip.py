@@ -86,9 +86,21 @@ def test_config_errors_name_the_field():
         ({"dataset_name": "a/b"}, "dataset_name='a/b'"),
         ({"max_clip_seconds": -1}, "max_clip_seconds=-1"),
         ({"num_poses": 0}, "num_poses=0"),
+        # Bounds a real job stays inside (a 3e9-person or 100,000-shard run is a typo).
+        ({"num_poses": 3_000_000_000}, r"num_poses=3000000000: must be in 1..100"),
+        ({"num_shards": 100_000}, r"num_shards=100000: must be in 0..10000"),
+        ({"max_clip_seconds": 0.04}, r"max_clip_seconds=0.04: must hold at least 2 frames"),
+        ({"dataset_name": "*"}, r"dataset_name='\*': must be 1-100 of"),
+        ({"dataset_name": "-x"}, "dataset_name='-x'"),
+        ({"dataset_name": "a" * 101}, "dataset_name='aaaa"),
+        ({"pose_input_size": 300}, "pose_input_size=300"),
+        ({"pose_min_score": 1.5}, "pose_min_score=1.5"),
     ]:
         with pytest.raises(ValueError, match=field):
             _config(**kw)
+    for name in ("k600", "ucf-101_split1", "A.b"):  # what users name datasets
+        assert _config(dataset_name=name).dataset_name == name
+    assert _config(num_poses=100, num_shards=10_000, max_clip_seconds=0.08).num_shards == 10_000
     with pytest.raises(ValueError, match="marker"):
         _config(render_style="marker=stars")
 

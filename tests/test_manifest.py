@@ -44,21 +44,23 @@ def test_csv_rows_resolve_paths_windows_and_labels(tmp_path):
     assert ClipSpec.from_json(specs[0].to_json()) == specs[0]
 
 
-def test_jsonl_null_and_number_fields(tmp_path):
+def test_jsonl_null_fields_and_fields_of_the_wrong_type(tmp_path):
     rows = [
         {"path": "a.mp4", "label": None},
         {"path": "b.mp4", "label": 3, "id": 0},
         {"path": "c.mp4", "label": "run", "split": None, "start": True},
+        {"path": "d.mp4", "label": "run", "split": None, "id": None, "start": None, "end": 2},
     ]
     path = _write(tmp_path, "m.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     specs, failures, labels = parse_manifest(path)
-    assert labels == {"3": 0, "run": 1}  # a null label is no class
-    assert [(s.media_id, s.label, s.label_index, s.split) for s in specs] == [
-        ("0", "3", 0, "train")
+    assert labels == {"run": 0}  # a null label is no class; the labels of failed rows are none
+    assert [(s.media_id, s.label, s.label_index, s.split, s.end_us) for s in specs] == [
+        ("d", "run", 0, "train", 2_000_000)
     ]
     assert [f.error for f in failures] == [
         "m.jsonl:1: label is empty",
-        "m.jsonl:3: start=True is not a number of seconds",
+        "m.jsonl:2: label=3: expected a string, found a JSON number",
+        "m.jsonl:3: start=True is not a number of seconds (found a JSON boolean)",
     ]
 
 
@@ -169,7 +171,7 @@ def test_kinetics_trimmed_files_default_pattern(tmp_path):
          "reversed"),
         ("neg", "", "manifest", "kinetics400_train.csv:8: time_start='-1' is negative"),
         ("spl", "", "manifest", "kinetics400_train.csv:9: split='holdout': expected one of "
-         "['train', 'val', 'validate', 'validation', 'test']"),
+         "['train', 'val', 'valid', 'validate', 'validation', 'test'] (any case)"),
         ("half", "", "manifest", "kinetics400_train.csv:10: file_pattern="
          "'{youtube_id}_{time_start:06d}_{time_end:06d}.mp4' cannot name this row: Unknown format "
          "code 'd' for object of type 'float'"),
