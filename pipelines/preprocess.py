@@ -42,6 +42,8 @@ from pipelines.failures import Failure
 from pipelines.manifest import (
     ClipSpec,
     ManifestError,
+    default_label_map,
+    detect_format,
     label_names,
     load_label_map,
     parse_manifest,
@@ -415,10 +417,10 @@ class CollectPartFn(beam.DoFn):
                 raise RuntimeError(f"row {spec.source} ({spec.data_path}) has no part: not run")
             yield beam.pvalue.TaggedOutput(FAILED, failure)
             return
-        yield beam.pvalue.TaggedOutput(DONE, key)
+        yield beam.pvalue.TaggedOutput(DONE, (key, spec.label))
         n = self._num_shards[spec.split]
         for offset, clip in zip(parts.record_offsets(meta), meta["clips"]):
-            entry = (clip["id"], key, offset, clip, spec.label_index)
+            entry = (clip["id"], key, offset, clip, spec.label)
             yield (spec.split, output.shard_of(clip["id"], n)), entry
 
 
@@ -430,7 +432,7 @@ class WriteShardFn(beam.DoFn):
         self._dataset_name = dataset_name
         self._num_shards = num_shards
 
-    def process(self, element):
+    def process(self, element, label_map: dict[str, int]):
         (split, shard), entries = element
         entries = sorted(entries)  # by clip id: the same file on every run and runner
         path = output.shard_path(
@@ -450,7 +452,7 @@ class WriteShardFn(beam.DoFn):
                 path = parts.records_path(self._output_dir, key)
                 offsets = [e[2] for e in run]
                 for entry, data in zip(run, output.read_tfrecords_at(path, offsets), strict=True):
-                    data = ms.with_label_index(data, entry[4])
+                    data = ms.with_label_index(data, label_map[entry[4]])
                     written += len(data)
                     # Counted from the record as written: the same on a resumed run.
                     steps = ms.int64_steps(data, ms.REGION_NUM_REGIONS_KEY)
@@ -471,7 +473,16 @@ class WriteShardFn(beam.DoFn):
         }
 
 
-def _write_info(_, shards, done, failures, static_info, output_dir, num_shards, dataset_name):
+def final_label_map(labels: list[str], fixed: dict[str, int] | None) -> dict[str, int]:
+    """The label map of the records: `fixed` (an explicit map, or a dataset's official class
+    list) if given, else the labels of the rows written, sorted by name (`default_label_map`):
+    a label whose every row failed is not a class."""
+    return dict(fixed) if fixed is not None else default_label_map(labels)
+
+
+def _write_info(
+    _, shards, done, failures, label_map, static_info, output_dir, num_shards, dataset_name
+):
     """Writes dataset_info.json once every shard is written; fills in empty shards and removes
     shards of an earlier run that the current shard count no longer names."""
     splits = {}
@@ -514,6 +525,8 @@ def _write_info(_, shards, done, failures, static_info, output_dir, num_shards, 
     for stage in failures:
         by_stage[stage] = by_stage.get(stage, 0) + 1
     info = dict(static_info)
+    info["labels"] = label_names(label_map)
+    info["num_classes"] = len(label_map)
     info["splits"] = splits
     if ms.MODALITY_POSE in static_info["modalities"]:
         info["pose"] = {
@@ -815,6 +828,12 @@ def _run(config: PreprocessConfig, options: PipelineOptions, lock: output.Output
         fps=config.fps,
     )
     _check_remote_paths(config, specs, options)
+    # Official class lists and explicit maps are kept whatever rows fail; otherwise the classes
+    # are the labels of the rows written (`final_label_map`, once every row is processed).
+    fmt = (
+        detect_format(config.input) if config.manifest_format == "auto" else config.manifest_format
+    )
+    fixed_labels = label_map if (config.label_map or fmt in ("ucf101", "hmdb51")) else None
     dry_run = options.view_as(TestOptions).dry_run
     # A dry run builds and translates the job only: it leaves output_dir as it is.
     per_split = splits_of(specs)
@@ -884,11 +903,20 @@ def _run(config: PreprocessConfig, options: PipelineOptions, lock: output.Output
                     processed=beam.pvalue.AsSingleton(count),
                 ).with_outputs(FAILED, DONE, main="entries")
             )
+            labels = (
+                collected[DONE]
+                | "DoneLabels" >> beam.Map(lambda key_label: key_label[1])
+                | "LabelList" >> beam.combiners.ToList()
+                | "LabelMap" >> beam.Map(final_label_map, fixed=fixed_labels)
+            )
             shards = (
                 collected.entries
                 | "GroupShards" >> beam.GroupByKey()
                 | "WriteShards"
-                >> beam.ParDo(WriteShardFn(config.output_dir, config.dataset_name, num_shards))
+                >> beam.ParDo(
+                    WriteShardFn(config.output_dir, config.dataset_name, num_shards),
+                    label_map=beam.pvalue.AsSingleton(labels),
+                )
             )
             failures = (
                 collected[FAILED],
@@ -912,6 +940,7 @@ def _run(config: PreprocessConfig, options: PipelineOptions, lock: output.Output
                     _write_info,
                     shards=beam.pvalue.AsList(shards),
                     done=beam.pvalue.AsList(collected[DONE]),
+                    label_map=beam.pvalue.AsSingleton(labels),
                     failures=beam.pvalue.AsList(failures | "Stages" >> beam.Map(lambda f: f.stage)),
                     static_info=static_info,
                     output_dir=config.output_dir,

@@ -370,3 +370,22 @@ def test_a_new_class_processes_only_its_row_and_reindexes_the_shards(tmp_path, a
     for shard in info["splits"]["train"]["shards"]:
         assert (out / shard).read_bytes() == (fresh / shard).read_bytes()
     assert parts.done_keys(str(out)) == parts.done_keys(str(fresh))
+
+
+def test_a_label_whose_every_row_fails_in_processing_is_not_a_class(tmp_path, assets_ready):
+    from pipelines.preprocess import run
+    from tests.conftest import write_video
+
+    good = write_video(tmp_path / "good.mp4", 4, 25.0)
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video at all")
+    manifest = _write(tmp_path, "m.csv", f"path,label\n{broken},aaa\n{good},b\n")
+    info = run([f"--input={manifest}", f"--output_dir={tmp_path / 'o'}",
+                "--runner=DirectRunner", "--modalities=rgb"])  # fmt: skip
+    assert info["inputs"]["written"] == 1 and info["inputs"]["failed"] == 1
+    assert (info["labels"], info["num_classes"]) == (["b"], 1)
+    # An explicit label map is kept whatever fails.
+    label_map = _write(tmp_path, "labels.json", json.dumps(["aaa", "b"]))
+    info = run([f"--input={manifest}", f"--output_dir={tmp_path / 'p'}", f"--label_map={label_map}",
+                "--runner=DirectRunner", "--modalities=rgb"])  # fmt: skip
+    assert (info["labels"], info["num_classes"]) == (["aaa", "b"], 2)
