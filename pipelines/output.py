@@ -190,6 +190,15 @@ def read_json(path: str) -> dict:
         return json.loads(f.read().decode("utf-8"))
 
 
+def read_failure_rows(output_dir: str) -> list[dict]:
+    """The failure rows (`failures/*.jsonl`) of a finished output directory, in file order."""
+    rows = []
+    for path in list_files(join(output_dir, FAILURES_DIR, "*.jsonl")):
+        with FileSystems.open(path) as f:
+            rows += [json.loads(line) for line in f.read().decode().splitlines() if line.strip()]
+    return rows
+
+
 def list_files(pattern: str) -> list[str]:
     """Paths matching a glob pattern, sorted."""
     result = FileSystems.match([pattern])[0]

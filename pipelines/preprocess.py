@@ -19,6 +19,7 @@ import logging
 import os
 import platform
 import posixpath
+import re
 import signal
 import sys
 import threading
@@ -958,7 +959,28 @@ def _run(config: PreprocessConfig, options: PipelineOptions, lock: output.Output
     output.FileSystems.delete([all_rows, todo_rows])
     if info["inputs"]["written"] + info["inputs"]["failed"] != info["inputs"]["rows"]:
         raise RuntimeError(f"inputs do not add up: {info['inputs']}")
+    _raise_on_output_errors(config.output_dir)
     return info
+
+
+# Write errors that are the output directory's, not an input's: the job ends with exit status 2.
+_OUTPUT_ERRORS = re.compile(
+    r"No space left on device|Disk quota exceeded|Read-only file system|Permission denied"
+)
+
+
+def _raise_on_output_errors(output_dir: str) -> None:
+    """Raises OSError when rows failed because the output could not be written (a full disk, a
+    read-only directory): a job-level problem, reported as such; the rows written are kept and
+    the failed ones are tried again by the next run."""
+    rows = output.read_failure_rows(output_dir)
+    hit = [r for r in rows if r.get("stage") == "process" and _OUTPUT_ERRORS.search(r["error"])]
+    if hit:
+        reason = _OUTPUT_ERRORS.search(hit[0]["error"]).group(0)
+        raise OSError(
+            f"{len(hit)} of the rows could not be written to --output_dir={output_dir!r} "
+            f"({reason}); the rows written are kept: fix it and run the same command again"
+        )
 
 
 class _Progress:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 
@@ -388,11 +387,7 @@ def check_flow(
 
 
 def _failures(output_dir: str) -> list[dict]:
-    rows = []
-    for path in output.list_files(output.join(output_dir, output.FAILURES_DIR, "*.jsonl")):
-        with output.FileSystems.open(path) as f:
-            rows += [json.loads(line) for line in f.read().decode().splitlines() if line.strip()]
-    return rows
+    return output.read_failure_rows(output_dir)
 
 
 def _table(stats: dict[str, Stats], failures: list[dict], num_violations: int, pose: bool) -> str:

@@ -2,24 +2,56 @@
 
 Frames are decoded one at a time with OpenCV's FFmpeg backend (rotation metadata applied) and
 yielded as soon as they are selected, so memory holds one or two decoded frames, never the clip.
+PyAV (`av`) reads what OpenCV does not expose: the container's duration and start time, and the
+display matrix of the first frame (to see a mirror).
 
 Resampling rule (by timestamp): output frame k of a window starting at `start_us` has the time
 `t_k = start_us + round(k * 1e6 / fps)`, and shows the source frame on screen at `t_k`, i.e. the
 last source frame whose presentation timestamp is <= t_k (the first frame if t_k precedes every
 frame).
 Output frames run while `t_k < end_us`, where `end_us` defaults to the end of the last source frame.
+
+Timing rules (nothing lost, nothing destroyed, nothing silent):
+
+- Every frame FFmpeg decodes and would show is kept and timed by its presentation timestamp,
+  relative to the stream's start (a 100 s start offset is time 0). Frames hidden by an edit list
+  (the pre-roll of a stream-copy cut) are not shown by FFmpeg and are not counted.
+- Timestamps that go back (or repeat): the frames are kept in decode order, as FFmpeg shows them;
+  each frame whose timestamp is not after the previous frame's is re-timed to one declared frame
+  interval after it, and the frames that follow keep their spacing (an offset, as FFmpeg applies
+  to the discontinuities of MPEG-TS). A warning names the video and the first such frame.
+- Timestamps that jump forward by more than `MAX_GAP_US` (10 s) or 10 declared frame intervals,
+  whichever is longer, where the gap reaches into the window: `VideoError` ("timestamps jump
+  forward by 400.0 s after frame 14"). Filling such a gap would repeat one frame for minutes.
+- Truncation: when the stream ends before the window does, the end of the last frame (its
+  timestamp plus one frame interval) is compared with the container's duration (for Matroska,
+  whose duration counts from time 0, the duration less the start offset where that is shorter);
+  more than max(2 frame intervals, 1 %) short is `VideoError` "... (truncated or corrupt)". A
+  trimmed file (edit list, start offset, variable rate with gaps) is not a truncated file. Only
+  where the container declares no duration is the frame count compared, with the same slack.
+- Paths that are not regular files (a named pipe, a device, a socket) are refused before they are
+  opened, so a FIFO cannot hold a worker; a directory is "not a readable video file".
+- A display matrix with a mirror (negative determinant): OpenCV would apply only its rotation
+  part (an upside-down frame for a horizontal flip with 90 or 180 degrees); the frames are
+  transformed as FFmpeg's own autorotation does (transpose, flip) instead.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
+import os
+import stat
 from collections.abc import Iterator, Sequence
 
+import av
 import cv2
 import numpy as np
 
 MICROS = 1_000_000
+MAX_GAP_US = 10 * MICROS  # longest forward jump between consecutive timestamps (see above)
+_log = logging.getLogger(__name__)
 
 
 class VideoError(Exception):
@@ -216,7 +248,30 @@ def _image_kind(path: str) -> str | None:
     return next((kind for sig, kind in _IMAGE_SIGNATURES if head.startswith(sig)), None)
 
 
+_FILE_KINDS = (
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _check_regular(path: str) -> None:
+    """Refuses paths that are not regular files before anything opens them (opening a FIFO
+    blocks until a writer comes). A directory gets the 'not a readable video file' message."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return  # OpenCV reports it
+    if stat.S_ISDIR(mode):
+        raise VideoError(f"cannot open video {path!r}: not a readable video file (a directory)")
+    if not stat.S_ISREG(mode):
+        kind = next((k for test, k in _FILE_KINDS if test(mode)), "not a regular file")
+        raise VideoError(f"video {path!r} is {kind}, not a regular file: refused unread")
+
+
 def _open(path: str):
+    _check_regular(path)
     kind = _image_kind(path)
     if kind is not None:
         raise VideoError(f"file {path!r} is a {kind} image, not a video")
@@ -225,6 +280,79 @@ def _open(path: str):
         cap.release()
         raise VideoError(f"cannot open video {path!r}: not a readable video file")
     return cap
+
+
+@dataclasses.dataclass(frozen=True)
+class _Container:
+    """What PyAV reads of the container: duration and video stream start, microseconds (None
+    where unknown), and the 2x2 part of the first frame's display matrix (None: none)."""
+
+    duration_us: int | None = None
+    start_us: int = 0
+    matrix: tuple[int, int, int, int] | None = None
+
+    @property
+    def mirrored(self) -> bool:
+        if self.matrix is None:
+            return False
+        a, b, c, d = self.matrix
+        return a * d - b * c < 0
+
+    def expected_end_us(self) -> int | None:
+        """The stream's end relative to its first timestamp, where the container knows it."""
+        d = self.duration_us
+        if d is None or d <= 0:
+            return None
+        if 0 < d - self.start_us < d:  # Matroska: the duration counts from time 0
+            return d - self.start_us
+        return d
+
+
+def _container(path: str) -> _Container:
+    """Reads the container with PyAV; anything PyAV cannot read stays unknown."""
+    try:
+        with av.open(path) as c:
+            if not c.streams.video:
+                return _Container()
+            s = c.streams.video[0]
+            start = 0
+            if s.start_time is not None and s.time_base is not None:
+                start = max(0, int(round(s.start_time * s.time_base * MICROS)))
+            duration = c.duration if c.duration and c.duration > 0 else None
+            matrix = None
+            for frame in c.decode(s):
+                for sd in frame.side_data:
+                    if sd.type.name == "DISPLAYMATRIX" and len(bytes(sd)) >= 36:
+                        m = np.frombuffer(bytes(sd)[:36], "<i4")
+                        matrix = (int(m[0]), int(m[1]), int(m[3]), int(m[4]))
+                break
+            return _Container(duration_us=duration, start_us=start, matrix=matrix)
+    except Exception:  # noqa: BLE001 - PyAV's errors are many; OpenCV's reading still applies
+        return _Container()
+
+
+def _mirror_transform(matrix: tuple[int, int, int, int]):
+    """The transform of a decoded (unrotated) frame for a display matrix, as FFmpeg's
+    autorotation inserts it (fftools: transpose, hflip, vflip by the matrix's rotation)."""
+    a, b, c, d = matrix  # m[0], m[1], m[3], m[4]
+    s0, s1 = math.hypot(a, c), math.hypot(b, d)
+    theta = round(math.degrees(math.atan2(b / s1, a / s0))) % 360 if s0 and s1 else 0
+    if abs(theta - 90) < 1:
+        if c > 0:
+            return lambda f: np.ascontiguousarray(f.transpose(1, 0, 2))  # cclock_flip
+        return lambda f: cv2.rotate(f, cv2.ROTATE_90_CLOCKWISE)
+    if abs(theta - 270) < 1:
+        if c < 0:
+            return lambda f: np.ascontiguousarray(f[::-1, ::-1].transpose(1, 0, 2))  # clock_flip
+        return lambda f: cv2.rotate(f, cv2.ROTATE_90_COUNTERCLOCKWISE)
+    if abs(theta - 180) < 1:
+        ops = (1 if a < 0 else None, 0 if d < 0 else None)
+    else:
+        ops = (None, 0 if d < 0 else None)
+    axes = tuple(x for x in ops if x is not None)
+    if not axes:
+        return None
+    return lambda f: np.ascontiguousarray(np.flip(f, axes))
 
 
 def _info(cap, path: str) -> VideoInfo:
@@ -280,20 +408,32 @@ def iter_frames(
         max_frames = limits.max_decoded_frames if limits is not None else 0
         max_us = limits.max_duration_us if limits is not None else 0
         sizes = (short_side, pose_short_side)
-        yield from _stream(cap, info, path, start_us, end_us, fps, sizes, max_frames, max_us)
+        meta = _container(path)
+        turn = None
+        if meta.mirrored:  # OpenCV would apply the rotation part only
+            cap.set(cv2.CAP_PROP_ORIENTATION_AUTO, 0)
+            turn = _mirror_transform(meta.matrix)
+        yield from _stream(
+            cap, info, meta, turn, path, start_us, end_us, fps, sizes, max_frames, max_us
+        )
     finally:
         cap.release()
 
 
 def _stream(
-    cap, info: VideoInfo, path, start_us, end_us, fps, sizes, max_frames, max_us
-) -> Iterator[Frame]:
+    cap, info: VideoInfo, meta: _Container, turn, path, start_us, end_us, fps, sizes, max_frames,
+    max_us,
+) -> Iterator[Frame]:  # fmt: skip
     period = MICROS / fps
     src_period = MICROS / info.fps if info.fps > 0 else period
+    step = max(1, int(round(src_period)))  # re-timing step after a backward jump
+    max_gap = max(MAX_GAP_US, 10 * step)
     k = 0  # next output frame
     prev: list | None = None  # [bgr, pts_us, index, made frames] of the last frame read
     index = -1
     emitted = 0
+    offset = 0  # added to the timestamps after a backward jump (see the module docstring)
+    warned = False
 
     def target(k: int) -> int:
         t = start_us + int(round(k * period))
@@ -318,10 +458,32 @@ def _stream(
             )
         if min(bgr.shape[:2]) < 1 or bgr.ndim != 3:
             raise VideoError(f"video {path!r}: frame {index} has no pixels ({bgr.shape})")
+        if turn is not None:
+            bgr = turn(bgr)
         pts_ms = cap.get(cv2.CAP_PROP_POS_MSEC)
-        pts = int(round(pts_ms * 1000)) if pts_ms > 0 or index == 0 else int(index * src_period)
+        raw = int(round(pts_ms * 1000)) if pts_ms > 0 or index == 0 else int(index * src_period)
+        pts = raw + offset
         if prev is not None and pts <= prev[1]:
-            pts = prev[1] + 1  # containers with broken timestamps: keep them increasing
+            # Back (or repeated): kept in decode order, one frame interval after the previous.
+            if not warned:
+                _log.warning(
+                    "video %r: timestamps go back at frame %d (%.3f s after %.3f s); the frames "
+                    "are kept in decode order and re-timed to follow each other",
+                    path, index, pts / MICROS, prev[1] / MICROS,
+                )  # fmt: skip
+                warned = True
+            offset += prev[1] + step - pts
+            pts = prev[1] + step
+        elif prev is not None and pts - prev[1] > max_gap:
+            gap_start, gap_end = prev[1], pts
+            if gap_end > start_us and (end_us is None or gap_start < end_us):
+                gap, frm, to = (gap_end - gap_start) / MICROS, gap_start / MICROS, gap_end / MICROS
+                raise VideoError(
+                    f"video {path!r}: timestamps jump forward by {gap:.1f} s after frame "
+                    f"{index - 1} (from {frm:.3f} s to {to:.3f} s; at most "
+                    f"{max_gap / MICROS:.1f} s between frames can be timed): a spliced or live "
+                    "recording, not resampled"
+                )
         # Output frames whose time falls before this frame's pts show the previous frame.
         while prev is not None and target(k) < pts and (end_us is None or target(k) < end_us):
             yield _make_frame(prev, target(k), sizes)
@@ -342,17 +504,34 @@ def _stream(
             k += 1
     if index < 0:
         raise VideoError(f"video {path!r}: no frame could be decoded")
-    declared = info.frame_count
-    if not window_ended and declared > 0 and index + 1 < declared - max(2, declared // 100):
-        raise VideoError(
-            f"video {path!r} ends after {index + 1} of the {declared} frames its container "
-            "declares (truncated or corrupt)"
-        )
+    if not window_ended:
+        _check_complete(path, info, meta, index + 1, prev[1] + int(round(src_period)), src_period)
     if emitted == 0:
         raise VideoError(
             f"video {path!r}: the window [{start_us / MICROS:.3f}s, "
             f"{'end' if end_us is None else f'{end_us / MICROS:.3f}s'}) holds no frame "
             f"(the video has {index + 1} frames, about {(prev[1] + src_period) / MICROS:.3f}s)"
+        )
+
+
+def _check_complete(path, info: VideoInfo, meta: _Container, decoded, last_end_us, src_period):
+    """VideoError if the stream ended well before the container says it does (the truncation
+    rule in the module docstring)."""
+    expected = meta.expected_end_us()
+    if expected is not None:
+        slack = max(2 * src_period, expected / 100)
+        if last_end_us < expected - slack:
+            raise VideoError(
+                f"video {path!r} ends at {last_end_us / MICROS:.3f} s after {decoded} frames, "
+                f"before the {expected / MICROS:.3f} s its container declares (truncated or "
+                "corrupt)"
+            )
+        return
+    declared = info.frame_count
+    if declared > 0 and decoded < declared - max(2, declared // 100):
+        raise VideoError(
+            f"video {path!r} ends after {decoded} of the {declared} frames its container "
+            "declares (truncated or corrupt)"
         )
 
 

@@ -130,3 +130,29 @@ def test_progress_counts_this_runs_rows_once(tmp_path):
     line = progress.line()
     assert line.startswith("progress: 2/2 inputs (")
     assert "ETA 0m00s" in line and "-" not in line.split("ETA")[1]
+
+
+def test_a_full_disk_ends_the_job_with_one_line_and_keeps_the_record(tmp_path, assets_ready):
+    tiny = tmp_path / "tiny"
+    tiny.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(tiny)],
+                             capture_output=True)  # fmt: skip
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        video = assets.sample_video_path("sports2d_demo.mp4")
+        manifest = tmp_path / "m.csv"
+        manifest.write_text(f"path,label,start,end\n{video},a,0,0.4\n")
+        proc = _cli(f"--input={manifest}", f"--output_dir={tiny / 'out'}", "--modalities=rgb")
+        assert proc.returncode == 2, proc.stderr
+        last = proc.stderr.strip().splitlines()[-1]
+        assert last == (
+            f"perfnet-preprocess: error: 1 of the rows could not be written to "
+            f"--output_dir='{tiny / 'out'}' (No space left on device); the rows written are "
+            "kept: fix it and run the same command again"
+        )
+        assert "Traceback" not in proc.stderr
+        rows = output.read_failure_rows(str(tiny / "out"))
+        assert [r["stage"] for r in rows] == ["process"]  # recorded: the next run retries it
+    finally:
+        subprocess.run(["umount", str(tiny)], capture_output=True)
