@@ -20,7 +20,6 @@ import os
 import platform
 import posixpath
 import re
-import signal
 import sys
 import threading
 import time
@@ -36,7 +35,7 @@ from apache_beam.options.pipeline_options import (
 )
 
 from flow import FLOW_PRESETS, flow_params
-from pipelines import output, parts, quiet
+from pipelines import output, parts, quiet, watchdog
 from pipelines.clip import clip_id
 from pipelines.config import PreprocessConfig
 from pipelines.failures import Failure
@@ -261,7 +260,7 @@ class ProcessVideoFn(beam.DoFn):
     def setup(self):
         from pipelines.clip import ClipProcessor
 
-        _die_with_parent()
+        watchdog.die_with_launcher()
 
         threads = self._config.threads_per_worker
         if threads:
@@ -297,41 +296,6 @@ class ProcessVideoFn(beam.DoFn):
         frames = sum(c["frames"] for c in meta["clips"])
         ms = int(1000 * (time.perf_counter() - t0) / frames) if frames else 0
         yield DONE, key, {"clips": len(meta["clips"]), "frames": frames, "ms_per_frame": ms}
-
-
-_WATCHING_PARENT = 0  # the pid of the process watching its parent (a fork inherits it)
-
-
-def _die_with_parent() -> None:
-    """Ends this worker process soon after the process that started it ends.
-
-    A worker runs one row at a time in a subprocess of the launcher (`use_subprocess=True`);
-    a launcher killed with SIGKILL would leave it running, and then blocked on its pipe forever.
-    A daemon thread checks every 0.5 s whether the worker was re-parented, and if so kills it.
-    (Linux's PR_SET_PDEATHSIG is not used: it fires when the *thread* that started the worker
-    ends, and the runner's threads come and go.) A worker whose parent is already gone at start
-    (re-parented to init) ends at once; one re-parented to a subreaper before it starts is not
-    caught until its parent changes again.
-    """
-    global _WATCHING_PARENT
-    if _WATCHING_PARENT == os.getpid():
-        return
-    parent = os.getppid()
-    if parent == 1:
-        os.kill(os.getpid(), signal.SIGKILL)
-
-    def watch():
-        while os.getppid() == parent:
-            time.sleep(0.5)
-        print(
-            f"perfnet-preprocess: worker {os.getpid()}: its parent {parent} is gone; exiting",
-            file=sys.stderr,
-            flush=True,
-        )
-        os.kill(os.getpid(), signal.SIGKILL)
-
-    threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
-    _WATCHING_PARENT = os.getpid()
 
 
 class _ProcessingError(Exception):
@@ -793,10 +757,20 @@ def run(argv: list[str] | None = None) -> dict:
     """
     config, options = parse_args(argv)
     _check_inputs_exist(config)  # a typo in a path is reported before anything heavy runs
-    # One job per output directory, from before any work until the end, however it ends.
-    dry_run = options.view_as(TestOptions).dry_run
-    with output.OutputLock(config.output_dir, enabled=not dry_run) as lock:
-        return _run(config, options, lock)
+    # Processes started under this job (Beam's SDK workers in multi_processing mode, the row
+    # workers) end with it (`pipelines.watchdog`).
+    before = os.environ.get(watchdog.LAUNCHER_ENV)
+    os.environ[watchdog.LAUNCHER_ENV] = str(os.getpid())
+    try:
+        # One job per output directory, from before any work until the end, however it ends.
+        dry_run = options.view_as(TestOptions).dry_run
+        with output.OutputLock(config.output_dir, enabled=not dry_run) as lock:
+            return _run(config, options, lock)
+    finally:
+        if before is None:
+            os.environ.pop(watchdog.LAUNCHER_ENV, None)
+        else:
+            os.environ[watchdog.LAUNCHER_ENV] = before
 
 
 def _check_inputs_exist(config: PreprocessConfig) -> None:

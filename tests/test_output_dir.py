@@ -185,19 +185,33 @@ def test_an_unsafe_dataset_name_is_refused(tmp_path):
     assert _tree(out / "train") == shards
 
 
-def test_a_worker_dies_with_its_launcher(tmp_path):
+def _descendants(pid: int) -> list[int]:
+    """The live processes below `pid`, children first."""
+    out, todo = [], [pid]
+    while todo:
+        kids = _children(todo.pop())
+        out += kids
+        todo += kids
+    return out
+
+
+@pytest.mark.parametrize("mode", ["in_memory", "multi_processing"])
+def test_a_worker_dies_with_its_launcher(tmp_path, mode):
+    """Row workers, and in multi_processing mode Beam's SDK worker processes too."""
     manifest = _manifest(tmp_path, ["slow"], frames=60, size=(320, 240))
-    launcher = _cli(f"--input={manifest}", f"--output_dir={tmp_path / 'out'}", *SLOW)
+    extra = [] if mode == "in_memory" else [
+        "--direct_running_mode=multi_processing", "--direct_num_workers=2"]  # fmt: skip
+    launcher = _cli(f"--input={manifest}", f"--output_dir={tmp_path / 'out'}", *SLOW, *extra)
     workers: list[int] = []
     try:
 
-        def worker_started():
-            workers[:] = _children(launcher.pid)
-            return bool(workers)
+        def worker_started():  # a row worker: a process running the row (two levels down
+            workers[:] = _descendants(launcher.pid)  # in multi_processing mode)
+            return any(_children(w) for w in workers) if extra else bool(workers)
 
         _wait(worker_started, launcher)
         time.sleep(1.0)  # into the row
-        assert _children(launcher.pid) == workers
+        workers[:] = _descendants(launcher.pid)
         os.kill(launcher.pid, signal.SIGKILL)  # the launcher only, not its process group
         launcher.wait()
         deadline = time.monotonic() + 5
