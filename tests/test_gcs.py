@@ -61,3 +61,23 @@ def test_gs_round_trip(gcs_emulator, assets_ready):
         (row,) = [json.loads(line) for line in f.read().decode().splitlines()]
     assert row["stage"] == "fetch" and row["path"] == "missing.mp4"
     assert f"{root}/videos/missing.mp4' does not exist" in row["error"]
+
+
+def test_a_second_job_on_gs_is_refused_while_the_first_holds_the_lock(gcs_emulator):
+    """The gs:// lock against the emulator: held, refused to a second holder naming the first,
+    released at exit, then free (the emulator ignores generation preconditions, so this checks
+    the sequential case; the precondition guards a race on real Cloud Storage)."""
+    import pytest
+
+    from pipelines import output
+
+    out = f"gs://{BUCKET}/locked"
+    with output.OutputLock(out) as first:
+        first.acquire()
+        second = output.OutputLock(out)
+        with pytest.raises(ValueError, match=f"pid {os.getpid()}"):
+            second.acquire()
+    third = output.OutputLock(out)
+    third.acquire()
+    third.__exit__(None, None, None)
+    assert not output.FileSystems.exists(f"{out}/.parts/lock")
