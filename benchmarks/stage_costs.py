@@ -20,7 +20,7 @@ process per core. A clip-second is one second of stored video (--fps frames).
 
 `--kinetics` adds what a Kinetics-600-size run costs: --videos clips of --clip_seconds seconds.
 `--memory` instead measures peak RSS (VmHWM) of `ClipProcessor` writing rgb + flow for a short
-and a long synthetic clip, each in a fresh subprocess (DESIGN.md: flow streams).
+and a long synthetic clip, each in a fresh subprocess.
 
     python benchmarks/stage_costs.py [CLIP ...] [--flow_pairs 6] [--kinetics]
     python benchmarks/stage_costs.py --memory

@@ -1,4 +1,4 @@
-"""TV-L1 optical flow and its quantization: pure functions on numpy arrays (DESIGN.md section 6)."""
+"""TV-L1 optical flow and its quantization: pure functions on numpy arrays."""
 
 from flow.tvl1 import (
     DEFAULT_FLOW_PRESET,

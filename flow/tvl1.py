@@ -1,4 +1,4 @@
-"""TV-L1 optical flow between consecutive frames, and its quantization (DESIGN.md sections 3, 6).
+"""TV-L1 optical flow between consecutive frames, and its quantization.
 
 Pure functions on numpy arrays. Flow is Dual TV-L1 as OpenCV contrib's
 `cv2.optflow.DualTVL1OpticalFlow` computes it (that class, or `flow.solver.TVL1Solver`, which gives

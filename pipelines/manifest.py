@@ -1,6 +1,6 @@
 """Manifests -> clip specs, with a deterministic label map and a failure row for each bad row.
 
-Formats (DESIGN.md section 10; `--manifest_format`):
+Formats (`--manifest_format`):
 
 - `csv`: header row; `path` and `label` required; `start`, `end` (seconds), `split` (default
   `train`) and `id` optional.

@@ -1,4 +1,4 @@
-"""Skeleton rendering for the pose stream: pure functions on numpy arrays (DESIGN.md section 5).
+"""Skeleton rendering for the pose stream: pure functions on numpy arrays.
 
 - `RenderStyle`: frozen, validated variant config; `parse`/`to_spec`/`to_dict`/`from_dict`.
 - `DEFAULT_STYLE`: the paper's best variant: RGB background, fine-colored, ratio-aware bars.

@@ -1,10 +1,10 @@
-"""The skeleton table: COCO-17 limb segments, their coarse groups and colors (DESIGN.md section 5).
+"""The skeleton table: COCO-17 limb segments, their coarse groups and colors.
 
 One constant table holds every color the renderer uses:
 
 - `PALETTE`: the 13 fine colors, named, fully saturated RGB (HSV hues `k * 360 / 13`,
   S = V = 1, rounded to uint8), so any two differ by at least 27.7 degrees of hue;
-- `SEGMENTS`: the 13 limb segments of DESIGN.md (1-based numbers there, 0-based index here), each
+- `SEGMENTS`: the 13 limb segments (numbered 1-13 in the docs, 0-based index here), each
   with its joint links, its coarse group and its fine color (a `PALETTE` name). Fine colors are
   assigned so that segments sharing a joint are at least 3 hue steps (83 degrees) apart;
 - `JOINT_COLORS`: the 13 dot colors per COCO joint: the five head joints share the head's
@@ -85,7 +85,7 @@ class Segment(NamedTuple):
     color: str
 
 
-# DESIGN.md section 5, rows 1-13 (index = row - 1).
+# The 13 limb segments, rows 1-13 (index = row - 1).
 SEGMENTS: tuple[Segment, ...] = (
     Segment("left_upper_arm", ((5, 7),), LEFT_ARM, "green"),
     Segment("left_forearm", ((7, 9),), LEFT_ARM, "violet"),

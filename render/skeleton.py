@@ -1,4 +1,4 @@
-"""Rendering COCO-17 skeletons onto frames, every variant of DESIGN.md section 5 (paper, 3.1).
+"""Rendering COCO-17 skeletons onto frames, every variant of the paper's section 3.1.
 
 Pure functions on numpy arrays; OpenCV draws. `RenderStyle` selects the variant (background,
 marker, colors, thickness rule); `render_poses` draws all people of one frame.
@@ -66,7 +66,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
 
 @dataclasses.dataclass(frozen=True)
 class RenderStyle:
-    """How skeletons are drawn (DESIGN.md section 5; the default is the paper's best variant).
+    """How skeletons are drawn (the default is the paper's best variant).
 
     Attributes:
       background: "rgb" (draw on the frame) or "black" (draw on zeros of the frame's shape).

@@ -1,1 +1,1 @@
-"""The record contract shared by the pipelines and the training package (DESIGN.md section 3)."""
+"""The record contract shared by the pipelines and the training package."""

@@ -1,4 +1,4 @@
-"""Tests for render/: palette, RenderStyle, render_poses (DESIGN.md section 5)."""
+"""Tests for render/: palette, RenderStyle, render_poses."""
 
 from __future__ import annotations
 

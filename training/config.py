@@ -1,8 +1,8 @@
 """Typed experiment configuration: dataclasses, presets, validation, JSON round trip.
 
 Every job (teacher training, distillation, fine-tuning, evaluation) is described by one
-`ExperimentConfig`. Presets reproduce the paper's runs (PERF-Net, sections 3.2, 3.3 and 4;
-DESIGN.md section 7) and provide tiny variants that train on a CPU in seconds. The resolved
+`ExperimentConfig`. Presets reproduce the paper's runs (PERF-Net, sections 3.2, 3.3
+and 4) and provide tiny variants that train on a CPU in seconds. The resolved
 config (preset + overrides + values derived at run time) is written as `config.json` beside the
 checkpoints; a teacher's `config.json` is how the distillation and evaluation jobs rebuild it.
 

@@ -1,7 +1,7 @@
 """tf.data input pipeline over the preprocessed shards (local or gs://).
 
-Records are `tf.train.SequenceExample`s in the layout of `schemas.media_sequence` (DESIGN.md
-section 3). For every clip the pipeline takes one time window, one crop and one mirroring
+Records are `tf.train.SequenceExample`s in the layout of `schemas.media_sequence` (the record
+contract). For every clip the pipeline takes one time window, one crop and one mirroring
 decision and applies them to every requested modality, so that a student and its teachers see
 the same clip.
 

@@ -149,7 +149,7 @@ def constant_flow_shard(tmp_path_factory):
 
 def test_flow_is_dequantized_then_divided_by_the_saturation(constant_flow_shard):
     path, qx, qy = constant_flow_shard
-    vx, vy = (qx / 255 - 0.5) * 40, (qy / 255 - 0.5) * 40  # DESIGN.md section 3's inverse
+    vx, vy = (qx / 255 - 0.5) * 40, (qy / 255 - 0.5) * 40  # the quantization's inverse
     assert abs(vx - 8.0) < 0.35 and abs(vy + 4.0) < 0.35  # floor + JPEG: 2 levels
     data = DataConfig(eval_num_frames=4, eval_crop_size=(24, 24))
     flow = batches(path, ["flow"], data, 1, training=False, batch_size=1)[0]["flow"][0]

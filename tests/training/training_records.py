@@ -40,7 +40,7 @@ def jpeg(image: np.ndarray, quality: int = 95) -> bytes:
 
 
 def quantize_flow(v: np.ndarray) -> np.ndarray:
-    """DESIGN.md section 3: q = floor(255 * clip((v + 20) / 40, 0, 1)), uint8."""
+    """The contract's flow quantization: q = floor(255 * clip((v + 20) / 40, 0, 1)), uint8."""
     return np.floor(255 * np.clip((np.asarray(v, np.float64) + 20) / 40, 0, 1)).astype(np.uint8)
 
 
