@@ -365,8 +365,23 @@ class RecordCrashFn(beam.DoFn):
         yield FAILED, key, {"stage": "process"}
 
 
+class WatchLauncherFn(beam.DoFn):
+    """Passes elements through; its setup makes the worker process end with the job's launcher
+    (`pipelines.watchdog`). Placed in the stages that read rows and before the per-row work, so
+    every SDK worker process of the job is watched (the other DoFns watch from their setup)."""
+
+    def setup(self):
+        watchdog.die_with_launcher()
+
+    def process(self, element):
+        yield element
+
+
 class CollectPartFn(beam.DoFn):
     """A manifest row -> its clips' shard entries (main) or its failure row (FAILED)."""
+
+    def setup(self):
+        watchdog.die_with_launcher()
 
     def __init__(self, output_dir: str, num_shards: dict[str, int]):
         self._output_dir = output_dir
@@ -396,6 +411,9 @@ class WriteShardFn(beam.DoFn):
         self._output_dir = output_dir
         self._dataset_name = dataset_name
         self._num_shards = num_shards
+
+    def setup(self):
+        watchdog.die_with_launcher()
 
     def process(self, element, label_map: dict[str, int]):
         (split, shard), entries = element
@@ -852,8 +870,10 @@ def _run(config: PreprocessConfig, options: PipelineOptions, lock: output.Output
             processed, dead = (
                 p
                 | "ReadTodo" >> beam.io.ReadFromText(todo_rows)
+                | "WatchReading" >> beam.ParDo(WatchLauncherFn())
                 | "ParseTodo" >> beam.Map(ClipSpec.from_json)
                 | "Spread" >> beam.Reshuffle()
+                | "WatchLauncher" >> beam.ParDo(WatchLauncherFn())
                 | "ProcessVideos"
                 >> beam.ParDo(ProcessVideoFn(config, pose_path, pose_sha)).with_exception_handling(
                     use_subprocess=True, timeout=config.video_timeout_s

@@ -2,9 +2,9 @@
 
 `pipelines.preprocess.run` names itself in the environment (`LAUNCHER_ENV`), which every process
 it starts inherits: Beam's SDK worker processes (multi_processing mode, started through
-`/bin/sh`) and the row workers (`use_subprocess=True`). Such a process calls `die_with_launcher`
-when it first imports any `pipelines` module (`pipelines/__init__.py`) and again when a row
-worker sets up, and from then on a daemon thread ends it within about a second of the launcher.
+`/bin/sh`) and the row workers (`use_subprocess=True`). The job's DoFns call `die_with_launcher`
+in their setup, and from then on a daemon thread ends that process within about a second of the
+launcher. Nothing happens at import.
 """
 
 from __future__ import annotations
@@ -20,39 +20,42 @@ _WATCHING = 0  # the pid of the process whose watchdog runs (a fork inherits the
 
 
 def _start_time(pid: int) -> str | None:
-    """The start time of process `pid` (clock ticks since boot, from /proc), None if gone: with
-    the pid it names one process, even after the pid is reused."""
+    """The start time of process `pid` (clock ticks since boot, from /proc), None if it is gone
+    or a zombie (killed, not yet reaped: where the container's init does not reap, for ever).
+    With the pid it names one process, even after the pid is reused."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
         return None
+    if len(fields) < 20 or fields[0] in ("Z", "X"):
+        return None
+    return fields[19]
 
 
 def die_with_launcher() -> None:
-    """Ends this worker process soon after the job's launcher (or, outside a job, its parent).
+    """From now on, ends this process soon after the job's launcher ends (SIGKILL to itself).
 
-    A worker runs one row at a time in a subprocess (`use_subprocess=True`), of the launcher or,
-    in multi_processing mode, of one of Beam's SDK worker processes, which the runner starts
-    through `/bin/sh`; a launcher killed with SIGKILL would leave them running, and then blocked
-    on their pipes forever. A daemon thread checks every 0.5 s that the launcher named by
-    `LAUNCHER_ENV` (the same pid with the same start time) is still there, or where no launcher
-    is named, that this process was not re-parented, and if not kills this process. (Linux's
-    PR_SET_PDEATHSIG is not used: it fires when the *thread* that started the worker ends, and
-    the runner's threads come and go, and it does not reach through `/bin/sh`.)
+    Called in the setup of the job's DoFns, so it runs in every process that does the job's work:
+    a row worker (`use_subprocess=True`, a subprocess of the launcher or, in multi_processing
+    mode, of one of Beam's SDK worker processes, which the runner starts through `/bin/sh`) and
+    the SDK workers themselves. A launcher killed with SIGKILL would leave them running, and then
+    blocked on their pipes forever. A daemon thread checks every 0.5 s that the launcher named by
+    `LAUNCHER_ENV` is still there (the same pid with the same start time, so a reused pid does not
+    count). Does nothing in the launcher itself, outside a job (no launcher named), or a second
+    time in one process. (Linux's PR_SET_PDEATHSIG is not used: it fires when the *thread* that
+    started the process ends, and the runner's threads come and go, and it does not reach
+    through `/bin/sh`.)
     """
     global _WATCHING
-    if _WATCHING == os.getpid():
-        return
     named = os.environ.get(LAUNCHER_ENV, "")
-    launcher = int(named) if named.isdigit() and int(named) != os.getpid() else None
-    parent = os.getppid()
-    started = _start_time(launcher) if launcher else None
+    if _WATCHING == os.getpid() or not named.isdigit() or int(named) == os.getpid():
+        return
+    launcher = int(named)
+    started = _start_time(launcher)
 
     def alive() -> bool:
-        if launcher is not None:
-            return started is not None and _start_time(launcher) == started
-        return os.getppid() == parent and parent != 1
+        return started is not None and _start_time(launcher) == started
 
     if not alive():
         os.kill(os.getpid(), signal.SIGKILL)
@@ -60,13 +63,16 @@ def die_with_launcher() -> None:
     def watch():
         while alive():
             time.sleep(0.5)
-        gone = f"the job's launcher {launcher}" if launcher else f"its parent {parent}"
-        print(
-            f"perfnet-preprocess: worker {os.getpid()}: {gone} is gone; exiting",
-            file=sys.stderr,
-            flush=True,
-        )
+        try:  # stderr may be a pipe the dead launcher read: a broken pipe must not stop us
+            print(
+                f"perfnet-preprocess: worker {os.getpid()}: the job's launcher {launcher} is "
+                "gone; exiting",
+                file=sys.stderr,
+                flush=True,
+            )
+        except Exception:  # noqa: BLE001
+            pass
         os.kill(os.getpid(), signal.SIGKILL)
 
-    threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
+    threading.Thread(target=watch, name="die-with-launcher", daemon=True).start()
     _WATCHING = os.getpid()

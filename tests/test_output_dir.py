@@ -63,6 +63,14 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
 def _state(pid: int) -> str | None:
     """The process state letter, or None if there is no such process."""
     try:
@@ -205,9 +213,12 @@ def test_a_worker_dies_with_its_launcher(tmp_path, mode):
     workers: list[int] = []
     try:
 
-        def worker_started():  # a row worker: a process running the row (two levels down
-            workers[:] = _descendants(launcher.pid)  # in multi_processing mode)
-            return any(_children(w) for w in workers) if extra else bool(workers)
+        def worker_started():  # a row worker: the launcher's child, or in multi_processing
+            workers[:] = _descendants(launcher.pid)  # mode the child of an SDK worker process
+            if not extra:
+                return bool(workers)
+            sdk = [w for w in workers if _cmdline(w).startswith(sys.executable)]
+            return any(_children(w) for w in sdk)
 
         _wait(worker_started, launcher)
         time.sleep(1.0)  # into the row
