@@ -489,9 +489,12 @@ def export(output_dir: str, fmt: str, out: str, split: str | None = None) -> dic
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The command line; native libraries' log lines are held back (`pipelines.quiet`)."""
+    """The command line; native libraries' log lines are held back (`pipelines.quiet`), and
+    Beam's credential lookup is skipped where a GCS emulator is asked for (`pipelines.gcs`)."""
     from pipelines import quiet
+    from pipelines.gcs import configure_emulator
 
+    configure_emulator()  # only with STORAGE_EMULATOR_HOST set (tests, local trials)
     with quiet.native_logs_filtered(verbose=os.environ.get("PERFNET_VERBOSE") == "1"):
         return _main(argv)
 

@@ -4,7 +4,8 @@ With the emulator configured, Beam's GCS client still looks up Google credential
 without any it retries for about 20 s in every process. The emulator needs none, so when
 `STORAGE_EMULATOR_HOST` is set we tell Beam's credential cache that the lookup is done and found
 nothing; its GCS client is then anonymous, which the emulator accepts. Without the variable this
-does nothing: real GCS uses the normal credentials.
+does nothing: real GCS uses the normal credentials. Nothing happens at import: the job calls it
+where its processes start their work (`run`, its DoFns' setup) and the tools in their `main`.
 """
 
 from __future__ import annotations

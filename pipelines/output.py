@@ -26,10 +26,6 @@ from collections.abc import Iterable, Iterator, Sequence
 import google_crc32c
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines.gcs import configure_emulator
-
-configure_emulator()  # only with STORAGE_EMULATOR_HOST set: see pipelines/gcs.py
-
 LOG = logging.getLogger("perfnet.output")
 DATASET_INFO = "dataset_info.json"
 FAILURES_DIR = "failures"

@@ -39,6 +39,7 @@ from pipelines import output, parts, quiet, watchdog
 from pipelines.clip import clip_id
 from pipelines.config import PreprocessConfig
 from pipelines.failures import Failure
+from pipelines.gcs import configure_emulator
 from pipelines.manifest import (
     ClipSpec,
     ManifestError,
@@ -260,7 +261,7 @@ class ProcessVideoFn(beam.DoFn):
     def setup(self):
         from pipelines.clip import ClipProcessor
 
-        watchdog.die_with_launcher()
+        _worker_setup()
 
         threads = self._config.threads_per_worker
         if threads:
@@ -365,13 +366,21 @@ class RecordCrashFn(beam.DoFn):
         yield FAILED, key, {"stage": "process"}
 
 
+def _worker_setup() -> None:
+    """What every process doing the job's work does first (the DoFns' setup): end with the
+    job's launcher (`pipelines.watchdog`), and skip Beam's credential lookup where a GCS emulator
+    is asked for (`pipelines.gcs`)."""
+    watchdog.die_with_launcher()
+    configure_emulator()
+
+
 class WatchLauncherFn(beam.DoFn):
     """Passes elements through; its setup makes the worker process end with the job's launcher
     (`pipelines.watchdog`). Placed in the stages that read rows and before the per-row work, so
     every SDK worker process of the job is watched (the other DoFns watch from their setup)."""
 
     def setup(self):
-        watchdog.die_with_launcher()
+        _worker_setup()
 
     def process(self, element):
         yield element
@@ -381,7 +390,7 @@ class CollectPartFn(beam.DoFn):
     """A manifest row -> its clips' shard entries (main) or its failure row (FAILED)."""
 
     def setup(self):
-        watchdog.die_with_launcher()
+        _worker_setup()
 
     def __init__(self, output_dir: str, num_shards: dict[str, int]):
         self._output_dir = output_dir
@@ -413,7 +422,7 @@ class WriteShardFn(beam.DoFn):
         self._num_shards = num_shards
 
     def setup(self):
-        watchdog.die_with_launcher()
+        _worker_setup()
 
     def process(self, element, label_map: dict[str, int]):
         (split, shard), entries = element
@@ -774,6 +783,7 @@ def run(argv: list[str] | None = None) -> dict:
     settings) are not processed again; the shards are rebuilt from the parts of every row.
     """
     config, options = parse_args(argv)
+    configure_emulator()  # only with STORAGE_EMULATOR_HOST set (tests, local trials)
     _check_inputs_exist(config)  # a typo in a path is reported before anything heavy runs
     # Processes started under this job (Beam's SDK workers in multi_processing mode, the row
     # workers) end with it (`pipelines.watchdog`).
