@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import re
 
@@ -172,8 +173,9 @@ class PreprocessConfig:
         if 0 < self.max_clip_frames < 2:
             bad("max_clip_seconds", f"must hold at least 2 frames at fps={self.fps} (0: never cut)")
 
-    @property
+    @functools.cached_property
     def style(self) -> RenderStyle:
+        """`render_style` parsed (once per config object; validated in `validate`)."""
         return RenderStyle.parse(self.render_style)
 
     @property

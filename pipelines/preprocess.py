@@ -777,12 +777,16 @@ def _threads_per_worker(config: PreprocessConfig, options) -> int:
 
 
 def run(argv: list[str] | None = None) -> dict:
+    """Runs the job from its command line (`parse_args`); see `run_job`."""
+    return run_job(*parse_args(argv))
+
+
+def run_job(config: PreprocessConfig, options: PipelineOptions) -> dict:
     """Runs the job; returns the dataset description it wrote.
 
     Rows whose part is already in output_dir (from an interrupted or earlier run with the same
     settings) are not processed again; the shards are rebuilt from the parts of every row.
     """
-    config, options = parse_args(argv)
     configure_emulator()  # only with STORAGE_EMULATOR_HOST set (tests, local trials)
     _check_inputs_exist(config)  # a typo in a path is reported before anything heavy runs
     # Processes started under this job (Beam's SDK workers in multi_processing mode, the row
@@ -1083,8 +1087,8 @@ def main(argv: list[str] | None = None) -> int:
     flags, _ = build_parser().parse_known_args(argv)
     try:
         with quiet.native_logs_filtered(flags.verbose, flags.log_file):
-            config, _ = parse_args(argv)
-            info = run(argv)
+            config, options = parse_args(argv)  # parsed once, here
+            info = run_job(config, options)
     except (ValueError, FileNotFoundError, FileExistsError, ManifestError) as e:
         print(f"perfnet-preprocess: error: {e}", file=sys.stderr)
         return 2
