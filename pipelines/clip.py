@@ -60,11 +60,6 @@ class ClipRecord:
         return b"".join(self.pieces)
 
 
-def clip_id(media_id: str, start_us: int) -> str:
-    """`<media_id>_<start_us>`, the example id of a clip."""
-    return f"{media_id}_{start_us}"
-
-
 def encode_jpeg(rgb: np.ndarray, quality: int, full_chroma: bool = False) -> bytes:
     """uint8 [H, W, 3] RGB -> JPEG bytes at `quality` (1..100).
 
@@ -139,7 +134,7 @@ class ClipProcessor:
         stage = err.stage if isinstance(err, StageError) else "decode"
         cause = err.cause if isinstance(err, StageError) else err
         return Failure.from_exception(
-            clip_id(spec.media_id, spec.start_us), spec.data_path, stage, cause
+            ms.clip_id(spec.media_id, spec.start_us), spec.data_path, stage, cause
         )
 
     def _clips(self, spec: ClipSpec, local_path: str) -> Iterator[ClipRecord]:
@@ -194,7 +189,7 @@ class ClipProcessor:
             m: ms.StreamInfo(height=h, width=w, frame_rate=self.config.fps) for m in self.modalities
         }
         ctx = ms.ClipContext(
-            example_id=clip_id(spec.media_id, frame.timestamp_us),
+            example_id=ms.clip_id(spec.media_id, frame.timestamp_us),
             dataset_name=self.config.dataset_name,
             data_path=spec.data_path,
             media_id=spec.media_id,
@@ -282,7 +277,7 @@ class ClipProcessor:
         except Exception as e:
             raise StageError("encode", e) from e
         return ClipRecord(
-            example_id=clip_id(spec.media_id, clip.start_us),
+            example_id=ms.clip_id(spec.media_id, clip.start_us),
             split=spec.split,
             num_frames=clip.builder.num_frames,
             num_persons=clip.persons,

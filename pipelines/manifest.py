@@ -58,8 +58,9 @@ import string
 from collections.abc import Callable, Iterable, Sequence
 
 from pipelines.failures import Failure
+from schemas import media_sequence as ms
 
-MICROS = 1_000_000
+MICROS = ms.MICROS
 MAX_SECONDS = 1e9  # larger times (about 32 years) are refused: their microseconds lose precision
 SPLITS = ("train", "validation", "test")
 FORMATS = ("auto", "csv", "jsonl", "kinetics", "ucf101", "hmdb51")
@@ -851,7 +852,7 @@ def _clash(first: ClipSpec, later: ClipSpec, max_clip_frames: int, fps: float) -
     early, late = sorted((first, later), key=_start)
     step, count_a = clip_starts(early, max_clip_frames, fps)
     d = late.start_us - early.start_us
-    cid = f"{late.media_id}_{late.start_us}"
+    cid = ms.clip_id(late.media_id, late.start_us)
     if d == 0:
         return f"duplicate clip id {cid!r} (first at {first.source})"
     if not step:

@@ -36,7 +36,6 @@ from apache_beam.options.pipeline_options import (
 
 from flow import FLOW_PRESETS, flow_params
 from pipelines import output, parts, quiet, watchdog
-from pipelines.clip import clip_id
 from pipelines.config import PreprocessConfig
 from pipelines.failures import Failure
 from pipelines.gcs import configure_emulator
@@ -358,7 +357,7 @@ class RecordCrashFn(beam.DoFn):
         else:  # raised outside the stages, e.g. while writing the part
             error = RuntimeError(f"could not complete the row: {exc_repr}")
         failure = Failure.from_exception(
-            clip_id(spec.media_id, spec.start_us), spec.data_path, "process", error
+            ms.clip_id(spec.media_id, spec.start_us), spec.data_path, "process", error
         )
         LOG.warning("failed %s: %s", spec.data_path, failure.error)
         key = parts.input_key(spec)

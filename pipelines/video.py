@@ -49,7 +49,9 @@ import av
 import cv2
 import numpy as np
 
-MICROS = 1_000_000
+from schemas import media_sequence as ms
+
+MICROS = ms.MICROS
 MAX_GAP_US = 10 * MICROS  # longest forward jump between consecutive timestamps (see above)
 _log = logging.getLogger(__name__)
 

@@ -22,6 +22,13 @@ import numpy as np
 # versions they do not know (see `check_schema_version`).
 SCHEMA_VERSION = 1
 KNOWN_SCHEMA_VERSIONS = (1,)
+MICROS = 1_000_000  # microseconds per second: every time in the records is in microseconds
+
+
+def clip_id(media_id: str, start_us: int) -> str:
+    """`<media_id>_<start_us>`: a clip's example id (`EXAMPLE_ID_KEY`), made here only."""
+    return f"{media_id}_{start_us}"
+
 
 # ---------------------------------------------------------------------------------------------
 # Stream prefixes. The RGB stream has no prefix.

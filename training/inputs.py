@@ -207,7 +207,7 @@ def _decode_window(encoded, indices, height, width, crop_hw, offset, resized_hw)
     return tf.cond(needs_resize, resize_then_crop, crop_only)
 
 
-class ClipProcessor:
+class RecordParser:
     """Parses one serialized record and returns the model inputs of one clip.
 
     Args:
@@ -491,7 +491,7 @@ def build_dataset(
         ds = ds.shuffle(data.shuffle_buffer, seed=base_seed + 1, reshuffle_each_iteration=True)
     elif max_clips:
         ds = ds.take(max_clips)
-    processor = ClipProcessor(
+    processor = RecordParser(
         modalities,
         data.num_frames if training else data.eval_num_frames,
         data.crop_size if training else data.eval_crop_size,

@@ -207,8 +207,8 @@ def test_errors_name_the_parameter(tmp_path):
     with pytest.raises(ValueError, match="pattern='.*nothing.*': matches no file"):
         inputs.list_shards(str(tmp_path / "nothing-*.tfrecord"))
     with pytest.raises(ValueError, match="modalities="):
-        inputs.ClipProcessor(["depth"], 8, (24, 24), training=True)
+        inputs.RecordParser(["depth"], 8, (24, 24), training=True)
     with pytest.raises(ValueError, match="num_frames=0"):
-        inputs.ClipProcessor(["rgb"], 0, (24, 24), training=True)
+        inputs.RecordParser(["rgb"], 0, (24, 24), training=True)
     with pytest.raises(ValueError, match="crop_size="):
-        inputs.ClipProcessor(["rgb"], 8, (24,), training=True)
+        inputs.RecordParser(["rgb"], 8, (24,), training=True)
