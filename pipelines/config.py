@@ -5,15 +5,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import re
 
 from flow.tvl1 import DEFAULT_FLOW_PRESET, FLOW_PRESETS
 from pipelines.manifest import FORMATS
 from render import RenderStyle
 from schemas.media_sequence import ALL_MODALITIES
 
-# Dataset names become file-name prefixes and glob patterns: letters, digits, ".", "_", "-".
-DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 MAX_NUM_POSES = 100  # persons per frame: far above any crowd a pose model reports (MoveNet: 6)
 MAX_NUM_SHARDS = 10_000  # shards per split: 500,000 clips at 50 a shard
 
@@ -117,12 +114,9 @@ class PreprocessConfig:
             bad("manifest_format", f"expected one of {list(FORMATS)}")
         if self.split_number not in (1, 2, 3):
             bad("split_number", "expected 1, 2 or 3")
-        if not DATASET_NAME.fullmatch(self.dataset_name):
-            bad(
-                "dataset_name",
-                "must be 1-100 of A-Z a-z 0-9 . _ -, starting with a letter or digit "
-                "(it names files and is matched against them)",
-            )
+        from pipelines.output import check_dataset_name
+
+        check_dataset_name(self.dataset_name)  # the names of files and the patterns they match
         mods = tuple(self.modalities)
         if not mods or any(m not in ALL_MODALITIES for m in mods) or len(set(mods)) != len(mods):
             bad("modalities", f"expected a non-empty subset of {list(ALL_MODALITIES)}")

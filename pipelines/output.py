@@ -45,11 +45,12 @@ def join(*parts: str) -> str:
 
 
 def check_dataset_name(dataset_name: str) -> str:
-    """`dataset_name` if it is safe in a file name and a glob; ValueError naming it otherwise."""
+    """`dataset_name` if it is safe in a file name and a glob; ValueError naming it otherwise.
+    The one rule: `PreprocessConfig.validate` checks it, and `shard_name` again."""
     if len(dataset_name) > DATASET_NAME_MAX or not _DATASET_NAME.match(dataset_name):
         raise ValueError(
-            f"dataset_name={dataset_name!r}: must be 1 to {DATASET_NAME_MAX} letters, digits, "
-            "'.', '_' or '-', starting with a letter or digit"
+            f"dataset_name={dataset_name!r}: must be 1-{DATASET_NAME_MAX} of A-Z a-z 0-9 . _ -, "
+            "starting with a letter or digit (it names files and is matched against them)"
         )
     return dataset_name
 

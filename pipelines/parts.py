@@ -62,6 +62,16 @@ def records_path(output_dir: str, key: str) -> str:
     return _path(output_dir, key, RECORDS_SUFFIX)
 
 
+def key_of(path: str) -> tuple[str, str]:
+    """(row key, suffix) of a meta or failure file's path, e.g. ('<key>', '.meta.json');
+    ('', '') for any other file (run.json, the lock, records, temporary names)."""
+    name = path.rsplit("/", 1)[-1]
+    for suffix in (META_SUFFIX, FAILURE_SUFFIX):
+        if name.endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)], suffix
+    return "", ""
+
+
 def own_part_files(output_dir: str) -> list[str]:
     """The files of `.parts/` the job writes: parts and `run.json` (not the own-files list nor
     the lock, nor anything else found there)."""
@@ -132,7 +142,7 @@ def read_failure(output_dir: str, key: str) -> Failure | None:
 def done_keys(output_dir: str) -> set[str]:
     """Keys of the inputs whose part is complete (one listing of `.parts/`)."""
     names = output.list_files(output.join(parts_dir(output_dir), "*" + META_SUFFIX))
-    return {n.rsplit("/", 1)[-1][: -len(META_SUFFIX)] for n in names}
+    return {key_of(n)[0] for n in names}
 
 
 OWN_FILES = "own_files"  # the key in run.json of the job's own files (not a setting)

@@ -199,7 +199,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_args(argv: list[str] | None) -> tuple[PreprocessConfig, PipelineOptions]:
     """Splits argv into the job's config (validated) and Beam's pipeline options."""
-    args, beam_args = build_parser().parse_known_args(argv)
+    return config_from_args(*build_parser().parse_known_args(argv))
+
+
+def config_from_args(
+    args: argparse.Namespace, beam_args: list[str]
+) -> tuple[PreprocessConfig, PipelineOptions]:
+    """The job's config (validated) and Beam's options from `build_parser`'s parse."""
     config = PreprocessConfig(
         input=args.input,
         output_dir=args.output_dir.rstrip("/") or args.output_dir,
@@ -388,12 +394,12 @@ class WatchLauncherFn(beam.DoFn):
 class CollectPartFn(beam.DoFn):
     """A manifest row -> its clips' shard entries (main) or its failure row (FAILED)."""
 
-    def setup(self):
-        _worker_setup()
-
     def __init__(self, output_dir: str, num_shards: dict[str, int]):
         self._output_dir = output_dir
         self._num_shards = num_shards
+
+    def setup(self):
+        _worker_setup()
 
     def process(self, spec: ClipSpec, processed: int):
         del processed  # a barrier: this runs once every row is processed
@@ -587,7 +593,8 @@ def _resolve_pose_model(config: PreprocessConfig) -> tuple[str | None, dict]:
     from pipelines.pose import check_pose_model, load_pose_model, pose_model_kind
 
     name = config.pose_model or assets.DEFAULT_POSE_MODEL.name
-    if name in assets.POSE_MODELS:
+    built = assets.POSE_MODELS.get(name)
+    if built is not None:
         path = str(assets.pose_model_path(name))
     elif "://" not in name and not os.path.exists(name):
         raise ValueError(
@@ -596,11 +603,9 @@ def _resolve_pose_model(config: PreprocessConfig) -> tuple[str | None, dict]:
         )
     else:
         path = name
-        name = path.rstrip("/").rsplit("/", 1)[-1]
-        for suffix in (".task", ".tflite"):
-            name = name[: -len(suffix)] if name.endswith(suffix) else name
+        stem, ext = posixpath.splitext(path.rstrip("/").rsplit("/", 1)[-1])
+        name = stem if ext in (".task", ".tflite") else stem + ext
     model, sha = load_pose_model(path)
-    built = assets.POSE_MODELS.get(config.pose_model or assets.DEFAULT_POSE_MODEL.name)
     if built is not None and sha != built.sha256:
         raise ValueError(
             f"pose model {path!r}: sha256 is {sha}, the set-up step pins {built.sha256}; "
@@ -1029,10 +1034,7 @@ class _Progress:
 
     def line(self) -> str:
         for path in output.list_files(output.join(self._dir, "*.json")):
-            name = path.rsplit("/", 1)[-1]
-            ends = (parts.META_SUFFIX, parts.FAILURE_SUFFIX)
-            suffix = next((x for x in ends if name.endswith(x)), "")
-            key = name[: -len(suffix)] if suffix else ""
+            key, suffix = parts.key_of(path)
             if key not in self._keys or key in self._seen:
                 continue  # another run's part, run.json, or a row already counted
             self._seen.add(key)
@@ -1083,10 +1085,10 @@ def main(argv: list[str] | None = None) -> int:
     # Dataflow: the job id, the console link and the job's state changes.
     logging.getLogger("apache_beam.runners.dataflow").setLevel(logging.INFO)
     argv = sys.argv[1:] if argv is None else argv
-    flags, _ = build_parser().parse_known_args(argv)
+    args, beam_args = build_parser().parse_known_args(argv)  # parsed once, here
     try:
-        with quiet.native_logs_filtered(flags.verbose, flags.log_file):
-            config, options = parse_args(argv)  # parsed once, here
+        with quiet.native_logs_filtered(args.verbose, args.log_file):
+            config, options = config_from_args(args, beam_args)
             info = run_job(config, options)
     except (ValueError, FileNotFoundError, FileExistsError, ManifestError) as e:
         print(f"perfnet-preprocess: error: {e}", file=sys.stderr)
