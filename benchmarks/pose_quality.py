@@ -15,7 +15,7 @@ Printed:
 1. Annotated images (`--images`: folders holding a COCO-format keypoint JSON and their images;
    joint sets other than COCO-17 are scored on the joints that correspond): per set and pooled,
    COCO OKS AP, AP50, recall at OKS 0.5, the share of annotated people found (OKS > 0.3) and
-   PCK@0.2 on those (`pipelines/pose_eval.py`); median ms per image in `detect`.
+   PCK@0.2 on those (`pipelines/tools/pose_eval.py`); median ms per image in `detect`.
 2. Clips (`--clips` folders or video files, plus the cached sample clips unless
    `--no_samples`): the first `--frames` frames of each, at their own rate; per clip the share of
    frames with a person, persons per frame, the track ids the job's tracker gives and their
@@ -40,9 +40,11 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pipelines import assets, pose_eval, video  # noqa: E402
-from pipelines.pose import create_estimator, load_pose_model  # noqa: E402
-from pipelines.tracking import IouTracker, suppress_duplicates  # noqa: E402
+from pipelines import assets  # noqa: E402
+from pipelines.stages import video
+from pipelines.stages.pose import create_estimator, load_pose_model  # noqa: E402
+from pipelines.stages.tracking import IouTracker, suppress_duplicates  # noqa: E402
+from pipelines.tools import pose_eval
 
 
 class Candidate:

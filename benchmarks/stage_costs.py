@@ -1,9 +1,10 @@
 """Per-stage cost of the preprocessing pipeline, in core-seconds per clip-second (docs/cost.md).
 
-Runs the real stages of `pipelines.clip.ClipProcessor` one by one on the frames of the sample
+Runs the real stages of `pipelines.stages.clip.ClipProcessor` one by one on the frames of the sample
 clips (or the clips given) and charges each call's process CPU time to its stage:
 
-- decode + resize: `pipelines.video.iter_frames` (FFmpeg decode, resampling to --fps, resizing to
+- decode + resize: `pipelines.stages.video.iter_frames` (FFmpeg decode, resampling to --fps,
+  resizing to
   --short_side and to --pose_short_side for the pose estimator, BGR -> RGB);
 - pose: the default estimator's `detect` (all its threads counted) plus duplicate suppression
   and tracking;
@@ -65,10 +66,10 @@ class ClipCost:
 
 def measure_clip(path: str, args, model: bytes, presets: list[str]) -> ClipCost:
     from flow import compute_flow, flow_params, quantize_flow, to_gray
-    from pipelines import video
-    from pipelines.clip import decode_jpeg, encode_jpeg
-    from pipelines.pose import create_estimator
-    from pipelines.tracking import IouTracker, suppress_duplicates
+    from pipelines.stages import video
+    from pipelines.stages.clip import decode_jpeg, encode_jpeg
+    from pipelines.stages.pose import create_estimator
+    from pipelines.stages.tracking import IouTracker, suppress_duplicates
     from render import render_poses
 
     cpu = time.process_time
@@ -190,12 +191,12 @@ def _memory_child(path: str, short_side: int, preset: str, clip_seconds: float) 
     case. Otherwise the video is cut into clips of that length and written to a part file as
     they are made (`parts.write_done` over `ClipProcessor.iter_clips`), as the pipeline does.
     """
-    from pipelines import parts
+    from pipelines.storage import parts
 
     cv2.setNumThreads(1)
-    from pipelines.clip import ClipProcessor
     from pipelines.config import PreprocessConfig
-    from pipelines.manifest import ClipSpec
+    from pipelines.manifests import ClipSpec
+    from pipelines.stages.clip import ClipProcessor
 
     config = PreprocessConfig(
         input="m.csv",
@@ -329,7 +330,7 @@ def main(argv=None) -> int:
 
     cv2.setNumThreads(1)
     from pipelines import assets
-    from pipelines.pose import load_pose_model
+    from pipelines.stages.pose import load_pose_model
 
     presets = args.presets or sorted(FLOW_PRESETS, key=lambda k: k != "reference")
     name = args.pose_model or assets.DEFAULT_POSE_MODEL.name

@@ -1,11 +1,12 @@
-"""Person tracking: the tracker before (`baseline`) and now (`pipelines.tracking.IouTracker`).
+"""Person tracking: the tracker before (`baseline`) and now
+(`pipelines.stages.tracking.IouTracker`).
 
     python benchmarks/track_bench.py [--clips DIR_OR_MP4 ...] [--no_samples] [--scenes 200]
 
 1. Real clips: the cached sample clips (`pipelines.assets.SAMPLE_VIDEOS`, unless --no_samples)
    and every *.mp4 of each --clips folder (or the file itself). Every frame of a clip, at its
    own rate (not resampled), resized to a shorter side of --short_side (384) with
-   `pipelines.video.resize_short_side`, goes through the default pose estimator (MoveNet
+   `pipelines.stages.video.resize_short_side`, goes through the default pose estimator (MoveNet
    MultiPose); the detections are kept in memory (or in --cache, a pickle, for reruns), then
    each tracker runs over them as the job does: `suppress_duplicates`, then `update` with the
    kept boxes. The new tracker is told the clip's frame rate (`IouTracker(fps=...)`; the job's
@@ -45,8 +46,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pipelines import assets, video  # noqa: E402
-from pipelines.tracking import (  # noqa: E402
+from pipelines import assets  # noqa: E402
+from pipelines.stages import video
+from pipelines.stages.tracking import (  # noqa: E402
     IouTracker,
     box_iou,
     max_weight_assignment,
@@ -69,7 +71,8 @@ KNOWN_PEOPLE = {
 
 
 class BaselineTracker:
-    """The job's tracker before this one (`pipelines/tracking.py` as of commit a0350b1), copied:
+    """The job's tracker before this one (`pipelines/stages/tracking.py` as of commit a0350b1),
+    copied:
     greedy matching on IoU with each track's last box, a near-centre fallback, 10-frame memory.
     """
 
@@ -186,7 +189,7 @@ def detect_clip(path: str, model: bytes, short_side: int):
     """(fps, [FramePoses per frame]) for every frame of the clip."""
     import cv2
 
-    from pipelines.pose import create_estimator
+    from pipelines.stages.pose import create_estimator
 
     cap = cv2.VideoCapture(path)
     fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
@@ -239,7 +242,7 @@ def clip_paths(items: list[str], samples: bool) -> list[str]:
 
 
 def bench_clips(paths: list[str], short_side: int, cache: str | None) -> None:
-    from pipelines.pose import load_pose_model
+    from pipelines.stages.pose import load_pose_model
 
     stored = {}
     if cache and os.path.exists(cache):

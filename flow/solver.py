@@ -8,7 +8,7 @@ the same order, in two passes per iteration compiled with numba (vectorised wher
 operations allows), and calls OpenCV itself for everything that is not the inner iteration:
 the pyramid (`cv2.resize`, bilinear), the warps (`cv2.remap`, bicubic, zero outside the frame) and
 the median filter (`cv2.medianBlur`). Its flow is therefore bit-for-bit OpenCV's on the frames we
-have tested (tests/test_flow_solver.py; `benchmarks/flow_bench.py` prints the difference on any
+have tested (tests/flow/test_flow_solver.py; `benchmarks/flow_bench.py` prints the difference on any
 clip), at 7-10x the pairs per core-second (docs/cost.md).
 
 What is reproduced exactly, per pyramid level (coarsest first, flow upsampled bilinearly and

@@ -1,6 +1,6 @@
 """Coverage-guided fuzzing of the decode path: bytes -> a temporary .mp4 -> video.iter_frames.
 
-Contract under test: for any bytes, `pipelines.video.iter_frames` with resource limits either
+Contract under test: for any bytes, `pipelines.stages.video.iter_frames` with resource limits either
 streams frames or raises VideoError (LimitError included) or ValueError, within a few seconds.
 Anything else is a finding: another exception type, a native crash (SIGSEGV, SIGABRT, ...), a
 hang past `-timeout` seconds, or memory past `-rss_limit_mb`.
@@ -15,7 +15,8 @@ MOV, AVI with MJPG/XVID/HuffYUV, MKV with FFV1/MJPG, WebM with VP8/VP9) to
 `$PERFNET_CACHE/fuzz/corpus` (default `~/.cache/perfnet/fuzz/corpus`), and the fuzzer adds the
 inputs that reach new code there. Findings go to `$PERFNET_CACHE/fuzz/findings/` as libFuzzer's
 `crash-*`, `timeout-*` and `oom-*` files. Coverage comes from the instrumented Python of
-`pipelines/video.py`; FFmpeg inside the OpenCV wheel is not instrumented, so the mutations that
+`pipelines/stages/video.py`; FFmpeg inside the OpenCV wheel is not instrumented, so the mutations
+that
 exercise it are found by libFuzzer's generic mutators rather than by native coverage.
 
 Without atheris (`--plain`, or when it is not installed) a random-mutation loop keeps the same
@@ -175,7 +176,7 @@ def run_atheris(argv: list[str], corpus: Path, findings: Path) -> None:
     import atheris
 
     with atheris.instrument_imports(include=["pipelines"]):
-        from pipelines import video
+        from pipelines.stages import video
     import cv2
 
     cv2.setNumThreads(1)
@@ -228,7 +229,7 @@ def _worker(conn, rss_limit_mb: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit * 4, limit * 4))  # virtual: generous
     import cv2
 
-    from pipelines import video
+    from pipelines.stages import video
 
     cv2.setNumThreads(1)
     target = Target(video)

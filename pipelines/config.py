@@ -7,7 +7,7 @@ import functools
 import math
 
 from flow.tvl1 import DEFAULT_FLOW_PRESET, FLOW_PRESETS
-from pipelines.manifest import FORMATS
+from pipelines.manifests import FORMATS
 from render import RenderStyle
 from schemas.media_sequence import ALL_MODALITIES
 
@@ -22,7 +22,7 @@ class PreprocessConfig:
     Attributes:
       input: manifest path, local or gs://.
       output_dir: where records, the description and failures go, local or gs://.
-      manifest_format: one of pipelines.manifest.FORMATS.
+      manifest_format: one of pipelines.manifests.FORMATS.
       video_root: prefix for relative video paths, or None.
       file_pattern: Kinetics manifests: the video file name made from a row ("" for the default).
       split_number: UCF-101 / HMDB-51 split files: which official split, 1, 2 or 3.
@@ -114,7 +114,7 @@ class PreprocessConfig:
             bad("manifest_format", f"expected one of {list(FORMATS)}")
         if self.split_number not in (1, 2, 3):
             bad("split_number", "expected 1, 2 or 3")
-        from pipelines.output import check_dataset_name
+        from pipelines.storage.output import check_dataset_name
 
         check_dataset_name(self.dataset_name)  # the names of files and the patterns they match
         mods = tuple(self.modalities)
@@ -174,7 +174,7 @@ class PreprocessConfig:
 
     @property
     def limits(self):
-        from pipelines.video import Limits
+        from pipelines.stages.video import Limits
 
         return Limits(
             max_frame_pixels=self.max_frame_pixels,

@@ -5,7 +5,7 @@ Run `perfnet-preprocess --help` or `python -m pipelines.preprocess --help`. The 
 `--direct_num_workers`, `--project`, `--region`, `--temp_location`, ...). The runner defaults to
 DirectRunner.
 
-Wiring only: the work per video is `pipelines.clip.ClipProcessor`.
+Wiring only: the work per video is `pipelines.stages.clip.ClipProcessor`.
 """
 
 from __future__ import annotations
@@ -35,11 +35,9 @@ from apache_beam.options.pipeline_options import (
 )
 
 from flow import FLOW_PRESETS, flow_params
-from pipelines import output, parts, quiet, watchdog
 from pipelines.config import PreprocessConfig
 from pipelines.failures import Failure
-from pipelines.gcs import configure_emulator
-from pipelines.manifest import (
+from pipelines.manifests import (
     ClipSpec,
     ManifestError,
     default_label_map,
@@ -49,6 +47,9 @@ from pipelines.manifest import (
     parse_manifest,
     splits_of,
 )
+from pipelines.runtime import quiet, watchdog
+from pipelines.storage import output, parts
+from pipelines.storage.gcs import configure_emulator
 from schemas import media_sequence as ms
 
 LOG = logging.getLogger("perfnet.preprocess")
@@ -252,7 +253,7 @@ def config_from_args(
 class ProcessVideoFn(beam.DoFn):
     """One manifest row -> its part (clips) or its failure row, never both.
 
-    Writes the part itself (pipelines/parts.py) and yields (DONE or FAILED, the row's key).
+    Writes the part itself (pipelines/storage/parts.py) and yields (DONE or FAILED, the row's key).
     Writing is idempotent: a bundle the runner retries rewrites the same part files. Runs in a
     worker subprocess (see `run`), so that a native crash or a hang costs one row.
     """
@@ -264,7 +265,7 @@ class ProcessVideoFn(beam.DoFn):
         self._processor = None
 
     def setup(self):
-        from pipelines.clip import ClipProcessor
+        from pipelines.stages.clip import ClipProcessor
 
         _worker_setup()
 
@@ -275,7 +276,7 @@ class ProcessVideoFn(beam.DoFn):
             cv2.setNumThreads(threads)
         model = None
         if ms.MODALITY_POSE in self._config.modalities:
-            from pipelines.pose import load_pose_model
+            from pipelines.stages.pose import load_pose_model
 
             model, sha = load_pose_model(self._model_path)
             if sha != self._model_sha:
@@ -373,15 +374,17 @@ class RecordCrashFn(beam.DoFn):
 
 def _worker_setup() -> None:
     """What every process doing the job's work does first (the DoFns' setup): end with the
-    job's launcher (`pipelines.watchdog`), and skip Beam's credential lookup where a GCS emulator
-    is asked for (`pipelines.gcs`)."""
+    job's launcher (`pipelines.runtime.watchdog`), and skip Beam's credential lookup where a GCS
+    emulator
+    is asked for (`pipelines.storage.gcs`)."""
     watchdog.die_with_launcher()
     configure_emulator()
 
 
 class WatchLauncherFn(beam.DoFn):
     """Passes elements through; its setup makes the worker process end with the job's launcher
-    (`pipelines.watchdog`). Placed in the stages that read rows and before the per-row work, so
+    (`pipelines.runtime.watchdog`). Placed in the stages that read rows and before the per-row
+    work, so
     every SDK worker process of the job is watched (the other DoFns watch from their setup)."""
 
     def setup(self):
@@ -590,7 +593,7 @@ def _resolve_pose_model(config: PreprocessConfig) -> tuple[str | None, dict]:
     if ms.MODALITY_POSE not in config.modalities:
         return None, {"name": "", "sha256": "", "path": ""}
     from pipelines import assets
-    from pipelines.pose import check_pose_model, load_pose_model, pose_model_kind
+    from pipelines.stages.pose import check_pose_model, load_pose_model, pose_model_kind
 
     name = config.pose_model or assets.DEFAULT_POSE_MODEL.name
     built = assets.POSE_MODELS.get(name)
@@ -794,7 +797,7 @@ def run_job(config: PreprocessConfig, options: PipelineOptions) -> dict:
     configure_emulator()  # only with STORAGE_EMULATOR_HOST set (tests, local trials)
     _check_inputs_exist(config)  # a typo in a path is reported before anything heavy runs
     # Processes started under this job (Beam's SDK workers in multi_processing mode, the row
-    # workers) end with it (`pipelines.watchdog`).
+    # workers) end with it (`pipelines.runtime.watchdog`).
     before = os.environ.get(watchdog.LAUNCHER_ENV)
     os.environ[watchdog.LAUNCHER_ENV] = str(os.getpid())
     try:

@@ -458,7 +458,7 @@ class SequenceExampleBuilder:
     def serialize_pieces(self, end_us: int | None = None, release: bool = False) -> list[bytes]:
         """The record as pieces whose concatenation is `serialize`'s bytes, without copying the
         steps: the pieces are the kept steps and the framing between them. A writer that takes
-        pieces (`pipelines.output.write_tfrecords`) so holds the clip once, not twice.
+        pieces (`pipelines.storage.output.write_tfrecords`) so holds the clip once, not twice.
 
         Args: as in `serialize`.
         """

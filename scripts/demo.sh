@@ -15,4 +15,4 @@ python -m pipelines.preprocess \
   "$@"
 echo
 echo "checking the output against the record contract:"
-python -m pipelines.validate out/demo
+python -m pipelines.tools.validate out/demo

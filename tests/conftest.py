@@ -72,7 +72,7 @@ def gcs_emulator():
         pytest.fail("the GCS emulator did not start")
     old = os.environ.get("STORAGE_EMULATOR_HOST")
     os.environ["STORAGE_EMULATOR_HOST"] = host
-    from pipelines.gcs import configure_emulator
+    from pipelines.storage.gcs import configure_emulator
 
     configure_emulator()
     yield host

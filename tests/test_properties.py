@@ -1,7 +1,8 @@
 """Property tests (hypothesis): the manifest parsers, the flow quantization, the record codec.
 
 Every property runs under the `perfnet-properties` settings profile (no deadline, a modest
-number of examples, so the file takes seconds); `tests/test_manifest.py` has more manifest
+number of examples, so the file takes seconds); `tests/pipelines/manifests/test_manifest.py` has
+more manifest
 properties per format. Bugs they found are pinned by regression examples at the end.
 """
 
@@ -21,7 +22,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from flow import dequantize_flow, quantize_flow
-from pipelines.manifest import MAX_SECONDS, SPLITS, ClipSpec, ManifestError, parse_manifest
+from pipelines.manifests import MAX_SECONDS, SPLITS, ClipSpec, ManifestError, parse_manifest
 from schemas import media_sequence as ms
 
 settings.register_profile(

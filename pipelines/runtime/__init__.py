@@ -1,0 +1,1 @@
+"""The job's processes: the launcher watchdog and the native-log filter."""

@@ -1,0 +1,1 @@
+"""The stages of one video, without Beam: decode, pose, tracking, clip assembly."""

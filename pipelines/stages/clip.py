@@ -1,0 +1,328 @@
+"""One video in, its clips' SequenceExamples out: decode -> pose -> render -> flow -> encode.
+
+No Beam here: `pipelines.preprocess` wraps `ClipProcessor` in a DoFn. Frames are streamed; per
+clip the processor holds the previous grayscale frame and the encoded output, nothing more.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from collections.abc import Iterator
+
+import cv2
+import numpy as np
+
+from flow import compute_flow, flow_params, quantize_flow, to_gray
+from pipelines.config import PreprocessConfig
+from pipelines.failures import Failure
+from pipelines.manifests import ClipSpec
+from pipelines.stages import video
+from pipelines.stages.pose import FramePoses, create_estimator
+from pipelines.stages.tracking import IouTracker, suppress_duplicates
+from render import render_poses
+from schemas import media_sequence as ms
+
+
+class StageError(Exception):
+    """An error tagged with the pipeline stage it happened in."""
+
+    def __init__(self, stage: str, cause: BaseException):
+        super().__init__(str(cause))
+        self.stage = stage
+        self.cause = cause
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipRecord:
+    """One written clip: its id, split, frame count and serialized SequenceExample.
+
+    The record is kept as `pieces` (`SequenceExampleBuilder.serialize_pieces`) whose
+    concatenation is the serialized SequenceExample: `output.write_tfrecords` writes them without
+    joining them, so a clip is held in memory once. `serialized` joins them (a copy).
+    """
+
+    example_id: str
+    split: str
+    num_frames: int
+    num_persons: int  # persons summed over frames
+    duration_us: int
+    pieces: tuple[bytes, ...]
+
+    @property
+    def size(self) -> int:
+        """Bytes of the serialized SequenceExample."""
+        return sum(len(p) for p in self.pieces)
+
+    @property
+    def serialized(self) -> bytes:
+        return b"".join(self.pieces)
+
+
+def encode_jpeg(rgb: np.ndarray, quality: int, full_chroma: bool = False) -> bytes:
+    """uint8 [H, W, 3] RGB -> JPEG bytes at `quality` (1..100).
+
+    full_chroma: 4:4:4 sampling instead of the usual 4:2:0. Flow images need it: their x and y
+    live in R and G, and 4:2:0 would halve their resolution and mix them into B.
+    """
+    params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)]
+    if full_chroma:
+        params += [cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444]
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
+    if not ok:
+        raise ValueError(f"JPEG encoding failed for a frame of shape {rgb.shape}")
+    return buf.tobytes()
+
+
+def decode_jpeg(data: bytes) -> np.ndarray:
+    """JPEG bytes -> uint8 [H, W, 3] RGB."""
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ValueError("not a decodable JPEG image")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+@dataclasses.dataclass
+class _OpenClip:
+    builder: ms.SequenceExampleBuilder
+    start_us: int
+    tracker: IouTracker
+    prev_gray: np.ndarray | None = None
+    prev_ts: int | None = None
+    last_ts: int | None = None
+    persons: int = 0
+
+
+class ClipProcessor:
+    """Turns one manifest row into its clips. One instance per worker; not thread-safe.
+
+    Args:
+      config: the job's configuration.
+      pose_model_bytes: the pose model (read once per worker;
+      `pipelines.stages.pose.load_pose_model`).
+    """
+
+    def __init__(self, config: PreprocessConfig, pose_model_bytes: bytes | None):
+        self.config = config
+        self.modalities = tuple(config.modalities)
+        self.style = config.style
+        self._pose_model = pose_model_bytes
+        self._flow_algo = (
+            flow_params(config.flow_preset).create()
+            if ms.MODALITY_FLOW in self.modalities
+            else None
+        )
+        if ms.MODALITY_POSE in self.modalities and not pose_model_bytes:
+            raise ValueError("pose_model_bytes are required when the pose modality is written")
+
+    def process(self, spec: ClipSpec) -> list[ClipRecord]:
+        """All clips of one manifest row, or StageError naming the stage that failed.
+
+        The whole row succeeds or fails: no clip of a failed row is returned.
+        """
+        return list(self.iter_clips(spec))
+
+    def iter_clips(self, spec: ClipSpec) -> Iterator[ClipRecord]:
+        """The clips of one manifest row, each as soon as it is complete, so that a long video
+        holds one clip in memory, not all of them. Raises StageError naming the stage that
+        failed; clips yielded before a failure belong to a failed row and must be discarded.
+        """
+        with _local_copy(spec.path) as local:
+            yield from self._clips(spec, local)
+
+    def failure(self, spec: ClipSpec, err: BaseException) -> Failure:
+        stage = err.stage if isinstance(err, StageError) else "decode"
+        cause = err.cause if isinstance(err, StageError) else err
+        return Failure.from_exception(
+            ms.clip_id(spec.media_id, spec.start_us), spec.data_path, stage, cause
+        )
+
+    def _clips(self, spec: ClipSpec, local_path: str) -> Iterator[ClipRecord]:
+        cfg = self.config
+        pose_side = cfg.pose_frame_side if ms.MODALITY_POSE in self.modalities else None
+        frames = video.iter_frames(
+            local_path, spec.start_us, spec.end_us, cfg.fps, cfg.short_side, pose_side, cfg.limits
+        )
+        estimator = None
+        if ms.MODALITY_POSE in self.modalities:
+            try:
+                estimator = create_estimator(
+                    self._pose_model,
+                    num_poses=cfg.num_poses,
+                    input_size=cfg.pose_input_size,
+                    min_person_score=cfg.pose_min_score,
+                    num_threads=max(1, cfg.threads_per_worker),
+                )
+            except Exception as e:
+                raise StageError("pose", e) from e
+        period = int(round(1e6 / cfg.fps))
+        current: _OpenClip | None = None
+        try:
+            while True:
+                try:
+                    frame = next(frames)
+                except StopIteration:
+                    break
+                except video.VideoError as e:
+                    raise StageError("decode", e) from e
+                except Exception as e:
+                    raise StageError("decode", e) from e
+                if current is None:
+                    current = self._open(spec, frame)
+                elif cfg.max_clip_frames and current.builder.num_frames >= cfg.max_clip_frames:
+                    yield self._close(spec, current, frame.timestamp_us)
+                    current = self._open(spec, frame)
+                self._add(current, frame, estimator)
+            if current is not None:
+                end = current.last_ts + period
+                if spec.end_us is not None:
+                    end = min(end, spec.end_us)
+                yield self._close(spec, current, max(end, current.last_ts + 1))
+        finally:
+            frames.close()
+            if estimator is not None:
+                estimator.close()
+
+    def _open(self, spec: ClipSpec, frame: video.Frame) -> _OpenClip:
+        h, w = frame.rgb.shape[:2]
+        streams = {
+            m: ms.StreamInfo(height=h, width=w, frame_rate=self.config.fps) for m in self.modalities
+        }
+        ctx = ms.ClipContext(
+            example_id=ms.clip_id(spec.media_id, frame.timestamp_us),
+            dataset_name=self.config.dataset_name,
+            data_path=spec.data_path,
+            media_id=spec.media_id,
+            start_us=frame.timestamp_us,
+            end_us=frame.timestamp_us + 1,  # replaced by the real end in _close
+            label_index=spec.label_index,
+            label=spec.label,
+        )
+        return _OpenClip(
+            builder=ms.SequenceExampleBuilder(ctx, streams),
+            start_us=frame.timestamp_us,
+            tracker=IouTracker(fps=self.config.fps),
+        )
+
+    def _add(self, clip: _OpenClip, frame: video.Frame, estimator) -> None:
+        q = self.config.jpeg_quality
+        rgb_jpeg = pose_jpeg = None
+        poses = FramePoses.empty()
+        track_ids = np.zeros((0,), np.int64)
+        if estimator is not None:
+            try:
+                poses = estimator.detect(frame.pose_rgb, frame.timestamp_us)
+            except Exception as e:
+                raise StageError("pose", e) from e
+            keep = suppress_duplicates(poses.boxes, poses.box_scores)
+            track_ids = np.full(poses.num_people, -1, np.int64)
+            track_ids[keep] = clip.tracker.update(poses.boxes[keep])
+            # Persons ordered by track id; duplicates (-1) dropped.
+            order = keep[np.argsort(track_ids[keep], kind="stable")]
+            poses = dataclasses.replace(
+                poses,
+                keypoints=poses.keypoints[order],
+                scores=poses.scores[order],
+                boxes=poses.boxes[order],
+                box_scores=poses.box_scores[order],
+            )
+            track_ids = track_ids[order]
+            try:
+                rendered = render_poses(
+                    frame.rgb, poses.keypoints, poses.scores, poses.boxes, self.style
+                )
+            except Exception as e:
+                raise StageError("render", e) from e
+            clip.persons += len(track_ids)
+        try:
+            if ms.MODALITY_RGB in self.modalities or self._flow_algo is not None:
+                rgb_jpeg = encode_jpeg(frame.rgb, q)
+            if estimator is not None:
+                pose_jpeg = encode_jpeg(rendered, q)
+            # Flow is computed from the RGB frame as stored (whether or not RGB is written), so
+            # that TV-L1 on a record's decoded RGB frames gives back the record's flow.
+            gray = to_gray(decode_jpeg(rgb_jpeg)) if self._flow_algo is not None else None
+        except Exception as e:
+            raise StageError("encode", e) from e
+        if ms.MODALITY_RGB not in self.modalities:
+            rgb_jpeg = None
+        if gray is not None:
+            if clip.prev_gray is not None:
+                try:
+                    flow = compute_flow(self._flow_algo, clip.prev_gray, gray)
+                    clip.builder.add_flow(
+                        clip.prev_ts,
+                        encode_jpeg(
+                            quantize_flow(flow), self.config.flow_jpeg_quality, full_chroma=True
+                        ),
+                    )
+                except Exception as e:
+                    raise StageError("flow", e) from e
+            clip.prev_gray, clip.prev_ts = gray, frame.timestamp_us
+        clip.builder.add_frame(
+            frame.timestamp_us,
+            rgb_jpeg=rgb_jpeg,
+            pose_jpeg=pose_jpeg,
+            keypoints=poses.keypoints if estimator is not None else None,
+            keypoint_scores=poses.scores if estimator is not None else None,
+            boxes=poses.boxes if estimator is not None else None,
+            box_scores=poses.box_scores if estimator is not None else None,
+            track_ids=track_ids if estimator is not None else None,
+        )
+        clip.last_ts = frame.timestamp_us
+
+    def _close(self, spec: ClipSpec, clip: _OpenClip, end_us: int) -> ClipRecord:
+        try:
+            pieces = clip.builder.serialize_pieces(end_us=end_us, release=True)
+        except Exception as e:
+            raise StageError("encode", e) from e
+        return ClipRecord(
+            example_id=ms.clip_id(spec.media_id, clip.start_us),
+            split=spec.split,
+            num_frames=clip.builder.num_frames,
+            num_persons=clip.persons,
+            duration_us=end_us - clip.start_us,
+            pieces=tuple(pieces),
+        )
+
+
+class _local_copy:
+    """Context manager: a local path for `path`; gs:// objects are copied to a temp file first."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._tmp: str | None = None
+
+    def __enter__(self) -> str:
+        if "://" not in self.path:
+            if not os.path.exists(self.path):
+                raise StageError("fetch", FileNotFoundError(f"video {self.path!r} does not exist"))
+            return self.path
+        from apache_beam.io.filesystems import FileSystems
+
+        suffix = os.path.splitext(self.path)[1]
+        fd, self._tmp = tempfile.mkstemp(prefix="perfnet-", suffix=suffix)
+        try:
+            with os.fdopen(fd, "wb") as out, FileSystems.open(self.path) as src:
+                while chunk := src.read(1 << 22):
+                    out.write(chunk)
+        except Exception as e:
+            self.__exit__(None, None, None)
+            missing = FileNotFoundError(f"video {self.path!r} does not exist")
+            raise StageError("fetch", e if _exists(self.path) else missing) from e
+        return self._tmp
+
+    def __exit__(self, *exc):
+        if self._tmp and os.path.exists(self._tmp):
+            os.remove(self._tmp)
+        return False
+
+
+def _exists(path: str) -> bool:
+    from apache_beam.io.filesystems import FileSystems
+
+    try:
+        return FileSystems.exists(path)
+    except Exception:  # the store itself is unreachable: report the original error
+        return True

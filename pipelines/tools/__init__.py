@@ -1,0 +1,1 @@
+"""Tools over a written dataset: validate, export, preview; the pose benchmark scorer."""
