@@ -1,1 +1,3 @@
-"""The record contract shared by the pipelines and the training package."""
+"""What the pipelines and the training package share: the record contract (`media_sequence`:
+every key in one table, `KEYS`), the output layout (`layout`) and the dataset description
+(`dataset_info`). Imports nothing else of the project."""

@@ -1,6 +1,8 @@
 """The record contract: every key of a clip's `tf.train.SequenceExample`.
 
-This module owns every feature key the project writes or reads. Keys follow
+This module owns every feature key the project writes or reads, each declared once in the key
+table (`KEYS`: part, type, count per person, modality, range) from which the key sets, the parse
+specs, the builder's feature types and the validator's expectations are derived. Keys follow
 MediaPipe's MediaSequence conventions so that MediaSequence, DMVR and TF Model Garden readers parse
 our records unchanged; extra image streams reuse the image keys under an ALL_CAPS prefix
 (`PREFIX/image/encoded`).
@@ -57,48 +59,237 @@ def prefixed(prefix: str, key: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Context keys.
+# The key table: every key of the record, declared once with its part, type, count and modality.
 # ---------------------------------------------------------------------------------------------
-EXAMPLE_ID_KEY = "example/id"  # bytes: unique clip id, `<media_id>_<start_us>`.
-DATASET_NAME_KEY = "example/dataset_name"  # bytes: e.g. `kinetics600`.
-CLIP_DATA_PATH_KEY = "clip/data_path"  # bytes: source video path as given in the manifest.
-CLIP_MEDIA_ID_KEY = "clip/media_id"  # bytes: video id (YouTube id for Kinetics).
-CLIP_START_TIMESTAMP_KEY = "clip/start/timestamp"  # int64: clip start, microseconds in source.
-CLIP_END_TIMESTAMP_KEY = "clip/end/timestamp"  # int64: clip end (exclusive), microseconds.
-CLIP_LABEL_INDEX_KEY = "clip/label/index"  # int64, exactly one: 0-based class index.
-CLIP_LABEL_STRING_KEY = "clip/label/string"  # bytes: class name (MediaSequence reads this).
-CLIP_LABEL_TEXT_KEY = "clip/label/text"  # bytes: class name again (DMVR reads this).
+# The part of the SequenceExample a key is in.
+CONTEXT = "context"  # `SequenceExample.context`: one value list per record
+SEQUENCE = "sequence"  # `SequenceExample.feature_lists`: one value list per step (frame)
+# The value type: which list of a `tf.train.Feature` holds the values.
+BYTES = "bytes"
+INT64 = "int64"
+FLOAT = "float"  # float32
+FEATURE_FIELD = {BYTES: "bytes_list", INT64: "int64_list", FLOAT: "float_list"}
+# How many values a key holds.
+ONE = "one"  # context: exactly one value; sequence: exactly one value per step
+JOINTS = "joints"  # context: NUM_JOINTS values, in COCO-17 order
+PER_PERSON = "per_person"  # sequence: one value per person of the step (`region/num_regions`)
+PER_JOINT = "per_joint"  # sequence: NUM_JOINTS values per person, person-major (17 * p + j)
+_COUNTS = {CONTEXT: (ONE, JOINTS), SEQUENCE: (ONE, PER_PERSON, PER_JOINT)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Key:
+    """One key of the record contract.
+
+    Attributes:
+      name: the key as written, e.g. `region/track/index`; for a stream key (`stream`) the name
+        under the stream's prefix (`image/height`; written `POSE_RENDERED/image/height`, ...).
+      part: CONTEXT or SEQUENCE.
+      dtype: BYTES, INT64 or FLOAT (float32): the `tf.train.Feature` list of its values.
+      count: ONE; JOINTS (context: NUM_JOINTS values); PER_PERSON or PER_JOINT (sequence: 1 or
+        NUM_JOINTS values per person of the step).
+      modality: the modality whose records carry the key; None: every record. For a stream key,
+        None means every image stream of the record, a modality that modality's stream only.
+      stream: an image-stream key, written once per stream under its prefix (MODALITY_PREFIX).
+      bounds: (low, high) of every value, inclusive, either None for unbounded; None: no range.
+      doc: what the value means, with its unit.
+    """
+
+    name: str
+    part: str
+    dtype: str
+    count: str = ONE
+    modality: str | None = None
+    stream: bool = False
+    bounds: tuple[float | None, float | None] | None = None
+    doc: str = ""
+
+    def __post_init__(self):
+        if self.part not in _COUNTS:
+            raise ValueError(f"{self.name}: part={self.part!r}: expected one of {list(_COUNTS)}")
+        if self.dtype not in FEATURE_FIELD:
+            raise ValueError(f"{self.name}: dtype={self.dtype!r}: expected {list(FEATURE_FIELD)}")
+        if self.count not in _COUNTS[self.part]:
+            raise ValueError(
+                f"{self.name}: count={self.count!r}: a {self.part} key's is one of "
+                f"{list(_COUNTS[self.part])}"
+            )
+        if self.modality is not None and self.modality not in ALL_MODALITIES:
+            raise ValueError(f"{self.name}: modality={self.modality!r}: not in {ALL_MODALITIES}")
+        if self.count in (PER_PERSON, PER_JOINT) and self.modality != MODALITY_POSE:
+            raise ValueError(f"{self.name}: per-person values need modality={MODALITY_POSE!r}")
+        if self.bounds is not None and len(self.bounds) != 2:
+            raise ValueError(f"{self.name}: bounds={self.bounds!r}: expected (low, high)")
+
+    @property
+    def feature_field(self) -> str:
+        """The `tf.train.Feature` field of the values: bytes_list, int64_list or float_list."""
+        return FEATURE_FIELD[self.dtype]
+
+    @property
+    def np_dtype(self):
+        """numpy dtype of the values: object (bytes), int64 or float32."""
+        return {BYTES: np.object_, INT64: np.int64, FLOAT: np.float32}[self.dtype]
+
+    @property
+    def num_values(self) -> int:
+        """Values of a count-ONE or JOINTS key (per step for a sequence key): 1 or NUM_JOINTS."""
+        if self.count not in (ONE, JOINTS):
+            raise ValueError(f"{self.name}: {self.count} values vary with the persons of a step")
+        return NUM_JOINTS if self.count == JOINTS else 1
+
+    @property
+    def per_person(self) -> bool:
+        """True for a sequence key with values per person of the step (PER_PERSON, PER_JOINT)."""
+        return self.count in (PER_PERSON, PER_JOINT)
+
+    @property
+    def values_per_person(self) -> int:
+        """Values per person of a PER_PERSON (1) or PER_JOINT (NUM_JOINTS) key."""
+        if not self.per_person:
+            raise ValueError(f"{self.name}: count={self.count!r} is not per person")
+        return NUM_JOINTS if self.count == PER_JOINT else 1
+
+    def parse_spec(self):
+        """The key's `tf.io` feature spec: context `FixedLenFeature` ([] or [NUM_JOINTS]); per
+        step `FixedLenSequenceFeature([])` for one value a step, else `VarLenFeature`."""
+        import tensorflow as tf
+
+        dtype = {BYTES: tf.string, INT64: tf.int64, FLOAT: tf.float32}[self.dtype]
+        if self.part == CONTEXT:
+            return tf.io.FixedLenFeature([self.num_values] if self.count == JOINTS else [], dtype)
+        if self.count == ONE:
+            return tf.io.FixedLenSequenceFeature([], dtype)
+        return tf.io.VarLenFeature(dtype)
+
+
+_TABLE: list[Key] = []
+
+
+def _declare(name: str, part: str, dtype: str, count: str = ONE, **fields) -> str:
+    """Adds a key to the table (KEYS) and returns its name."""
+    if any(k.name == name for k in _TABLE):
+        raise ValueError(f"key {name!r} declared twice")
+    _TABLE.append(Key(name, part, dtype, count, **fields))
+    return name
+
+
+_UNIT = (0.0, 1.0)  # normalized coordinates and scores
+
+# Context keys of every record.
+EXAMPLE_ID_KEY = _declare(
+    "example/id", CONTEXT, BYTES, doc="unique clip id, `<media_id>_<start_us>` (`clip_id`)"
+)
+DATASET_NAME_KEY = _declare("example/dataset_name", CONTEXT, BYTES, doc="e.g. `kinetics600`")
+CLIP_DATA_PATH_KEY = _declare(
+    "clip/data_path", CONTEXT, BYTES, doc="source video path as given in the manifest"
+)
+CLIP_MEDIA_ID_KEY = _declare(
+    "clip/media_id", CONTEXT, BYTES, doc="video id (YouTube id for Kinetics)"
+)
+CLIP_START_TIMESTAMP_KEY = _declare(
+    "clip/start/timestamp", CONTEXT, INT64, doc="clip start, microseconds in the source"
+)
+CLIP_END_TIMESTAMP_KEY = _declare(
+    "clip/end/timestamp", CONTEXT, INT64, doc="clip end (exclusive), microseconds in the source"
+)
+CLIP_LABEL_INDEX_KEY = _declare(
+    "clip/label/index", CONTEXT, INT64, bounds=(0, None), doc="0-based class index"
+)
+CLIP_LABEL_STRING_KEY = _declare(
+    "clip/label/string", CONTEXT, BYTES, doc="class name (MediaSequence reads this)"
+)
+CLIP_LABEL_TEXT_KEY = _declare(
+    "clip/label/text", CONTEXT, BYTES, doc="class name again (DMVR reads this)"
+)
 
 # Image stream metadata, per prefix (`image/format`, `POSE_RENDERED/image/format`, ...).
-IMAGE_FORMAT = "image/format"  # bytes: `JPEG`.
-IMAGE_CHANNELS = "image/channels"  # int64: 3.
-IMAGE_HEIGHT = "image/height"  # int64: stored frame height, pixels.
-IMAGE_WIDTH = "image/width"  # int64: stored frame width, pixels.
-IMAGE_FRAME_RATE = "image/frame_rate"  # float: frames per second of the stored stream.
-IMAGE_SATURATION = "image/saturation"  # float: flow only, the clipping bound in pixels (20.0).
+IMAGE_FORMAT = _declare("image/format", CONTEXT, BYTES, stream=True, doc="`JPEG`")
+IMAGE_CHANNELS = _declare("image/channels", CONTEXT, INT64, stream=True, doc="3")
+IMAGE_HEIGHT = _declare(
+    "image/height", CONTEXT, INT64, stream=True, doc="stored frame height, pixels"
+)
+IMAGE_WIDTH = _declare("image/width", CONTEXT, INT64, stream=True, doc="stored frame width, pixels")
+IMAGE_FRAME_RATE = _declare(
+    "image/frame_rate", CONTEXT, FLOAT, stream=True, doc="frames per second of the stored stream"
+)
+IMAGE_SATURATION = _declare(
+    "image/saturation",
+    CONTEXT,
+    FLOAT,
+    modality=MODALITY_FLOW,
+    stream=True,
+    doc="flow only: the clipping bound of the quantized flow, pixels (FLOW_SATURATION)",
+)
 # Sequence keys per prefix.
-IMAGE_ENCODED = "image/encoded"  # bytes per step: the encoded image.
-IMAGE_TIMESTAMP = "image/timestamp"  # int64 per step: microseconds in the source.
+IMAGE_ENCODED = _declare("image/encoded", SEQUENCE, BYTES, stream=True, doc="the encoded image")
+IMAGE_TIMESTAMP = _declare(
+    "image/timestamp", SEQUENCE, INT64, stream=True, doc="microseconds in the source"
+)
 
-POSE_PARTS_KEY = "POSE/region/parts"  # bytes list: the 17 COCO joint names in order.
+POSE_PARTS_KEY = _declare(
+    "POSE/region/parts",
+    CONTEXT,
+    BYTES,
+    JOINTS,
+    modality=MODALITY_POSE,
+    doc="the COCO-17 joint names in order (COCO17_JOINT_NAMES)",
+)
 
-# ---------------------------------------------------------------------------------------------
-# Sequence keys: person regions (one step per RGB frame).
-# ---------------------------------------------------------------------------------------------
-REGION_NUM_REGIONS_KEY = "region/num_regions"  # int64 per step: persons in the frame.
-REGION_TIMESTAMP_KEY = "region/timestamp"  # int64 per step: microseconds, = image/timestamp.
-REGION_IS_ANNOTATED_KEY = "region/is_annotated"  # int64 per step: 1 (pose ran on every frame).
-REGION_BBOX_YMIN_KEY = "region/bbox/ymin"  # float list per step: person box top, normalized.
-REGION_BBOX_XMIN_KEY = "region/bbox/xmin"  # float list per step: person box left, normalized.
-REGION_BBOX_YMAX_KEY = "region/bbox/ymax"  # float list per step: person box bottom, normalized.
-REGION_BBOX_XMAX_KEY = "region/bbox/xmax"  # float list per step: person box right, normalized.
-REGION_CONFIDENCE_KEY = "region/label/confidence"  # float list per step: person score in [0,1].
-REGION_TRACK_INDEX_KEY = "region/track/index"  # int64 list per step: person track id, >= 0.
-# Keypoints: person-major, 17 per person (person p, joint j at 17 * p + j); person p is box p.
-POSE_POINT_X_KEY = "POSE/region/point/x"  # float list per step: normalized x in [0, 1].
-POSE_POINT_Y_KEY = "POSE/region/point/y"  # float list per step: normalized y in [0, 1].
-POSE_NUM_REGIONS_KEY = "POSE/region/num_regions"  # int64 per step: 17 * persons.
-POSE_CONFIDENCE_KEY = "POSE/region/label/confidence"  # float list per step: keypoint scores.
+# Sequence keys: person regions (one step per RGB frame). Person p of a step is box p; its
+# keypoints are person-major, NUM_JOINTS per person (person p, joint j at 17 * p + j).
+_POSE = MODALITY_POSE
+REGION_NUM_REGIONS_KEY = _declare(
+    "region/num_regions", SEQUENCE, INT64, modality=_POSE, doc="persons in the frame"
+)
+REGION_TIMESTAMP_KEY = _declare(
+    "region/timestamp", SEQUENCE, INT64, modality=_POSE, doc="microseconds, = image/timestamp"
+)
+REGION_IS_ANNOTATED_KEY = _declare(
+    "region/is_annotated", SEQUENCE, INT64, modality=_POSE, doc="1: pose ran on every frame"
+)
+REGION_BBOX_YMIN_KEY = _declare(
+    "region/bbox/ymin", SEQUENCE, FLOAT, PER_PERSON, modality=_POSE, bounds=_UNIT,
+    doc="person box top, normalized",
+)  # fmt: skip
+REGION_BBOX_XMIN_KEY = _declare(
+    "region/bbox/xmin", SEQUENCE, FLOAT, PER_PERSON, modality=_POSE, bounds=_UNIT,
+    doc="person box left, normalized",
+)  # fmt: skip
+REGION_BBOX_YMAX_KEY = _declare(
+    "region/bbox/ymax", SEQUENCE, FLOAT, PER_PERSON, modality=_POSE, bounds=_UNIT,
+    doc="person box bottom, normalized",
+)  # fmt: skip
+REGION_BBOX_XMAX_KEY = _declare(
+    "region/bbox/xmax", SEQUENCE, FLOAT, PER_PERSON, modality=_POSE, bounds=_UNIT,
+    doc="person box right, normalized",
+)  # fmt: skip
+REGION_CONFIDENCE_KEY = _declare(
+    "region/label/confidence", SEQUENCE, FLOAT, PER_PERSON, modality=_POSE, bounds=_UNIT,
+    doc="person score",
+)  # fmt: skip
+REGION_TRACK_INDEX_KEY = _declare(
+    "region/track/index", SEQUENCE, INT64, PER_PERSON, modality=_POSE, bounds=(0, None),
+    doc="person track id: the person's identity across the clip's frames",
+)  # fmt: skip
+POSE_POINT_X_KEY = _declare(
+    "POSE/region/point/x", SEQUENCE, FLOAT, PER_JOINT, modality=_POSE, bounds=_UNIT,
+    doc="keypoint x, normalized by the frame width",
+)  # fmt: skip
+POSE_POINT_Y_KEY = _declare(
+    "POSE/region/point/y", SEQUENCE, FLOAT, PER_JOINT, modality=_POSE, bounds=_UNIT,
+    doc="keypoint y, normalized by the frame height",
+)  # fmt: skip
+POSE_NUM_REGIONS_KEY = _declare(
+    "POSE/region/num_regions", SEQUENCE, INT64, modality=_POSE, doc="NUM_JOINTS * persons"
+)
+POSE_CONFIDENCE_KEY = _declare(
+    "POSE/region/label/confidence", SEQUENCE, FLOAT, PER_JOINT, modality=_POSE, bounds=_UNIT,
+    doc="keypoint scores",
+)  # fmt: skip
+
+# Every key of the contract, in declaration order.
+KEYS: tuple[Key, ...] = tuple(_TABLE)
 
 # The COCO-17 joints, in COCO order.
 COCO17_JOINT_NAMES = (
@@ -128,23 +319,6 @@ FLOW_SATURATION = 20.0  # pixels: flow components are clipped to [-20, 20] befor
 IMAGE_FORMAT_JPEG = "JPEG"
 FRAME_RATE = 25.0  # frames per second of every stored stream.
 
-REGION_FLOAT_LIST_KEYS = (
-    REGION_BBOX_YMIN_KEY,
-    REGION_BBOX_XMIN_KEY,
-    REGION_BBOX_YMAX_KEY,
-    REGION_BBOX_XMAX_KEY,
-    REGION_CONFIDENCE_KEY,
-    POSE_POINT_X_KEY,
-    POSE_POINT_Y_KEY,
-    POSE_CONFIDENCE_KEY,
-)
-REGION_INT_PER_STEP_KEYS = (
-    REGION_NUM_REGIONS_KEY,
-    REGION_TIMESTAMP_KEY,
-    REGION_IS_ANNOTATED_KEY,
-    POSE_NUM_REGIONS_KEY,
-)
-
 
 def _check_modalities(modalities: Sequence[str]) -> tuple[str, ...]:
     modalities = tuple(modalities)
@@ -157,42 +331,71 @@ def _check_modalities(modalities: Sequence[str]) -> tuple[str, ...]:
     return modalities
 
 
+def record_keys(modalities: Sequence[str] = ALL_MODALITIES) -> dict[str, Key]:
+    """Every key a record with these modalities carries: full name -> its Key, in table order
+    (a stream key once per stream, in the order of `modalities`).
+
+    A stream key comes with its full name (`POSE_RENDERED/image/height`) and the stream's
+    modality; the other keys as declared in KEYS.
+
+    Raises:
+      ValueError: `modalities` is empty or names an unknown modality.
+    """
+    modalities = _check_modalities(modalities)
+    keys: dict[str, Key] = {}
+    for key in KEYS:
+        if not key.stream:
+            if key.modality is None or key.modality in modalities:
+                keys[key.name] = key
+            continue
+        for m in modalities:
+            if key.modality in (None, m):
+                name = prefixed(MODALITY_PREFIX[m], key.name)
+                keys[name] = dataclasses.replace(key, name=name, modality=m)
+    return keys
+
+
+_ALL_KEYS = record_keys(ALL_MODALITIES)
+
+
+def key_info(name: str) -> Key:
+    """The Key of a full key name (`region/track/index`, `FORWARD_FLOW/image/encoded`, ...).
+
+    Raises:
+      KeyError: naming `name`, which is no key of the contract.
+    """
+    try:
+        return _ALL_KEYS[name]
+    except KeyError:
+        raise KeyError(f"key {name!r}: not in the record contract") from None
+
+
 def context_keys(modalities: Sequence[str] = ALL_MODALITIES) -> frozenset[str]:
     """All context keys a record with these modalities carries."""
-    modalities = _check_modalities(modalities)
-    keys = {
-        EXAMPLE_ID_KEY,
-        DATASET_NAME_KEY,
-        CLIP_DATA_PATH_KEY,
-        CLIP_MEDIA_ID_KEY,
-        CLIP_START_TIMESTAMP_KEY,
-        CLIP_END_TIMESTAMP_KEY,
-        CLIP_LABEL_INDEX_KEY,
-        CLIP_LABEL_STRING_KEY,
-        CLIP_LABEL_TEXT_KEY,
-    }
-    for m in modalities:
-        p = MODALITY_PREFIX[m]
-        keys |= {prefixed(p, k) for k in (IMAGE_FORMAT, IMAGE_CHANNELS, IMAGE_HEIGHT, IMAGE_WIDTH)}
-        keys.add(prefixed(p, IMAGE_FRAME_RATE))
-    if MODALITY_FLOW in modalities:
-        keys.add(prefixed(FORWARD_FLOW_PREFIX, IMAGE_SATURATION))
-    if MODALITY_POSE in modalities:
-        keys.add(POSE_PARTS_KEY)
-    return frozenset(keys)
+    return frozenset(n for n, k in record_keys(modalities).items() if k.part == CONTEXT)
 
 
 def sequence_keys(modalities: Sequence[str] = ALL_MODALITIES) -> frozenset[str]:
     """All sequence (feature_list) keys a record with these modalities carries."""
-    modalities = _check_modalities(modalities)
-    keys: set[str] = set()
-    for m in modalities:
-        p = MODALITY_PREFIX[m]
-        keys |= {prefixed(p, IMAGE_ENCODED), prefixed(p, IMAGE_TIMESTAMP)}
-    if MODALITY_POSE in modalities:
-        keys |= set(REGION_FLOAT_LIST_KEYS) | set(REGION_INT_PER_STEP_KEYS)
-        keys.add(REGION_TRACK_INDEX_KEY)
-    return frozenset(keys)
+    return frozenset(n for n, k in record_keys(modalities).items() if k.part == SEQUENCE)
+
+
+def _region_keys(dtype: str, per_person: bool) -> tuple[str, ...]:
+    return tuple(
+        k.name
+        for k in KEYS
+        if k.part == SEQUENCE
+        and not k.stream
+        and k.modality == MODALITY_POSE
+        and k.dtype == dtype
+        and k.per_person == per_person
+    )
+
+
+# The pose modality's float lists per person (boxes and scores, then keypoints), and its int64
+# values of one per step, in table order.
+REGION_FLOAT_LIST_KEYS = _region_keys(FLOAT, per_person=True)
+REGION_INT_PER_STEP_KEYS = _region_keys(INT64, per_person=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -263,6 +466,15 @@ def _floats(values):
     return tf.train.Feature(float_list=tf.train.FloatList(value=np.asarray(values, np.float32)))
 
 
+_ENCODERS = {BYTES: _bytes, INT64: _ints, FLOAT: _floats}
+
+
+def feature(key: Key, values):
+    """`values` as the `tf.train.Feature` of `key`'s type: bytes (str is UTF-8 encoded), int64
+    (each `int(v)`) or float32 (`np.asarray(values, np.float32)`)."""
+    return _ENCODERS[key.dtype](values)
+
+
 def _varint(n: int) -> bytes:
     """Protocol-buffer base-128 varint of a non-negative int."""
     out = bytearray()
@@ -299,32 +511,36 @@ class SequenceExampleBuilder:
         self._modalities = _check_modalities(tuple(streams))
         import tensorflow as tf
 
+        # The keys of these modalities, with their types (the key table).
+        self._keys = record_keys(self._modalities)
         self._context = tf.train.Features()
-        ctx = self._context.feature
-        ctx[EXAMPLE_ID_KEY].CopyFrom(_bytes([context.example_id]))
-        ctx[DATASET_NAME_KEY].CopyFrom(_bytes([context.dataset_name]))
-        ctx[CLIP_DATA_PATH_KEY].CopyFrom(_bytes([context.data_path]))
-        ctx[CLIP_MEDIA_ID_KEY].CopyFrom(_bytes([context.media_id]))
-        ctx[CLIP_START_TIMESTAMP_KEY].CopyFrom(_ints([context.start_us]))
-        ctx[CLIP_END_TIMESTAMP_KEY].CopyFrom(_ints([context.end_us]))
-        ctx[CLIP_LABEL_INDEX_KEY].CopyFrom(_ints([context.label_index]))
-        ctx[CLIP_LABEL_STRING_KEY].CopyFrom(_bytes([context.label]))
-        ctx[CLIP_LABEL_TEXT_KEY].CopyFrom(_bytes([context.label]))
+        self._set(EXAMPLE_ID_KEY, [context.example_id])
+        self._set(DATASET_NAME_KEY, [context.dataset_name])
+        self._set(CLIP_DATA_PATH_KEY, [context.data_path])
+        self._set(CLIP_MEDIA_ID_KEY, [context.media_id])
+        self._set(CLIP_START_TIMESTAMP_KEY, [context.start_us])
+        self._set(CLIP_END_TIMESTAMP_KEY, [context.end_us])
+        self._set(CLIP_LABEL_INDEX_KEY, [context.label_index])
+        self._set(CLIP_LABEL_STRING_KEY, [context.label])
+        self._set(CLIP_LABEL_TEXT_KEY, [context.label])
         for modality, info in streams.items():
             p = MODALITY_PREFIX[modality]
-            ctx[prefixed(p, IMAGE_FORMAT)].CopyFrom(_bytes([info.format]))
-            ctx[prefixed(p, IMAGE_CHANNELS)].CopyFrom(_ints([info.channels]))
-            ctx[prefixed(p, IMAGE_HEIGHT)].CopyFrom(_ints([info.height]))
-            ctx[prefixed(p, IMAGE_WIDTH)].CopyFrom(_ints([info.width]))
-            ctx[prefixed(p, IMAGE_FRAME_RATE)].CopyFrom(_floats([info.frame_rate]))
+            self._set(prefixed(p, IMAGE_FORMAT), [info.format])
+            self._set(prefixed(p, IMAGE_CHANNELS), [info.channels])
+            self._set(prefixed(p, IMAGE_HEIGHT), [info.height])
+            self._set(prefixed(p, IMAGE_WIDTH), [info.width])
+            self._set(prefixed(p, IMAGE_FRAME_RATE), [info.frame_rate])
         if MODALITY_FLOW in streams:
-            ctx[prefixed(FORWARD_FLOW_PREFIX, IMAGE_SATURATION)].CopyFrom(
-                _floats([FLOW_SATURATION])
-            )
+            self._set(prefixed(FORWARD_FLOW_PREFIX, IMAGE_SATURATION), [FLOW_SATURATION])
         if MODALITY_POSE in streams:
-            ctx[POSE_PARTS_KEY].CopyFrom(_bytes(COCO17_JOINT_NAMES))
+            self._set(POSE_PARTS_KEY, COCO17_JOINT_NAMES)
+        unset = {n for n, k in self._keys.items() if k.part == CONTEXT} - set(self._context.feature)
+        if unset:  # a key of the table that the builder does not fill
+            raise AssertionError(f"context keys not set: {sorted(unset)}")
         # Sequence key -> its steps, each a serialized `Feature`.
-        self._lists: dict[str, list[bytes]] = {k: [] for k in sequence_keys(self._modalities)}
+        self._lists: dict[str, list[bytes]] = {
+            n: [] for n, k in self._keys.items() if k.part == SEQUENCE
+        }
         self._num_frames = 0
         self._num_flows = 0
         self._last_timestamp: int | None = None
@@ -333,8 +549,16 @@ class SequenceExampleBuilder:
     def num_frames(self) -> int:
         return self._num_frames
 
-    def _append(self, key: str, feature) -> None:
-        self._lists[key].append(feature.SerializeToString())
+    def _set(self, key: str, values) -> None:
+        """Sets context key `key` to `values`, encoded as the key table types it."""
+        info = self._keys[key]
+        if info.part != CONTEXT:
+            raise ValueError(f"{key}: a {info.part} key, not a context key")
+        self._context.feature[key].CopyFrom(feature(info, values))
+
+    def _append(self, key: str, values) -> None:
+        """Appends one step of `values` to sequence key `key`, encoded as the table types it."""
+        self._lists[key].append(feature(self._keys[key], values).SerializeToString())
 
     def add_frame(
         self,
@@ -365,14 +589,14 @@ class SequenceExampleBuilder:
                 f"timestamp_us={timestamp_us}: must be > the previous step's {self._last_timestamp}"
             )
         self._last_timestamp = timestamp_us
-        ts = _ints([timestamp_us])
+        ts = [timestamp_us]
         for modality, data in ((MODALITY_RGB, rgb_jpeg), (MODALITY_POSE, pose_jpeg)):
             if modality not in self._modalities:
                 continue
             if data is None:
                 raise ValueError(f"{modality} image missing at timestamp_us={timestamp_us}")
             p = MODALITY_PREFIX[modality]
-            self._append(prefixed(p, IMAGE_ENCODED), _bytes([data]))
+            self._append(prefixed(p, IMAGE_ENCODED), [data])
             self._append(prefixed(p, IMAGE_TIMESTAMP), ts)
         if MODALITY_POSE in self._modalities:
             self._add_regions(ts, keypoints, keypoint_scores, boxes, box_scores, track_ids)
@@ -384,7 +608,7 @@ class SequenceExampleBuilder:
         keypoints = np.asarray(keypoints, np.float32)
         num = keypoints.shape[0]
         if keypoints.shape != (num, NUM_JOINTS, 2):
-            raise ValueError(f"keypoints.shape={keypoints.shape}: expected [P, 17, 2]")
+            raise ValueError(f"keypoints.shape={keypoints.shape}: expected [P, {NUM_JOINTS}, 2]")
         keypoint_scores = np.asarray(keypoint_scores, np.float32)
         boxes = np.asarray(boxes, np.float32)
         box_scores = np.asarray(box_scores, np.float32)
@@ -401,29 +625,28 @@ class SequenceExampleBuilder:
                 raise ValueError(f"{name}.shape={arr.shape}: expected {shape} for P={num}")
         keypoints = np.clip(np.nan_to_num(keypoints, nan=0.0), 0.0, 1.0)
         boxes = np.clip(boxes, 0.0, 1.0)
-        self._append(REGION_NUM_REGIONS_KEY, _ints([num]))
+        self._append(REGION_NUM_REGIONS_KEY, [num])
         self._append(REGION_TIMESTAMP_KEY, ts)
-        self._append(REGION_IS_ANNOTATED_KEY, _ints([1]))
+        self._append(REGION_IS_ANNOTATED_KEY, [1])
         for i, key in enumerate(
             (REGION_BBOX_YMIN_KEY, REGION_BBOX_XMIN_KEY, REGION_BBOX_YMAX_KEY, REGION_BBOX_XMAX_KEY)
         ):
-            self._append(key, _floats(boxes[:, i]))
-        self._append(REGION_CONFIDENCE_KEY, _floats(np.clip(box_scores, 0.0, 1.0)))
-        self._append(REGION_TRACK_INDEX_KEY, _ints(track_ids))
-        self._append(POSE_POINT_X_KEY, _floats(keypoints[:, :, 0].reshape(-1)))
-        self._append(POSE_POINT_Y_KEY, _floats(keypoints[:, :, 1].reshape(-1)))
-        self._append(POSE_NUM_REGIONS_KEY, _ints([num * NUM_JOINTS]))
+            self._append(key, boxes[:, i])
+        self._append(REGION_CONFIDENCE_KEY, np.clip(box_scores, 0.0, 1.0))
+        self._append(REGION_TRACK_INDEX_KEY, track_ids)
+        self._append(POSE_POINT_X_KEY, keypoints[:, :, 0].reshape(-1))
+        self._append(POSE_POINT_Y_KEY, keypoints[:, :, 1].reshape(-1))
+        self._append(POSE_NUM_REGIONS_KEY, [num * NUM_JOINTS])
         self._append(
-            POSE_CONFIDENCE_KEY,
-            _floats(np.clip(np.nan_to_num(keypoint_scores, nan=0.0), 0, 1).reshape(-1)),
+            POSE_CONFIDENCE_KEY, np.clip(np.nan_to_num(keypoint_scores, nan=0.0), 0, 1).reshape(-1)
         )
 
     def add_flow(self, timestamp_us: int, flow_jpeg: bytes) -> None:
         """Appends the flow from the frame stamped `timestamp_us` to the next frame (JPEG)."""
         if MODALITY_FLOW not in self._modalities:
             raise ValueError("add_flow called but the flow modality is not written")
-        self._append(prefixed(FORWARD_FLOW_PREFIX, IMAGE_ENCODED), _bytes([flow_jpeg]))
-        self._append(prefixed(FORWARD_FLOW_PREFIX, IMAGE_TIMESTAMP), _ints([timestamp_us]))
+        self._append(prefixed(FORWARD_FLOW_PREFIX, IMAGE_ENCODED), [flow_jpeg])
+        self._append(prefixed(FORWARD_FLOW_PREFIX, IMAGE_TIMESTAMP), [timestamp_us])
         self._num_flows += 1
 
     def _finish(self, end_us: int | None) -> None:
@@ -435,7 +658,7 @@ class SequenceExampleBuilder:
             start = ctx[CLIP_START_TIMESTAMP_KEY].int64_list.value[0]
             if end_us <= start:
                 raise ValueError(f"end_us={end_us}: must be > the clip start {start}")
-            ctx[CLIP_END_TIMESTAMP_KEY].CopyFrom(_ints([end_us]))
+            self._set(CLIP_END_TIMESTAMP_KEY, [end_us])
         if self._num_frames == 0:
             raise ValueError("a clip needs at least one frame")
         if MODALITY_FLOW in self._modalities and self._num_flows != self._num_frames - 1:
@@ -498,45 +721,17 @@ class SequenceExampleBuilder:
 # Parsing.
 # ---------------------------------------------------------------------------------------------
 def parse_specs(modalities: Sequence[str] = ALL_MODALITIES):
-    """Feature specs for `tf.io.parse_single_sequence_example`.
+    """Feature specs for `tf.io.parse_single_sequence_example`, from the key table.
 
     Returns:
-      (context_features, sequence_features): dicts of key -> tf.io feature spec. Image streams
-      parse as `FixedLenSequenceFeature([], tf.string)`, per-step lists as `VarLenFeature`.
+      (context_features, sequence_features): dicts of key -> tf.io feature spec (`Key.parse_spec`).
+      Context keys parse as `FixedLenFeature([])` (`POSE/region/parts` as [NUM_JOINTS]); sequence
+      keys with one value a step (images, timestamps, counts) as `FixedLenSequenceFeature([])`,
+      per-person lists as `VarLenFeature`.
     """
-    import tensorflow as tf
-
-    modalities = _check_modalities(modalities)
-    ctx = {
-        EXAMPLE_ID_KEY: tf.io.FixedLenFeature([], tf.string),
-        DATASET_NAME_KEY: tf.io.FixedLenFeature([], tf.string),
-        CLIP_DATA_PATH_KEY: tf.io.FixedLenFeature([], tf.string),
-        CLIP_MEDIA_ID_KEY: tf.io.FixedLenFeature([], tf.string),
-        CLIP_START_TIMESTAMP_KEY: tf.io.FixedLenFeature([], tf.int64),
-        CLIP_END_TIMESTAMP_KEY: tf.io.FixedLenFeature([], tf.int64),
-        CLIP_LABEL_INDEX_KEY: tf.io.FixedLenFeature([], tf.int64),
-        CLIP_LABEL_STRING_KEY: tf.io.FixedLenFeature([], tf.string),
-        CLIP_LABEL_TEXT_KEY: tf.io.FixedLenFeature([], tf.string),
-    }
-    seq = {}
-    for m in modalities:
-        p = MODALITY_PREFIX[m]
-        ctx[prefixed(p, IMAGE_FORMAT)] = tf.io.FixedLenFeature([], tf.string)
-        ctx[prefixed(p, IMAGE_CHANNELS)] = tf.io.FixedLenFeature([], tf.int64)
-        ctx[prefixed(p, IMAGE_HEIGHT)] = tf.io.FixedLenFeature([], tf.int64)
-        ctx[prefixed(p, IMAGE_WIDTH)] = tf.io.FixedLenFeature([], tf.int64)
-        ctx[prefixed(p, IMAGE_FRAME_RATE)] = tf.io.FixedLenFeature([], tf.float32)
-        seq[prefixed(p, IMAGE_ENCODED)] = tf.io.FixedLenSequenceFeature([], tf.string)
-        seq[prefixed(p, IMAGE_TIMESTAMP)] = tf.io.FixedLenSequenceFeature([], tf.int64)
-    if MODALITY_FLOW in modalities:
-        ctx[prefixed(FORWARD_FLOW_PREFIX, IMAGE_SATURATION)] = tf.io.FixedLenFeature([], tf.float32)
-    if MODALITY_POSE in modalities:
-        ctx[POSE_PARTS_KEY] = tf.io.FixedLenFeature([NUM_JOINTS], tf.string)
-        for key in REGION_INT_PER_STEP_KEYS:
-            seq[key] = tf.io.FixedLenSequenceFeature([], tf.int64)
-        for key in REGION_FLOAT_LIST_KEYS:
-            seq[key] = tf.io.VarLenFeature(tf.float32)
-        seq[REGION_TRACK_INDEX_KEY] = tf.io.VarLenFeature(tf.int64)
+    keys = record_keys(modalities)
+    ctx = {n: k.parse_spec() for n, k in keys.items() if k.part == CONTEXT}
+    seq = {n: k.parse_spec() for n, k in keys.items() if k.part == SEQUENCE}
     return ctx, seq
 
 

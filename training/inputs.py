@@ -1,9 +1,11 @@
 """tf.data input pipeline over the preprocessed shards (local or gs://).
 
 Records are `tf.train.SequenceExample`s in the layout of `schemas.media_sequence` (the record
-contract). For every clip the pipeline takes one time window, one crop and one mirroring
-decision and applies them to every requested modality, so that a student and its teachers see
-the same clip.
+contract); the shards and the description are where `schemas.layout` puts them
+(`<data_dir>/<split>/*.tfrecord`, `<data_dir>/dataset_info.json`, read as
+`schemas.dataset_info.DatasetInfo`). For every clip the pipeline takes one time window, one crop
+and one mirroring decision and applies them to every requested modality, so that a student and
+its teachers see the same clip.
 
 Element of the batched dataset, a dict:
 
@@ -39,19 +41,20 @@ parallelism.
 
 from __future__ import annotations
 
-import json
 import os
 import posixpath
 from collections.abc import Sequence
 
 import tensorflow as tf
 
+from schemas import layout
 from schemas import media_sequence as ms
+from schemas.dataset_info import DatasetInfo
 from training.config import DataConfig
 
 MODEL_CHANNELS = {ms.MODALITY_RGB: 3, ms.MODALITY_POSE: 3, ms.MODALITY_FLOW: 2}
-DATASET_INFO = "dataset_info.json"
-SHARD_GLOB = "*.tfrecord"
+DATASET_INFO = layout.DATASET_INFO
+SHARD_GLOB = layout.SHARD_GLOB
 _READ_BUFFER_BYTES = 8 << 20
 
 
@@ -79,26 +82,25 @@ def split_pattern(data: DataConfig, split: str) -> str:
     if not data.data_dir:
         return ""
     folder = data.train_split if split == "train" else data.eval_split
-    return posixpath.join(data.data_dir, folder, SHARD_GLOB)
+    return layout.join(data.data_dir, folder, layout.SHARD_GLOB)
 
 
-def read_dataset_info(data_dir: str) -> dict | None:
+def read_dataset_info(data_dir: str) -> DatasetInfo | None:
     """`dataset_info.json` of a preprocessing output directory, or None if there is none.
 
-    Raises ValueError if its schema version is unknown to `schemas.media_sequence`.
+    Raises ValueError naming the file and field if it is no description this code can read
+    (`DatasetInfo.from_text`), its schema version included.
     """
     if not data_dir:
         return None
-    path = posixpath.join(data_dir, DATASET_INFO)
+    path = layout.join(data_dir, layout.DATASET_INFO)
     if not tf.io.gfile.exists(path):
         return None
     with tf.io.gfile.GFile(path) as f:
-        info = json.load(f)
-    ms.check_schema_version(info.get("schema_version"))
-    return info
+        return DatasetInfo.from_text(f.read(), path)
 
 
-def find_dataset_info(data: DataConfig) -> dict | None:
+def find_dataset_info(data: DataConfig) -> DatasetInfo | None:
     """The dataset description beside the shards: in `data_dir`, or one level above the
     folder of the first train (else eval) shard pattern."""
     info = read_dataset_info(data.data_dir)
@@ -121,15 +123,17 @@ def resolve_num_classes(data: DataConfig, modalities: Sequence[str] = ()) -> int
     """
     info = find_dataset_info(data)
     if info is not None:
-        missing = [m for m in modalities if m not in info.get("modalities", ms.ALL_MODALITIES)]
+        held = info.modalities if info.modalities is not None else ms.ALL_MODALITIES
+        missing = [m for m in modalities if m not in held]
         if missing:
             raise ValueError(
-                f"modalities={list(modalities)}: the records hold only "
-                f"{info.get('modalities')}, not {missing}"
+                f"modalities={list(modalities)}: the records hold only {list(held)}, not {missing}"
             )
-        n = int(info.get("num_classes", 0))
+        n = int(info.num_classes or 0)
         if data.num_classes and n and n != data.num_classes:
-            raise ValueError(f"num_classes={data.num_classes}: dataset_info.json says {n} classes")
+            raise ValueError(
+                f"num_classes={data.num_classes}: {layout.DATASET_INFO} says {n} classes"
+            )
         if not data.num_classes:
             return n
     if data.num_classes < 1:

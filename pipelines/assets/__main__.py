@@ -2,6 +2,6 @@
 
 import sys
 
-from pipelines.assets import main
+from pipelines.assets.cli import main
 
 sys.exit(main())

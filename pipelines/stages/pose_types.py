@@ -18,13 +18,17 @@ import numpy as np
 
 from schemas import media_sequence as ms
 
-NUM_KEYPOINTS = ms.NUM_JOINTS  # COCO-17 keypoints per person
+# Keypoints per person: the record contract's joint count (`schemas.media_sequence.NUM_JOINTS`,
+# the length of its COCO-17 joint list), under the name the pose estimators use.
+NUM_KEYPOINTS = ms.NUM_JOINTS
 # COCO's per-keypoint OKS constants (sigmas: the spread of human annotations, relative to the
-# person's size), in COCO-17 order.
+# person's size), in COCO-17 order: float64 [NUM_KEYPOINTS].
 COCO_SIGMAS = (
     np.array([26, 25, 25, 35, 35, 79, 79, 72, 72, 62, 62, 107, 107, 87, 87, 89, 89], np.float64)
     / 1000.0
 )
+if COCO_SIGMAS.shape != (NUM_KEYPOINTS,):
+    raise ImportError(f"COCO_SIGMAS: {COCO_SIGMAS.size} sigmas for NUM_KEYPOINTS={NUM_KEYPOINTS}")
 
 
 @dataclasses.dataclass(frozen=True)

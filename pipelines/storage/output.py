@@ -1,5 +1,8 @@
-"""The output layout: shard names, deterministic shard assignment, TFRecord files, description,
-the job's own-files list and the one-job-per-directory lock.
+"""The output directory's files: TFRecord files (written and read: the one set of record readers
+of the pipeline side), the description, the failure rows, deterministic shard assignment and the
+one-job-per-directory lock. Paths are local or gs:// (Beam's FileSystems).
+
+The names in the directory are `schemas.layout`'s (re-exported here under their old names):
 
 OUTPUT_DIR/dataset_info.json
 OUTPUT_DIR/<split>/<dataset_name>-SSSSS-of-NNNNN.tfrecord
@@ -15,28 +18,33 @@ import json
 import logging
 import os
 import posixpath
-import re
 import socket
 import struct
 import threading
 import time
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
+from typing import NamedTuple
 
 import google_crc32c
 from apache_beam.io.filesystems import FileSystems
 
+from schemas import layout
+from schemas.dataset_info import DatasetInfo
+
 LOG = logging.getLogger("perfnet.output")
-DATASET_INFO = "dataset_info.json"
-FAILURES_DIR = "failures"
-FAILURES_PREFIX = "failures"
+DATASET_INFO = layout.DATASET_INFO
+FAILURES_DIR = layout.FAILURES_DIR
+FAILURES_PREFIX = layout.FAILURES_PREFIX
 RECORD_OVERHEAD = 16  # TFRecord framing per record: length (8), its CRC (4), the data's CRC (4)
-STATE_DIR = ".parts"  # the job's own state: parts, settings and own-files list, lock
-LOCK_FILE = "lock"
-DATASET_NAME_MAX = 100
-_DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
-# A shard the job writes: <name>-SSSSS-of-NNNNN.tfrecord (and only that).
-_SHARD = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*-\d{5}-of-\d{5}\.tfrecord\Z")
+STATE_DIR = layout.STATE_DIR  # the job's own state: parts, settings and own-files list, lock
+LOCK_FILE = layout.LOCK_FILE
+DATASET_NAME_MAX = layout.DATASET_NAME_MAX
+# The one rule for dataset names (`PreprocessConfig.validate` checks it, `shard_name` again),
+# the shards' names and which file names are shards: `schemas.layout`.
+check_dataset_name = layout.check_dataset_name
+is_shard_name = layout.is_shard_name
+shard_name = layout.shard_name
 
 
 def join(*parts: str) -> str:
@@ -44,32 +52,9 @@ def join(*parts: str) -> str:
     return FileSystems.join(*parts)
 
 
-def check_dataset_name(dataset_name: str) -> str:
-    """`dataset_name` if it is safe in a file name and a glob; ValueError naming it otherwise.
-    The one rule: `PreprocessConfig.validate` checks it, and `shard_name` again."""
-    if len(dataset_name) > DATASET_NAME_MAX or not _DATASET_NAME.match(dataset_name):
-        raise ValueError(
-            f"dataset_name={dataset_name!r}: must be 1-{DATASET_NAME_MAX} of A-Z a-z 0-9 . _ -, "
-            "starting with a letter or digit (it names files and is matched against them)"
-        )
-    return dataset_name
-
-
-def is_shard_name(name: str) -> bool:
-    """True for a file name of the form the job gives its shards."""
-    return bool(_SHARD.match(name))
-
-
-def shard_name(dataset_name: str, index: int, num_shards: int) -> str:
-    """`<dataset_name>-SSSSS-of-NNNNN.tfrecord` (Beam's default shard template)."""
-    check_dataset_name(dataset_name)
-    if not 0 <= index < num_shards:
-        raise ValueError(f"index={index}: must be in [0, num_shards={num_shards})")
-    return f"{dataset_name}-{index:05d}-of-{num_shards:05d}.tfrecord"
-
-
 def shard_path(output_dir: str, split: str, dataset_name: str, index: int, num_shards: int) -> str:
-    return join(output_dir, split, shard_name(dataset_name, index, num_shards))
+    """OUTPUT_DIR/<split>/<dataset_name>-SSSSS-of-NNNNN.tfrecord (`layout.shard_path`)."""
+    return join(output_dir, layout.shard_path(split, dataset_name, index, num_shards))
 
 
 def shard_of(example_id: str, num_shards: int) -> int:
@@ -112,7 +97,7 @@ def write_tfrecords(path: str, records: Iterable[bytes | Sequence[bytes]]) -> in
     complete: it is written as `path.tmp` first, and removed if `records` raises. `records` may be
     a generator; each record is written and let go.
     """
-    tmp = path + ".tmp"
+    tmp = layout.tmp_name(path)
     count = 0
     try:
         with FileSystems.create(tmp) as f:
@@ -173,13 +158,20 @@ def read_tfrecords_at(path: str, offsets: Iterable[int], check_crc: bool = True)
             yield data
 
 
-def write_text(path: str, text: str) -> None:
-    tmp = path + ".tmp"
+def write_bytes(path: str, data: bytes) -> None:
+    """Writes `data` to `path` (local or gs://) atomically: as `path.tmp` first, then renamed
+    (an older `path` is replaced)."""
+    tmp = layout.tmp_name(path)
     with FileSystems.create(tmp) as f:
-        f.write(text.encode("utf-8"))
+        f.write(data)
     if FileSystems.exists(path):
         FileSystems.delete([path])
     FileSystems.rename([tmp], [path])
+
+
+def write_text(path: str, text: str) -> None:
+    """Writes `text` (UTF-8) to `path` atomically, as `write_bytes`."""
+    write_bytes(path, text.encode("utf-8"))
 
 
 def read_json(path: str) -> dict:
@@ -187,10 +179,80 @@ def read_json(path: str) -> dict:
         return json.loads(f.read().decode("utf-8"))
 
 
+# ---------------------------------------------------------------------------------------------
+# A finished output directory: its description and its records.
+# ---------------------------------------------------------------------------------------------
+def dataset_info_path(output_dir: str) -> str:
+    """OUTPUT_DIR/dataset_info.json."""
+    return join(output_dir, layout.DATASET_INFO)
+
+
+def read_dataset_info(output_dir: str) -> DatasetInfo:
+    """The description of a finished output directory (local or gs://), parsed and its schema
+    version checked (`DatasetInfo.from_json`).
+
+    Raises:
+      FileNotFoundError: naming output_dir, which has no dataset_info.json.
+      ValueError: naming the file and the field, on a description this code cannot read.
+    """
+    path = dataset_info_path(output_dir)
+    if not FileSystems.exists(path):
+        raise FileNotFoundError(
+            f"output_dir={output_dir!r}: no {layout.DATASET_INFO} (not a finished output directory)"
+        )
+    return DatasetInfo.from_json(read_json(path), path)
+
+
+class Shard(NamedTuple):
+    """One shard of a description: its split, its path relative to the output directory (as
+    the description lists it) and its full path."""
+
+    split: str
+    name: str
+    path: str
+
+
+def dataset_shards(output_dir: str, info: DatasetInfo, split: str | None = None) -> list[Shard]:
+    """The shards `info` lists, in its split order and shard order; only `split`'s when given
+    (ValueError naming it and the splits there if the description has no such split)."""
+    info.select_splits(split, output_dir)
+    return [Shard(s, name, join(output_dir, name)) for s, name in info.shards(split)]
+
+
+class DatasetRecord(NamedTuple):
+    """One record of an output directory: its split, its shard (relative, as listed) and its
+    bytes (a serialized `tf.train.SequenceExample`)."""
+
+    split: str
+    shard: str
+    data: bytes
+
+
+def iter_dataset_records(
+    output_dir: str, split: str | None = None, info: DatasetInfo | None = None
+) -> Iterator[DatasetRecord]:
+    """Yields every record of a finished output directory, shard by shard in the description's
+    order, one at a time (memory holds one record).
+
+    Args:
+      output_dir: local or gs://, with its dataset_info.json.
+      split: only this split; None for every split.
+      info: the directory's description, if already read (else it is read here).
+
+    Raises:
+      FileNotFoundError, ValueError: as `read_dataset_info`, `dataset_shards` and
+        `read_tfrecords` (a corrupt shard, naming it).
+    """
+    info = read_dataset_info(output_dir) if info is None else info
+    for shard in dataset_shards(output_dir, info, split):
+        for data in read_tfrecords(shard.path):
+            yield DatasetRecord(shard.split, shard.name, data)
+
+
 def read_failure_rows(output_dir: str) -> list[dict]:
     """The failure rows (`failures/*.jsonl`) of a finished output directory, in file order."""
     rows = []
-    for path in list_files(join(output_dir, FAILURES_DIR, "*.jsonl")):
+    for path in list_files(join(output_dir, layout.FAILURES_READ_GLOB)):
         with FileSystems.open(path) as f:
             rows += [json.loads(line) for line in f.read().decode().splitlines() if line.strip()]
     return rows

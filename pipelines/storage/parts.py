@@ -23,19 +23,18 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import re
 
 from pipelines.failures import Failure
 from pipelines.manifests import ClipSpec
 from pipelines.storage import output
+from schemas import layout
 
-PARTS_DIR = output.STATE_DIR
-RUN_FILE = "run.json"
-META_SUFFIX = ".meta.json"
-FAILURE_SUFFIX = ".failure.json"
-RECORDS_SUFFIX = ".tfrecord"
-# The names the job gives its part files (and their temporary names while being written).
-_PART_FILE = re.compile(r"[0-9a-f]{24}(\.tfrecord|\.meta\.json|\.failure\.json)(\.tmp)?\Z")
+# The names of `.parts/` and its files: `schemas.layout`.
+PARTS_DIR = layout.STATE_DIR
+RUN_FILE = layout.RUN_FILE
+META_SUFFIX = layout.PART_META_SUFFIX
+FAILURE_SUFFIX = layout.PART_FAILURE_SUFFIX
+RECORDS_SUFFIX = layout.PART_RECORDS_SUFFIX
 
 
 def input_key(spec: ClipSpec) -> str:
@@ -47,7 +46,7 @@ def input_key(spec: ClipSpec) -> str:
     fields.pop("source")
     fields.pop("label_index")
     text = json.dumps(fields, sort_keys=True, ensure_ascii=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[: layout.PART_KEY_HEX_DIGITS]
 
 
 def parts_dir(output_dir: str) -> str:
@@ -55,7 +54,7 @@ def parts_dir(output_dir: str) -> str:
 
 
 def _path(output_dir: str, key: str, suffix: str) -> str:
-    return output.join(output_dir, PARTS_DIR, key + suffix)
+    return output.join(output_dir, layout.part_file(key, suffix))
 
 
 def records_path(output_dir: str, key: str) -> str:
@@ -77,7 +76,7 @@ def own_part_files(output_dir: str) -> list[str]:
     the lock, nor anything else found there)."""
     paths = output.list_files(output.join(parts_dir(output_dir), "*"))
     names = {p.rsplit("/", 1)[-1]: p for p in paths}
-    return sorted(p for n, p in names.items() if _PART_FILE.match(n) or n == RUN_FILE)
+    return sorted(p for n, p in names.items() if layout.is_part_file_name(n) or n == RUN_FILE)
 
 
 def write_done(output_dir: str, key: str, spec: ClipSpec, records) -> dict:

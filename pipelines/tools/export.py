@@ -77,9 +77,11 @@ from collections.abc import Iterator
 import numpy as np
 
 from pipelines.storage import output
+from schemas import layout
 from schemas import media_sequence as ms
+from schemas.dataset_info import DatasetInfo
 
-FORMATS = ("parquet", "mmaction")
+EXPORT_FORMATS = ("parquet", "mmaction")  # --format: the file kinds written
 PARQUET_ROW_GROUP_ROWS = 65536
 PICKLE_PROTOCOL = 4
 
@@ -87,40 +89,27 @@ PICKLE_PROTOCOL = 4
 # ---------------------------------------------------------------------------------------------
 # Reading records.
 # ---------------------------------------------------------------------------------------------
-def read_description(output_dir: str) -> dict:
-    """The dataset description of OUTPUT_DIR; FileNotFoundError naming the path if missing."""
-    path = output.join(output_dir, output.DATASET_INFO)
-    if not output.FileSystems.exists(path):
-        raise FileNotFoundError(
-            f"output_dir={output_dir!r}: no {output.DATASET_INFO} (not a finished output directory)"
-        )
-    info = output.read_json(path)
-    ms.check_schema_version(info.get("schema_version"))
-    return info
+def read_description(output_dir: str) -> DatasetInfo:
+    """The dataset description of OUTPUT_DIR (`output.read_dataset_info`): FileNotFoundError
+    naming the path if missing, ValueError naming the file and field if it cannot be read."""
+    return output.read_dataset_info(output_dir)
 
 
-def splits_of(info: dict, output_dir: str, split: str | None = None) -> list[str]:
+def splits_of(info: DatasetInfo, output_dir: str, split: str | None = None) -> list[str]:
     """The splits to read: all in the description's order, or `split`; ValueError if unknown."""
-    known = list(info.get("splits", {}))
-    if split is None:
-        return known
-    if split not in known:
-        raise ValueError(f"split={split!r}: not in {output_dir} (splits there: {known})")
-    return [split]
+    return info.select_splits(split, output_dir)
 
 
 def iter_records(output_dir: str, split: str | None = None) -> Iterator[tuple[str, bytes]]:
-    """Yields (split, serialized SequenceExample) for every record, shard by shard, one at a time.
+    """Yields (split, serialized SequenceExample) for every record, shard by shard, one at a time
+    (`output.iter_dataset_records`).
 
     Args:
       output_dir: a finished output directory (local or gs://) with its dataset_info.json.
       split: only this split; None for every split, in the description's order.
     """
-    info = read_description(output_dir)
-    for name in splits_of(info, output_dir, split):
-        for shard in info["splits"][name]["shards"]:
-            for data in output.read_tfrecords(output.join(output_dir, shard)):
-                yield name, data
+    for record in output.iter_dataset_records(output_dir, split):
+        yield record.split, record.data
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,6 +157,8 @@ def parse_example(data: bytes):
 
 
 def context_value(example, key: str):
+    """The one value of context feature `key` of a parsed record (bytes decoded as UTF-8);
+    ValueError naming the key if the record lacks it or holds other than one value."""
     feature = example.context.feature.get(key)
     if feature is None:
         raise ValueError(f"record has no context feature {key!r}")
@@ -179,10 +170,13 @@ def context_value(example, key: str):
     return v.decode("utf-8") if isinstance(v, bytes) else v
 
 
-def _steps(example, key: str, kind: str) -> list:
+def _steps(example, key: str) -> list:
+    """The values of every step of sequence feature `key`, read from the list of the key's type
+    (the key table)."""
     if key not in example.feature_lists.feature_list:
         raise ValueError(f"record has no sequence feature {key!r} (was pose written?)")
-    return [list(getattr(f, kind).value) for f in example.feature_lists.feature_list[key].feature]
+    field = ms.key_info(key).feature_field
+    return [list(getattr(f, field).value) for f in example.feature_lists.feature_list[key].feature]
 
 
 def clip_poses(example) -> ClipPoses:
@@ -194,24 +188,27 @@ def clip_poses(example) -> ClipPoses:
         prefix = ms.POSE_RENDERED_PREFIX
     height = int(context_value(example, ms.prefixed(prefix, ms.IMAGE_HEIGHT)))
     width = int(context_value(example, ms.prefixed(prefix, ms.IMAGE_WIDTH)))
-    ts = [v[0] for v in _steps(example, ms.REGION_TIMESTAMP_KEY, "int64_list")]
-    counts = [v[0] for v in _steps(example, ms.REGION_NUM_REGIONS_KEY, "int64_list")]
+    ts = [v[0] for v in _steps(example, ms.REGION_TIMESTAMP_KEY)]
+    counts = [v[0] for v in _steps(example, ms.REGION_NUM_REGIONS_KEY)]
     if len(counts) != len(ts):
         raise ValueError(
             f"{example_id}: {ms.REGION_NUM_REGIONS_KEY} has {len(counts)} steps, T={len(ts)}"
         )
 
-    def per_frame(key, kind, per_person, dtype):
-        steps = _steps(example, key, kind)
+    def per_frame(key):
+        """T arrays of the key's values (dtype and values per person from the key table)."""
+        info = ms.key_info(key)
+        per_person = info.values_per_person
+        steps = _steps(example, key)
         if [len(s) for s in steps] != [per_person * n for n in counts]:
             raise ValueError(f"{example_id}: {key}: lengths do not match {per_person} x persons")
-        return [np.asarray(s, dtype) for s in steps]
+        return [np.asarray(s, info.np_dtype) for s in steps]
 
-    x = per_frame(ms.POSE_POINT_X_KEY, "float_list", ms.NUM_JOINTS, np.float32)
-    y = per_frame(ms.POSE_POINT_Y_KEY, "float_list", ms.NUM_JOINTS, np.float32)
-    conf = per_frame(ms.POSE_CONFIDENCE_KEY, "float_list", ms.NUM_JOINTS, np.float32)
+    x = per_frame(ms.POSE_POINT_X_KEY)
+    y = per_frame(ms.POSE_POINT_Y_KEY)
+    conf = per_frame(ms.POSE_CONFIDENCE_KEY)
     box = [
-        per_frame(k, "float_list", 1, np.float32)
+        per_frame(k)
         for k in (
             ms.REGION_BBOX_YMIN_KEY,
             ms.REGION_BBOX_XMIN_KEY,
@@ -219,8 +216,8 @@ def clip_poses(example) -> ClipPoses:
             ms.REGION_BBOX_XMAX_KEY,
         )
     ]
-    box_scores = per_frame(ms.REGION_CONFIDENCE_KEY, "float_list", 1, np.float32)
-    tracks = per_frame(ms.REGION_TRACK_INDEX_KEY, "int64_list", 1, np.int64)
+    box_scores = per_frame(ms.REGION_CONFIDENCE_KEY)
+    tracks = per_frame(ms.REGION_TRACK_INDEX_KEY)
     j = ms.NUM_JOINTS
     return ClipPoses(
         example_id=example_id,
@@ -237,8 +234,8 @@ def clip_poses(example) -> ClipPoses:
     )
 
 
-def _check_pose_modality(info: dict, output_dir: str) -> None:
-    modalities = info.get("modalities", [])
+def _check_pose_modality(info: DatasetInfo, output_dir: str) -> None:
+    modalities = info.modalities or ()
     if ms.MODALITY_POSE not in modalities:
         raise ValueError(
             f"output_dir={output_dir!r}: no keypoints to export: its modalities are "
@@ -356,13 +353,13 @@ def export_parquet(output_dir: str, out: str, split: str | None = None) -> dict[
     _check_pose_modality(info, output_dir)
     splits_of(info, output_dir, split)
     schema = parquet_schema()
-    tmp = out + ".tmp"
+    tmp = layout.tmp_name(out)
     clips = rows = 0
     pending: list[dict[str, np.ndarray]] = []
     pending_rows = 0
     with output.FileSystems.create(tmp) as f:
         with pq.ParquetWriter(f, schema) as writer:
-            for name, data in iter_records(output_dir, split):
+            for name, _, data in output.iter_dataset_records(output_dir, split, info):
                 cols = parquet_columns(name, clip_poses(parse_example(data)))
                 n = len(cols["example_id"])
                 clips += 1
@@ -382,6 +379,7 @@ _EMPTY = ClipPoses("", 0, "", 1, 1, np.zeros(0, np.int64), [], [], [], [], [])
 
 
 def _replace(tmp: str, path: str) -> None:
+    """Renames the complete `tmp` to `path`, replacing an older `path`."""
     if output.FileSystems.exists(path):
         output.FileSystems.delete([path])
     output.FileSystems.rename([tmp], [path])
@@ -463,15 +461,12 @@ def export_mmaction(output_dir: str, out: str, split: str | None = None) -> dict
     _check_pose_modality(info, output_dir)
     split_lists: dict[str, list[str]] = {s: [] for s in splits_of(info, output_dir, split)}
     annotations = []
-    for name, data in iter_records(output_dir, split):
+    for name, _, data in output.iter_dataset_records(output_dir, split, info):
         ann = mmaction_annotation(clip_poses(parse_example(data)))
         split_lists[name].append(ann["frame_dir"])
         annotations.append(ann)
     blob = pickle.dumps({"split": split_lists, "annotations": annotations}, PICKLE_PROTOCOL)
-    tmp = out + ".tmp"
-    with output.FileSystems.create(tmp) as f:
-        f.write(blob)
-    _replace(tmp, out)
+    output.write_bytes(out, blob)
     return {"clips": len(annotations), "persons": sum(a["keypoint"].shape[0] for a in annotations)}
 
 
@@ -479,9 +474,9 @@ def export_mmaction(output_dir: str, out: str, split: str | None = None) -> dict
 # Command line.
 # ---------------------------------------------------------------------------------------------
 def export(output_dir: str, fmt: str, out: str, split: str | None = None) -> dict[str, int]:
-    """Runs one export; `fmt` is one of FORMATS."""
-    if fmt not in FORMATS:
-        raise ValueError(f"format={fmt!r}: must be one of {', '.join(FORMATS)}")
+    """Runs one export; `fmt` is one of EXPORT_FORMATS."""
+    if fmt not in EXPORT_FORMATS:
+        raise ValueError(f"format={fmt!r}: must be one of {', '.join(EXPORT_FORMATS)}")
     output_dir = output_dir.rstrip("/")
     if fmt == "parquet":
         return export_parquet(output_dir, out, split)
@@ -509,7 +504,7 @@ def _main(argv: list[str] | None) -> int:
     parser.add_argument(
         "--format",
         required=True,
-        choices=FORMATS,
+        choices=EXPORT_FORMATS,
         dest="fmt",
         help="parquet: one row per clip, frame and person; mmaction: MMAction2's skeleton pickle, "
         "persons longest-lived track first (then highest summed keypoint score, then track id), "

@@ -124,7 +124,7 @@ def find_record(
         raise ValueError(f"index={index!r}: must be an integer >= 0")
     where = f"{output_dir}" + (f" (split {split!r})" if split else "")
     count = 0
-    for name, data in export.iter_records(output_dir, split):
+    for name, _, data in output.iter_dataset_records(output_dir, split):
         if index is not None:
             if count == index:
                 return name, export.parse_example(data)
@@ -331,7 +331,9 @@ def contact_sheet(
         tw = int(MAX_THUMB_ASPECT * thumb_height)
         th = max(1, int(round(height * tw / width)))
     saturation = float(
-        _context(example, ms.prefixed(ms.FORWARD_FLOW_PREFIX, ms.IMAGE_SATURATION), 20.0)
+        _context(
+            example, ms.prefixed(ms.FORWARD_FLOW_PREFIX, ms.IMAGE_SATURATION), ms.FLOW_SATURATION
+        )
     )
 
     pictures: dict[str, list[np.ndarray]] = {}
@@ -567,15 +569,6 @@ def _small_png(make, thumb_height: int, max_bytes: int) -> tuple[bytes, Sheet]:
         thumb_height = max(MIN_THUMB_HEIGHT, int(thumb_height * factor))
 
 
-def _write(path: str, data: bytes) -> None:
-    tmp = path + ".tmp"
-    with output.FileSystems.create(tmp) as f:
-        f.write(data)
-    if output.FileSystems.exists(path):
-        output.FileSystems.delete([path])
-    output.FileSystems.rename([tmp], [path])
-
-
 def safe_name(example_id: str) -> str:
     """`example_id` as a file name: characters other than [A-Za-z0-9._-] become '_'."""
     return re.sub(r"[^A-Za-z0-9._-]", "_", example_id) or "record"
@@ -609,7 +602,7 @@ def preview(
         max_bytes,
     )
     path = output.join(out_dir, f"{safe_name(eid)}_sheet.png")
-    _write(path, png)
+    output.write_bytes(path, png)
     paths.append(path)
     if ms.REGION_NUM_REGIONS_KEY in example.feature_lists.feature_list:
         png, _ = _small_png(
@@ -618,7 +611,7 @@ def preview(
             max_bytes,
         )
         path = output.join(out_dir, f"{safe_name(eid)}_variants.png")
-        _write(path, png)
+        output.write_bytes(path, png)
         paths.append(path)
     return paths
 

@@ -2,8 +2,9 @@
 
     python -m pipelines.tools.validate OUTPUT_DIR [--max_violations N] [--check_flow N]
 
-Every record is checked against the record contract (`schemas.media_sequence`): the exact key set
-for the modalities the description lists, value types, one value where one is expected, stream
+Every record is checked against the record contract (`schemas.media_sequence`, whose key table
+gives the expected keys, their types, counts and ranges): the exact key set for the modalities
+the description lists, value types, one value where one is expected, stream
 lengths (flow T - 1), timestamps increasing and equal across streams, region lists consistent with
 the person counts, keypoints and boxes in [0, 1], the first image of each stream decodable at the
 declared size; and the counts per split against the description (clips, frames, and with the
@@ -24,26 +25,10 @@ import numpy as np
 
 from pipelines.storage import output
 from schemas import media_sequence as ms
+from schemas.dataset_info import DatasetInfo, FlowInfo
 
-_KIND = {"bytes_list": "bytes", "int64_list": "int64", "float_list": "float"}
-_CONTEXT_KINDS = {
-    ms.EXAMPLE_ID_KEY: "bytes",
-    ms.DATASET_NAME_KEY: "bytes",
-    ms.CLIP_DATA_PATH_KEY: "bytes",
-    ms.CLIP_MEDIA_ID_KEY: "bytes",
-    ms.CLIP_START_TIMESTAMP_KEY: "int64",
-    ms.CLIP_END_TIMESTAMP_KEY: "int64",
-    ms.CLIP_LABEL_INDEX_KEY: "int64",
-    ms.CLIP_LABEL_STRING_KEY: "bytes",
-    ms.CLIP_LABEL_TEXT_KEY: "bytes",
-    ms.POSE_PARTS_KEY: "bytes",
-    ms.IMAGE_FORMAT: "bytes",
-    ms.IMAGE_CHANNELS: "int64",
-    ms.IMAGE_HEIGHT: "int64",
-    ms.IMAGE_WIDTH: "int64",
-    ms.IMAGE_FRAME_RATE: "float",
-    ms.IMAGE_SATURATION: "float",
-}
+# A `tf.train.Feature`'s oneof field -> the key table's type name (bytes, int64, float).
+_KIND = {field: dtype for dtype, field in ms.FEATURE_FIELD.items()}
 
 
 @dataclasses.dataclass
@@ -66,12 +51,6 @@ def _values(feature):
     return _KIND[kind], list(getattr(feature, kind).value)
 
 
-def _context_kind(key: str) -> str:
-    if key in _CONTEXT_KINDS:
-        return _CONTEXT_KINDS[key]
-    return _CONTEXT_KINDS[key.split("/", 1)[1]]  # PREFIX/image/...
-
-
 def check_record(data: bytes, modalities, num_classes: int | None) -> tuple[list[str], dict]:
     """Violations of one serialized record, and its facts (id, frames, persons summed over
     frames, frames_with_person, seconds)."""
@@ -84,6 +63,7 @@ def check_record(data: bytes, modalities, num_classes: int | None) -> tuple[list
         return [f"not a SequenceExample: {e}"], {}
     ctx = ex.context.feature
     lists = ex.feature_lists.feature_list
+    keys = ms.record_keys(modalities)  # name -> type, count and range, from the key table
     want_ctx, want_seq = ms.context_keys(modalities), ms.sequence_keys(modalities)
     if set(ctx) != want_ctx:
         errors.append(
@@ -98,8 +78,7 @@ def check_record(data: bytes, modalities, num_classes: int | None) -> tuple[list
     c = {}
     for key in want_ctx & set(ctx):
         kind, vals = _values(ctx[key])
-        want = _context_kind(key)
-        n = ms.NUM_JOINTS if key == ms.POSE_PARTS_KEY else 1
+        want, n = keys[key].dtype, keys[key].num_values
         if kind != want or len(vals) != n:
             errors.append(f"{key}: expected {n} {want} value(s), got {len(vals)} {kind}")
             continue
@@ -121,7 +100,8 @@ def check_record(data: bytes, modalities, num_classes: int | None) -> tuple[list
     ):
         errors.append("POSE/region/parts is not the COCO-17 joint list")
 
-    def steps(key, kind):
+    def steps(key):
+        kind = keys[key].dtype
         got = []
         for i, f in enumerate(lists[key].feature):
             k, vals = _values(f)
@@ -134,11 +114,8 @@ def check_record(data: bytes, modalities, num_classes: int | None) -> tuple[list
     timestamps = flow_ts = None
     for m in modalities:
         p = ms.MODALITY_PREFIX[m]
-        enc = steps(ms.prefixed(p, ms.IMAGE_ENCODED), "bytes")
-        ts = [
-            v[0] if len(v) == 1 else None
-            for v in steps(ms.prefixed(p, ms.IMAGE_TIMESTAMP), "int64")
-        ]
+        enc = steps(ms.prefixed(p, ms.IMAGE_ENCODED))
+        ts = [v[0] if len(v) == 1 else None for v in steps(ms.prefixed(p, ms.IMAGE_TIMESTAMP))]
         if any(len(v) != 1 for v in enc) or None in ts or len(enc) != len(ts):
             errors.append(f"{m}: expected one image and one timestamp per step")
             continue
@@ -165,7 +142,7 @@ def check_record(data: bytes, modalities, num_classes: int | None) -> tuple[list
     if frames == 0:
         errors.append("no frames")
     if ms.MODALITY_POSE in modalities and timestamps is not None:
-        counts = _check_regions(errors, steps, timestamps)
+        counts = _check_regions(errors, steps, keys, timestamps)
         facts["persons"] = sum(counts)
         facts["frames_with_person"] = sum(1 for n in counts if n > 0)
     facts["frames"] = frames
@@ -188,75 +165,82 @@ def _check_image(errors, modality, data, c, prefix) -> None:
         errors.append(f"{modality}: image is {img.shape[1]}x{img.shape[0]}, context says {w}x{h}")
 
 
-def _check_regions(errors, steps, timestamps) -> list[int]:
+def _check_regions(errors, steps, keys, timestamps) -> list[int]:
     """Appends the region lists' violations to `errors`; returns the persons per frame ([] when
-    `region/num_regions` is not one count per frame)."""
-    n = steps(ms.REGION_NUM_REGIONS_KEY, "int64")
+    `region/num_regions` is not one count per frame). The per-person lists, their lengths per
+    person and their ranges are the key table's (`keys`: `ms.record_keys`)."""
+    n = steps(ms.REGION_NUM_REGIONS_KEY)
     if len(n) != len(timestamps) or any(len(v) != 1 for v in n):
         errors.append("region/num_regions: expected one count per frame")
         return []
     persons = [v[0] for v in n]
-    if steps(ms.REGION_TIMESTAMP_KEY, "int64") != [[t] for t in timestamps]:
+    if steps(ms.REGION_TIMESTAMP_KEY) != [[t] for t in timestamps]:
         errors.append("region/timestamp differs from image/timestamp")
-    if steps(ms.POSE_NUM_REGIONS_KEY, "int64") != [[ms.NUM_JOINTS * p] for p in persons]:
-        errors.append("POSE/region/num_regions != 17 * region/num_regions")
-    per_person = {
-        ms.REGION_BBOX_YMIN_KEY: 1,
-        ms.REGION_BBOX_XMIN_KEY: 1,
-        ms.REGION_BBOX_YMAX_KEY: 1,
-        ms.REGION_BBOX_XMAX_KEY: 1,
-        ms.REGION_CONFIDENCE_KEY: 1,
-        ms.REGION_TRACK_INDEX_KEY: 1,
-        ms.POSE_POINT_X_KEY: ms.NUM_JOINTS,
-        ms.POSE_POINT_Y_KEY: ms.NUM_JOINTS,
-        ms.POSE_CONFIDENCE_KEY: ms.NUM_JOINTS,
-    }
-    for key, k in per_person.items():
-        kind = "int64" if key == ms.REGION_TRACK_INDEX_KEY else "float"
-        vals = steps(key, kind)
+    if steps(ms.POSE_NUM_REGIONS_KEY) != [[ms.NUM_JOINTS * p] for p in persons]:
+        errors.append(f"POSE/region/num_regions != {ms.NUM_JOINTS} * region/num_regions")
+    for name, key in keys.items():
+        if not key.per_person:
+            continue
+        k = key.values_per_person
+        vals = steps(name)
         if [len(v) for v in vals] != [k * p for p in persons]:
-            errors.append(f"{key}: lengths do not match {k} x persons per frame")
+            errors.append(f"{name}: lengths do not match {k} x persons per frame")
             continue
         flat = np.asarray([x for v in vals for x in v], np.float64)
-        if (
-            kind == "float"
-            and flat.size
-            and (not np.isfinite(flat).all() or flat.min() < 0 or flat.max() > 1)
-        ):
-            errors.append(f"{key}: values outside [0, 1]")
-        if kind == "int64" and flat.size and flat.min() < 0:
-            errors.append(f"{key}: negative track index")
+        if flat.size and key.bounds is not None:
+            problem = _out_of_bounds(key, flat)
+            if problem:
+                errors.append(f"{name}: {problem}")
     return persons
+
+
+def _out_of_bounds(key: ms.Key, flat: np.ndarray) -> str | None:
+    """What is wrong with a non-empty float64 [N] of `key`'s values against its bounds, or None.
+
+    Floats must be finite and in [low, high]; integers (the track index) at least `low`.
+    """
+    lo, hi = key.bounds
+    below = lo is not None and flat.min() < lo
+    above = hi is not None and flat.max() > hi
+    if key.dtype == ms.FLOAT and (not np.isfinite(flat).all() or below or above):
+        low, high = ("-inf" if lo is None else f"{lo:g}"), ("inf" if hi is None else f"{hi:g}")
+        return f"values outside [{low}, {high}]"
+    if key.dtype == ms.INT64 and below:
+        return "negative track index" if lo == 0 else f"values below {lo}"
+    return None
 
 
 def validate(output_dir: str, max_violations: int = 20) -> tuple[list[str], str]:
     """All violations in an output directory (at most `max_violations` listed) and a summary."""
     violations: list[str] = []
-    info_path = output.join(output_dir, output.DATASET_INFO)
+    info_path = output.dataset_info_path(output_dir)
     try:
-        info = output.read_json(info_path)
+        data = output.read_json(info_path)
     except Exception as e:  # noqa: BLE001
         return [f"{info_path}: cannot read the description: {e}"], ""
     try:
-        ms.check_schema_version(info.get("schema_version"))
+        info = DatasetInfo.from_json(data, info_path)
     except ValueError as e:
-        return [f"{info_path}: {e}"], ""
-    modalities = tuple(info["modalities"])
-    num_classes = info.get("num_classes")
+        return [str(e)], ""
+    missing = _missing_fields(info)
+    if missing:
+        return [f"{info_path}: the description lacks {', '.join(missing)}"], ""
+    modalities = info.modalities
+    num_classes = info.num_classes
     stats: dict[str, Stats] = {}
     seen: dict[str, str] = {}
-    for split, desc in info["splits"].items():
+    for split in info.split_names:
+        desc = info.splits[split]
         s = stats.setdefault(split, Stats())
-        for shard in desc["shards"]:
-            path = output.join(output_dir, shard)
+        for shard in output.dataset_shards(output_dir, info, split):
             try:
-                for data in output.read_tfrecords(path):
+                for data in output.read_tfrecords(shard.path):
                     errs, facts = check_record(data, modalities, num_classes)
-                    where = f"{shard} record {s.clips} ({facts.get('id', '?')})"
+                    where = f"{shard.name} record {s.clips} ({facts.get('id', '?')})"
                     violations += [f"{where}: {e}" for e in errs]
                     if facts.get("id") in seen:
                         violations.append(f"{where}: duplicate id, also in {seen[facts['id']]}")
-                    seen[facts.get("id", "")] = shard
+                    seen[facts.get("id", "")] = shard.name
                     s.clips += 1
                     s.frames += facts.get("frames", 0)
                     s.persons += facts.get("persons", 0)
@@ -264,26 +248,37 @@ def validate(output_dir: str, max_violations: int = 20) -> tuple[list[str], str]
                     s.seconds += facts.get("seconds", 0.0)
                     s.bytes += len(data)
             except (OSError, ValueError) as e:
-                violations.append(f"{shard}: {e}")
+                violations.append(f"{shard.name}: {e}")
         for field in ("clips", "frames"):
-            if getattr(s, field) != desc[field]:
+            if getattr(s, field) != getattr(desc, field):
                 violations.append(
                     f"{split}: {getattr(s, field)} {field} in the shards, "
-                    f"the description says {desc[field]}"
+                    f"the description says {getattr(desc, field)}"
                 )
-        pose = info.get("pose", {}).get(split, {})
+        pose = (info.pose or {}).get(split)
         for field in ("frames_with_person", "persons"):
-            if field in pose and getattr(s, field) != pose[field]:
+            want = getattr(pose, field) if pose is not None else None
+            if want is not None and getattr(s, field) != want:
                 violations.append(
                     f"{split}: {getattr(s, field)} {field} in the shards, "
-                    f"the description's pose coverage says {pose[field]}"
+                    f"the description's pose coverage says {want}"
                 )
     failures = _failures(output_dir)
-    if len(failures) != info["inputs"]["failed"]:
+    if len(failures) != info.inputs.failed:
         violations.append(
-            f"failures: {len(failures)} rows, the description says {info['inputs']['failed']}"
+            f"failures: {len(failures)} rows, the description says {info.inputs.failed}"
         )
     return violations, _table(stats, failures, len(violations), ms.MODALITY_POSE in modalities)
+
+
+def _missing_fields(info: DatasetInfo) -> list[str]:
+    """The fields `validate` compares the shards with that the description lacks."""
+    missing = [f for f in ("modalities", "splits", "inputs") if getattr(info, f) is None]
+    if info.inputs is not None and info.inputs.failed is None:
+        missing.append("inputs.failed")
+    for split, desc in (info.splits or {}).items():
+        missing += [f"splits.{split}.{f}" for f in ("clips", "frames") if getattr(desc, f) is None]
+    return missing
 
 
 @dataclasses.dataclass
@@ -334,55 +329,56 @@ def check_flow(
     from flow import compute_flow, dequantize_flow, flow_params, quantize_flow, to_gray
     from pipelines.stages.clip import decode_jpeg, encode_jpeg
 
-    info = output.read_json(output.join(output_dir, output.DATASET_INFO))
-    if not {ms.MODALITY_RGB, ms.MODALITY_FLOW} <= set(info["modalities"]):
-        need = f"flow check: needs the rgb and flow streams, got {info['modalities']}"
+    info = output.read_dataset_info(output_dir)
+    modalities = list(info.modalities or ())
+    if not {ms.MODALITY_RGB, ms.MODALITY_FLOW} <= set(modalities):
+        need = f"flow check: needs the rgb and flow streams, got {modalities}"
         return [need], FlowCheck()
-    flow_info = info.get("flow", {})
-    quality = flow_info.get("jpeg_quality", info.get("jpeg_quality", 90))
-    bound = float(flow_info.get("saturation", ms.FLOW_SATURATION))
+    flow_info = info.flow or FlowInfo()
+    quality = flow_info.jpeg_quality
+    if quality is None:
+        quality = info.jpeg_quality if info.jpeg_quality is not None else 90
+    bound = float(flow_info.saturation if flow_info.saturation is not None else ms.FLOW_SATURATION)
     algo = flow_params(preset).create()
     rgb_key = ms.prefixed(ms.RGB_PREFIX, ms.IMAGE_ENCODED)
     flow_key = ms.prefixed(ms.FORWARD_FLOW_PREFIX, ms.IMAGE_ENCODED)
     violations: list[str] = []
     check = FlowCheck()
-    shards = [s for desc in info["splits"].values() for s in desc["shards"]]
-    for shard in shards:
-        for data in output.read_tfrecords(output.join(output_dir, shard)):
-            if check.records >= records:
-                return violations, check
-            ex = tf.train.SequenceExample.FromString(data)
-            ex_id = ex.context.feature[ms.EXAMPLE_ID_KEY].bytes_list.value[0].decode()
-            lists = ex.feature_lists.feature_list
-            rgbs = [f.bytes_list.value[0] for f in lists[rgb_key].feature]
-            flows = [f.bytes_list.value[0] for f in lists[flow_key].feature]
-            grays = [to_gray(decode_jpeg(j)) for j in rgbs]
-            bad: list[tuple[float, int]] = []  # (moving-pixel difference, step) over tolerance
-            for t, stored in enumerate(flows):
-                flow = compute_flow(algo, grays[t], grays[t + 1])
-                again = encode_jpeg(quantize_flow(flow, bound), quality, full_chroma=True)
-                check.identical += again == stored
-                d = np.linalg.norm(
-                    dequantize_flow(decode_jpeg(stored), bound) - np.clip(flow, -bound, bound),
-                    axis=-1,
-                )
-                moving = np.linalg.norm(flow, axis=-1) > 1.0
-                check.pairs += 1
-                check.pixels += d.size
-                check.epe_sum += float(d.sum())
-                check.max_epe = max(check.max_epe, float(d.max()))
-                check.moving_epe_sum += float(d[moving].sum())
-                check.moving_pixels += int(moving.sum())
-                if moving.any() and d[moving].mean() > tolerance:
-                    bad.append((float(d[moving].mean()), t))
-            check.records += 1
-            if bad:
-                worst, step = max(bad)
-                violations.append(
-                    f"{shard} ({ex_id}): stored flow differs from TV-L1 on the stored frames in "
-                    f"{len(bad)} of {len(flows)} pairs, worst {worst:.2f} px on moving pixels at "
-                    f"step {step} (tolerance {tolerance} px)"
-                )
+    for _, shard, data in output.iter_dataset_records(output_dir, info=info):
+        if check.records >= records:
+            return violations, check
+        ex = tf.train.SequenceExample.FromString(data)
+        ex_id = ex.context.feature[ms.EXAMPLE_ID_KEY].bytes_list.value[0].decode()
+        lists = ex.feature_lists.feature_list
+        rgbs = [f.bytes_list.value[0] for f in lists[rgb_key].feature]
+        flows = [f.bytes_list.value[0] for f in lists[flow_key].feature]
+        grays = [to_gray(decode_jpeg(j)) for j in rgbs]
+        bad: list[tuple[float, int]] = []  # (moving-pixel difference, step) over tolerance
+        for t, stored in enumerate(flows):
+            flow = compute_flow(algo, grays[t], grays[t + 1])
+            again = encode_jpeg(quantize_flow(flow, bound), quality, full_chroma=True)
+            check.identical += again == stored
+            d = np.linalg.norm(
+                dequantize_flow(decode_jpeg(stored), bound) - np.clip(flow, -bound, bound),
+                axis=-1,
+            )
+            moving = np.linalg.norm(flow, axis=-1) > 1.0
+            check.pairs += 1
+            check.pixels += d.size
+            check.epe_sum += float(d.sum())
+            check.max_epe = max(check.max_epe, float(d.max()))
+            check.moving_epe_sum += float(d[moving].sum())
+            check.moving_pixels += int(moving.sum())
+            if moving.any() and d[moving].mean() > tolerance:
+                bad.append((float(d[moving].mean()), t))
+        check.records += 1
+        if bad:
+            worst, step = max(bad)
+            violations.append(
+                f"{shard} ({ex_id}): stored flow differs from TV-L1 on the stored frames in "
+                f"{len(bad)} of {len(flows)} pairs, worst {worst:.2f} px on moving pixels at "
+                f"step {step} (tolerance {tolerance} px)"
+            )
     return violations, check
 
 

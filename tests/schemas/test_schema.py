@@ -188,3 +188,123 @@ def test_int64_steps_reads_one_key_from_the_wire_format():
         ms.int64_steps(data, ms.POSE_POINT_X_KEY)
     with pytest.raises(ValueError, match="truncated"):
         ms.int64_steps(data[:-3], ms.REGION_NUM_REGIONS_KEY)
+
+
+# The records' bytes before the key table: sha256 of `_two_frame_example(modalities)`.
+GOLDEN_SHA256 = {
+    ms.ALL_MODALITIES: "de2a88d8eab22b8aa36910696aa556c117b96ad39de98d38d407a72d4924b2ea",
+    ("rgb",): "eeebcd4a399ca08c9ca57d8fc2914b5fd053a893f049518ab1809c37883fd5e8",
+    ("flow",): "1d7ff1bc1ab9dd350c8a4bf8a9629a2b808ddf7f1e1a8f28e9f35d608e7bae96",
+    ("pose",): "892d298afcf22ebabc49fe2b451ebd7e5542f73454cd4e1ca1f66d6d29f6a29d",
+    ("rgb", "flow"): "6f04e045be730f44347d38af234fe4c794a09dae0333e0fe6f8db97f6df24b67",
+    ("pose", "flow"): "8eb3e6a94acfd47e8436692a358b87c6100173e1a49f9be1018a7d483de912b0",
+}
+
+
+@pytest.mark.parametrize("modalities", list(GOLDEN_SHA256))
+def test_records_are_byte_for_byte_those_of_before_the_key_table(modalities):
+    import hashlib
+
+    assert hashlib.sha256(_two_frame_example(modalities)).hexdigest() == GOLDEN_SHA256[modalities]
+
+
+def _written_specs(modalities):
+    """The parse specs as written out by hand before the key table derived them."""
+    ctx = {
+        "example/id": tf.io.FixedLenFeature([], tf.string),
+        "example/dataset_name": tf.io.FixedLenFeature([], tf.string),
+        "clip/data_path": tf.io.FixedLenFeature([], tf.string),
+        "clip/media_id": tf.io.FixedLenFeature([], tf.string),
+        "clip/start/timestamp": tf.io.FixedLenFeature([], tf.int64),
+        "clip/end/timestamp": tf.io.FixedLenFeature([], tf.int64),
+        "clip/label/index": tf.io.FixedLenFeature([], tf.int64),
+        "clip/label/string": tf.io.FixedLenFeature([], tf.string),
+        "clip/label/text": tf.io.FixedLenFeature([], tf.string),
+    }
+    seq = {}
+    for m in modalities:
+        p = {"rgb": "", "pose": "POSE_RENDERED/", "flow": "FORWARD_FLOW/"}[m]
+        ctx[p + "image/format"] = tf.io.FixedLenFeature([], tf.string)
+        ctx[p + "image/channels"] = tf.io.FixedLenFeature([], tf.int64)
+        ctx[p + "image/height"] = tf.io.FixedLenFeature([], tf.int64)
+        ctx[p + "image/width"] = tf.io.FixedLenFeature([], tf.int64)
+        ctx[p + "image/frame_rate"] = tf.io.FixedLenFeature([], tf.float32)
+        seq[p + "image/encoded"] = tf.io.FixedLenSequenceFeature([], tf.string)
+        seq[p + "image/timestamp"] = tf.io.FixedLenSequenceFeature([], tf.int64)
+    if "flow" in modalities:
+        ctx["FORWARD_FLOW/image/saturation"] = tf.io.FixedLenFeature([], tf.float32)
+    if "pose" in modalities:
+        ctx["POSE/region/parts"] = tf.io.FixedLenFeature([17], tf.string)
+        for key in ("region/num_regions", "region/timestamp", "region/is_annotated"):
+            seq[key] = tf.io.FixedLenSequenceFeature([], tf.int64)
+        seq["POSE/region/num_regions"] = tf.io.FixedLenSequenceFeature([], tf.int64)
+        for key in (
+            "region/bbox/ymin", "region/bbox/xmin", "region/bbox/ymax", "region/bbox/xmax",
+            "region/label/confidence", "POSE/region/point/x", "POSE/region/point/y",
+            "POSE/region/label/confidence",
+        ):  # fmt: skip
+            seq[key] = tf.io.VarLenFeature(tf.float32)
+        seq["region/track/index"] = tf.io.VarLenFeature(tf.int64)
+    return ctx, seq
+
+
+@pytest.mark.parametrize("modalities", list(GOLDEN_SHA256))
+def test_parse_specs_from_the_key_table_are_the_written_ones(modalities):
+    assert ms.parse_specs(modalities) == _written_specs(modalities)
+
+
+def test_the_key_table_types_every_value_the_builder_writes():
+    data = _two_frame_example()
+    ex = tf.train.SequenceExample.FromString(data)
+    keys = ms.record_keys()
+    assert set(keys) == EXPECTED_CONTEXT | EXPECTED_SEQUENCE
+    assert len({k.name for k in ms.KEYS}) == len(ms.KEYS)
+    for name, feature in ex.context.feature.items():
+        key = keys[name]
+        assert key.part == ms.CONTEXT and feature.WhichOneof("kind") == key.feature_field, name
+        assert len(getattr(feature, key.feature_field).value) == key.num_values, name
+    persons = [2, 0]
+    for name, steps in ex.feature_lists.feature_list.items():
+        key = keys[name]
+        assert key.part == ms.SEQUENCE, name
+        want_steps = 1 if name.startswith(ms.FORWARD_FLOW_PREFIX) else 2  # flow: T - 1
+        assert len(steps.feature) == want_steps, name
+        for t, f in enumerate(steps.feature):
+            values = getattr(f, key.feature_field).value
+            n = key.values_per_person * persons[t] if key.per_person else key.num_values
+            assert len(values) == n, (name, t)
+            if values and key.bounds is not None:
+                lo, hi = key.bounds
+                assert (lo is None or min(values) >= lo) and (hi is None or max(values) <= hi)
+    # Stream keys come once per stream under its prefix, with the stream's modality.
+    assert keys["POSE_RENDERED/image/height"].modality == ms.MODALITY_POSE
+    assert keys["FORWARD_FLOW/image/saturation"].stream
+    assert ms.key_info("region/track/index").dtype == ms.INT64
+    with pytest.raises(KeyError, match="image/saturation"):
+        ms.key_info("image/saturation")  # the RGB stream has none
+
+
+def test_derived_key_lists_keep_their_order():
+    assert ms.REGION_FLOAT_LIST_KEYS == (
+        "region/bbox/ymin", "region/bbox/xmin", "region/bbox/ymax", "region/bbox/xmax",
+        "region/label/confidence", "POSE/region/point/x", "POSE/region/point/y",
+        "POSE/region/label/confidence",
+    )  # fmt: skip
+    assert ms.REGION_INT_PER_STEP_KEYS == (
+        "region/num_regions", "region/timestamp", "region/is_annotated", "POSE/region/num_regions"
+    )  # fmt: skip
+    per_person = [k.name for k in ms.KEYS if k.per_person]
+    assert per_person == [
+        "region/bbox/ymin", "region/bbox/xmin", "region/bbox/ymax", "region/bbox/xmax",
+        "region/label/confidence", "region/track/index", "POSE/region/point/x",
+        "POSE/region/point/y", "POSE/region/label/confidence",
+    ]  # fmt: skip
+
+
+def test_a_bad_key_declaration_is_refused():
+    with pytest.raises(ValueError, match="count='per_person'"):
+        ms.Key("x/y", ms.CONTEXT, ms.FLOAT, ms.PER_PERSON)
+    with pytest.raises(ValueError, match="dtype='double'"):
+        ms.Key("x/y", ms.SEQUENCE, "double")
+    with pytest.raises(ValueError, match="per-person values need modality='pose'"):
+        ms.Key("x/y", ms.SEQUENCE, ms.FLOAT, ms.PER_JOINT)

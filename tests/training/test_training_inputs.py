@@ -10,6 +10,9 @@ import pytest
 import tensorflow as tf
 from training_records import flow_image, jpeg, serialize_clip, write_records
 
+from schemas import layout
+from schemas import media_sequence as ms
+from schemas.dataset_info import DatasetInfo
 from training import inputs
 from training.config import DataConfig
 
@@ -201,6 +204,22 @@ def test_class_count_comes_from_and_is_checked_against_dataset_info(tiny_data):
     assert inputs.resolve_num_classes(DataConfig(train_pattern=pattern)) == 3
     with pytest.raises(ValueError, match="num_classes=0"):
         inputs.resolve_num_classes(DataConfig())
+
+
+def test_the_description_is_read_typed_and_checked(tiny_data, tmp_path):
+    info = inputs.read_dataset_info(tiny_data)
+    assert isinstance(info, DatasetInfo)
+    assert info.num_classes == 3 and info.modalities == tuple(ms.ALL_MODALITIES)
+    assert inputs.read_dataset_info(str(tmp_path)) is None
+    assert inputs.split_pattern(DataConfig(data_dir="gs://b/d/"), "eval") == (
+        "gs://b/d/validation/*.tfrecord"
+    )
+    (tmp_path / layout.DATASET_INFO).write_text('{"schema_version": 1, "num_classes": "3"}')
+    with pytest.raises(ValueError, match="dataset_info.json: num_classes: expected an integer"):
+        inputs.resolve_num_classes(DataConfig(data_dir=str(tmp_path)))
+    (tmp_path / layout.DATASET_INFO).write_text('{"schema_version": 2}')
+    with pytest.raises(ValueError, match="dataset_info.json: schema_version=2"):
+        inputs.read_dataset_info(str(tmp_path))
 
 
 def test_errors_name_the_parameter(tmp_path):

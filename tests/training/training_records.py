@@ -25,6 +25,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from schemas import layout  # noqa: E402
 from schemas import media_sequence as ms  # noqa: E402
 
 HEIGHT, WIDTH = 32, 40
@@ -123,10 +124,10 @@ def write_dataset(root: str, seed: int = 0) -> str:
     """Writes the tiny dataset under `root` (see module doc); returns `root`."""
     rng = np.random.default_rng(seed)
     train = [class_clip(f"train{i:02d}", i % NUM_CLASSES, 12, rng) for i in range(12)]
-    write_records(os.path.join(root, "train", "tiny-00000-of-00002.tfrecord"), train[0::2])
-    write_records(os.path.join(root, "train", "tiny-00001-of-00002.tfrecord"), train[1::2])
+    write_records(os.path.join(root, layout.shard_path("train", "tiny", 0, 2)), train[0::2])
+    write_records(os.path.join(root, layout.shard_path("train", "tiny", 1, 2)), train[1::2])
     evals = [class_clip(f"val{i:02d}", i % NUM_CLASSES, 6, rng) for i in range(6)]
-    write_records(os.path.join(root, "validation", "tiny-00000-of-00001.tfrecord"), evals)
+    write_records(os.path.join(root, layout.shard_path("validation", "tiny", 0, 1)), evals)
     info = {
         "schema_version": ms.SCHEMA_VERSION,
         "dataset_name": "tiny",
@@ -134,6 +135,6 @@ def write_dataset(root: str, seed: int = 0) -> str:
         "labels": list(LABELS),
         "modalities": list(ms.ALL_MODALITIES),
     }
-    with open(os.path.join(root, "dataset_info.json"), "w") as f:
+    with open(os.path.join(root, layout.DATASET_INFO), "w") as f:
         json.dump(info, f)
     return root

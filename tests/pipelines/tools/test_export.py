@@ -14,7 +14,9 @@ from pipelines import assets
 from pipelines.preprocess import run
 from pipelines.storage import output
 from pipelines.tools import export
+from schemas import layout
 from schemas import media_sequence as ms
+from schemas.dataset_info import DatasetInfo
 
 H, W = 120, 160
 
@@ -47,7 +49,7 @@ def write_output_dir(root, records: dict[str, list[bytes]], modalities=("pose",)
     """An output directory in the pipeline's layout holding `records` per split, one shard each."""
     splits = {}
     for split, recs in records.items():
-        shard = f"{split}/synthetic-00000-of-00001.tfrecord"
+        shard = layout.shard_path(split, "synthetic", 0, 1)
         (root / split).mkdir(parents=True)
         output.write_tfrecords(str(root / shard), recs)
         splits[split] = {"clips": len(recs), "num_shards": 1, "shards": [shard]}
@@ -57,7 +59,7 @@ def write_output_dir(root, records: dict[str, list[bytes]], modalities=("pose",)
         "modalities": list(modalities),
         "splits": splits,
     }
-    (root / "dataset_info.json").write_text(json.dumps(info))
+    (root / layout.DATASET_INFO).write_text(json.dumps(info))
     return str(root)
 
 
@@ -101,13 +103,7 @@ def reference_frames(data: bytes):
 
 
 def all_records(out_dir):
-    info = output.read_json(f"{out_dir}/dataset_info.json")
-    return [
-        (split, data)
-        for split, desc in info["splits"].items()
-        for shard in desc["shards"]
-        for data in output.read_tfrecords(f"{out_dir}/{shard}")
-    ]
+    return [(r.split, r.data) for r in output.iter_dataset_records(out_dir)]
 
 
 def check_parquet(path, out_dir):
@@ -342,10 +338,13 @@ def test_errors_name_the_problem(synthetic_dir, tmp_path, capsys):
         export.export(str(tmp_path / "nowhere"), "parquet", str(tmp_path / "x.parquet"))
     root = tmp_path / "rgb_only"
     root.mkdir()
-    (root / "dataset_info.json").write_text(
+    (root / layout.DATASET_INFO).write_text(
         json.dumps({"schema_version": ms.SCHEMA_VERSION, "modalities": ["rgb"], "splits": {}})
     )
     assert export.main([str(root), "--format", "parquet", "--out", str(tmp_path / "y")]) == 2
+    assert export.EXPORT_FORMATS == ("parquet", "mmaction")
+    with pytest.raises(ValueError, match="format='csv': must be one of parquet, mmaction"):
+        export.export(str(root), "csv", str(tmp_path / "z"))
     assert "no keypoints to export" in capsys.readouterr().err
     a = tf.train.SequenceExample.FromString(synthetic_record("d_0", 0, "x", [[1]]))
     a.feature_lists.feature_list[ms.REGION_TRACK_INDEX_KEY].feature[0].int64_list.value.append(1)
@@ -385,3 +384,16 @@ def test_real_clip_exports_equal_the_records(real_dir, tmp_path):
     assert ann["keypoint"].shape[0] >= 2  # two people, tracked
     px = ann["keypoint"][ann["keypoint_score"] > 0]
     assert (px >= 0).all() and (px[:, 0] <= 256).all() and (px[:, 1] <= 452).all()
+
+
+def test_the_pipelines_description_round_trips(real_dir):
+    """dataset_info.json as the job wrote it parses and is written back unchanged."""
+    with open(f"{real_dir}/{layout.DATASET_INFO}", encoding="utf-8") as f:
+        text = f.read()
+    data = json.loads(text)
+    info = DatasetInfo.from_json(data)
+    assert info.to_json() == data
+    assert info.to_text() == text
+    assert info.modalities == ("rgb", "pose") and info.split_names == ("train",)
+    assert info.failures == layout.FAILURES_PATTERN
+    assert info.splits["train"].shards == (layout.shard_path("train", "real", 0, 1),)

@@ -14,6 +14,7 @@ from pipelines.stages.clip import decode_jpeg, encode_jpeg
 from pipelines.storage import output
 from pipelines.tools import preview
 from render import TABLE2_VARIANTS, VARIANTS, render_poses
+from schemas import layout
 from schemas import media_sequence as ms
 
 H, W = 120, 160
@@ -125,7 +126,7 @@ def out_dir(tmp_path_factory):
     splits = {}
     for split, ids in (("train", ["clip_0", "clip_1"]), ("validation", ["clip_2"])):
         (root / split).mkdir()
-        shard = f"{split}/synthetic-00000-of-00001.tfrecord"
+        shard = layout.shard_path(split, "synthetic", 0, 1)
         output.write_tfrecords(str(root / shard), [synthetic_record(i) for i in ids])
         splits[split] = {"clips": len(ids), "num_shards": 1, "shards": [shard]}
     info = {
@@ -133,7 +134,7 @@ def out_dir(tmp_path_factory):
         "modalities": list(ms.ALL_MODALITIES),
         "splits": splits,
     }
-    (root / "dataset_info.json").write_text(json.dumps(info))
+    (root / layout.DATASET_INFO).write_text(json.dumps(info))
     return str(root)
 
 

@@ -9,6 +9,7 @@ import numpy as np
 from pipelines.stages.clip import encode_jpeg
 from pipelines.storage import output
 from pipelines.tools import validate
+from schemas import layout
 from schemas import media_sequence as ms
 
 H, W = 48, 64
@@ -47,7 +48,7 @@ def made_dir(root, modalities=("pose",), pose_info=None) -> tuple[str, dict[str,
     splits, sizes = {}, {}
     for split, clips in PERSONS.items():
         records = [made_record(i, n, modalities) for i, n in clips.items()]
-        shard = f"{split}/made-00000-of-00001.tfrecord"
+        shard = layout.shard_path(split, "made", 0, 1)
         (root / split).mkdir(parents=True)
         output.write_tfrecords(str(root / shard), records)
         frames = sum(len(n) for n in clips.values())
@@ -62,7 +63,7 @@ def made_dir(root, modalities=("pose",), pose_info=None) -> tuple[str, dict[str,
     }
     if pose_info is not None:
         info["pose"] = pose_info
-    (root / "dataset_info.json").write_text(json.dumps(info))
+    (root / layout.DATASET_INFO).write_text(json.dumps(info))
     return str(root), sizes
 
 
@@ -108,4 +109,43 @@ def test_pose_coverage_of_the_description_is_checked(tmp_path):
     assert violations == [
         "train: 3 frames_with_person in the shards, the description's pose coverage says 4",
         "validation: 2 persons in the shards, the description's pose coverage says 1",
+    ]
+
+
+def test_a_description_it_cannot_check_against_is_one_violation(tmp_path):
+    out, _ = made_dir(tmp_path)
+    path = tmp_path / layout.DATASET_INFO
+    info = json.loads(path.read_text())
+    path.write_text(json.dumps({**info, "schema_version": 99}))
+    assert validate.validate(out) == (
+        [f"{out}/dataset_info.json: schema_version=99: this reader knows [1]; upgrade the "
+         "package to read these records"],
+        "",
+    )  # fmt: skip
+    del info["splits"]["train"]["frames"], info["inputs"]
+    path.write_text(json.dumps(info))
+    assert validate.validate(out) == (
+        [f"{out}/dataset_info.json: the description lacks inputs, splits.train.frames"],
+        "",
+    )
+    path.write_text(json.dumps({**info, "num_classes": "one"}))
+    violations, _ = validate.validate(out)
+    assert violations == [
+        f"{out}/dataset_info.json: num_classes: expected an integer >= 0, got 'one'"
+    ]
+
+
+def test_per_person_lists_are_checked_against_the_key_table():
+    import tensorflow as tf
+
+    ex = tf.train.SequenceExample.FromString(made_record("a_0", [0, 1, 2, 0]))
+    lists = ex.feature_lists.feature_list
+    lists[ms.POSE_POINT_X_KEY].feature[1].float_list.value[3] = 1.5
+    lists[ms.REGION_TRACK_INDEX_KEY].feature[2].int64_list.value[0] = -1
+    lists[ms.REGION_BBOX_XMAX_KEY].feature[2].float_list.value.append(0.5)
+    errors, _ = validate.check_record(ex.SerializeToString(), ("pose",), 1)
+    assert errors == [
+        "region/bbox/xmax: lengths do not match 1 x persons per frame",
+        "region/track/index: negative track index",
+        "POSE/region/point/x: values outside [0, 1]",
     ]
