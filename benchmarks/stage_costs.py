@@ -194,7 +194,7 @@ def _memory_child(path: str, short_side: int, preset: str, clip_seconds: float) 
     from pipelines.storage import parts
 
     cv2.setNumThreads(1)
-    from pipelines.config import PreprocessConfig
+    from pipelines.job.config import PreprocessConfig
     from pipelines.manifests import ClipSpec
     from pipelines.stages.clip import ClipProcessor
 

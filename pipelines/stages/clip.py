@@ -15,8 +15,8 @@ import cv2
 import numpy as np
 
 from flow import compute_flow, flow_params, quantize_flow, to_gray
-from pipelines.config import PreprocessConfig
 from pipelines.failures import Failure
+from pipelines.job.config import PreprocessConfig
 from pipelines.manifests import ClipSpec
 from pipelines.stages import video
 from pipelines.stages.pose import FramePoses, create_estimator

@@ -11,7 +11,8 @@ import time
 import pytest
 
 from pipelines import assets
-from pipelines.preprocess import _Progress, run
+from pipelines.job.progress import Progress
+from pipelines.preprocess import run
 from pipelines.runtime import quiet
 from pipelines.storage import output, parts
 from tests.conftest import write_video
@@ -127,7 +128,7 @@ def test_progress_counts_this_runs_rows_once(tmp_path):
         output.write_text(output.join(pdir, key + parts.META_SUFFIX), meta)
     output.write_text(output.join(pdir, "a" * 16 + parts.FAILURE_SUFFIX), "{}")  # a race's twin
     output.write_text(output.join(pdir, parts.RUN_FILE), "{}")
-    progress = _Progress(out, mine, enabled=False)
+    progress = Progress(out, mine, enabled=False)
     progress._start = time.monotonic() - 10
     line = progress.line()
     assert line.startswith("progress: 2/2 inputs (")

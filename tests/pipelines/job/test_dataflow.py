@@ -24,8 +24,18 @@ KINETICS_CSV = (
     '"air drumming",--nQbRBEz2s,104,114,val\n'
     ",zzz_test_id,1,11,test\n"
 )
-# Steps of the job that every version of it has (pipelines/preprocess.py).
-STEPS = {"Spread", "ProcessVideos", "GroupShards", "WriteShards", "WriteFailures", "WriteInfo"}
+# Steps of the job that every version of it has: its phases (pipelines/job/transforms.py) and
+# the steps inside them that runners and users see by name.
+STEPS = {
+    "ProcessRows",
+    "ProcessRows/Spread",
+    "ProcessRows/ProcessVideos",
+    "CollectParts",
+    "WriteShards",
+    "WriteShards/GroupShards",
+    "WriteFailures",
+    "WriteInfo",
+}
 
 
 @pytest.fixture
@@ -123,7 +133,8 @@ def _process_fn(runner):
     (transform,) = [
         t
         for t in runner.proto_pipeline.components.transforms.values()
-        if t.unique_name.startswith("ProcessVideos/") and t.spec.urn == "beam:transform:pardo:v1"
+        if t.unique_name.startswith("ProcessRows/ProcessVideos/")
+        and t.spec.urn == "beam:transform:pardo:v1"
     ]
     payload = beam_runner_api_pb2.ParDoPayload.FromString(transform.spec.payload)
     return pickler.loads(payload.do_fn.payload)[0]
@@ -151,9 +162,7 @@ def _check_common(runner, job, options, info, output_dir, attempts):
 
     assert attempts == []  # nothing beyond loopback (the emulator) was contacted
     assert job.proto.type_.name == "JOB_TYPE_BATCH"
-    names = {
-        t.unique_name.split("/")[0] for t in runner.proto_pipeline.components.transforms.values()
-    }
+    names = {t.unique_name for t in runner.proto_pipeline.components.transforms.values()}
     assert STEPS <= names, sorted(names)
     gcp = options.view_as(GoogleCloudOptions)
     assert (gcp.project, gcp.region) == (PROJECT, "us-central1")
@@ -182,7 +191,8 @@ def test_dataflow_dry_run_with_setup_file(tmp_path, monkeypatch, gcs_emulator, n
     with tarfile.open(staged["workflow.tar.gz"]) as sdist:
         members = set(sdist.getnames())
     for name in (
-        "setup.py", "setup.cfg", "pipelines/preprocess.py", "pipelines/manifests/__init__.py",
+        "setup.py", "setup.cfg", "pipelines/preprocess.py", "pipelines/job/run.py",
+        "pipelines/manifests/__init__.py",
         "pipelines/stages/clip.py", "schemas/media_sequence.py", "render/__init__.py",
         "flow/__init__.py",
     ):  # fmt: skip

@@ -148,7 +148,7 @@ def test_pose_model_by_name_is_recorded_and_a_wrong_name_refused(tmp_path, asset
 
 def test_a_row_failing_after_some_clips_leaves_nothing_but_its_failure(tmp_path, assets_ready):
     """Clips are written as they are made; a row that fails later is a failure row only."""
-    from pipelines.config import PreprocessConfig
+    from pipelines.job.config import PreprocessConfig
     from pipelines.manifests import ClipSpec
     from pipelines.stages.clip import StageError
     from tests.pipelines.job.test_hostile import _cut, _sample

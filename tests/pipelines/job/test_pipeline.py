@@ -127,7 +127,7 @@ def test_records_parse_with_plain_tf_and_hold_all_streams(demo_run):
 
 def test_description_gives_the_pose_coverage_of_the_records_written(demo_run):
     """dataset_info.json's pose coverage per split equals the persons counted in the shards."""
-    from pipelines.preprocess import summary_table
+    from pipelines.job.progress import summary_table
     from pipelines.tools import validate
 
     info, out = demo_run

@@ -124,7 +124,7 @@ def test_rows_without_an_end_collide_when_their_cuts_align():
 
 
 def test_clip_starts_follow_the_cutting_rule_of_the_processor():
-    from pipelines.config import PreprocessConfig
+    from pipelines.job.config import PreprocessConfig
 
     # The cut the job uses: PreprocessConfig.max_clip_frames.
     config = PreprocessConfig(input="m.csv", output_dir="/o", max_clip_seconds=0.4)

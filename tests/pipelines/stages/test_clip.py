@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipelines.config import PreprocessConfig
+from pipelines.job.config import PreprocessConfig
 from pipelines.manifests import ClipSpec
 from pipelines.stages.clip import ClipProcessor, StageError, decode_jpeg, encode_jpeg
 from schemas import media_sequence as ms
