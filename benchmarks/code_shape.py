@@ -114,11 +114,16 @@ def main(argv: list[str] | None = None) -> int:
         for path in _py_files(root, package):
             with open(path, encoding="utf-8") as f:
                 text = f.read()
-            if args.key in text or f'"{value}"' in text or f"'{value}'" in text:
-                named.append(os.path.relpath(path, root))
-    print(f"\nfiles naming {args.key} ({value!r}): {len(named)}")
-    for m in named:
-        print(f"  {m}")
+            n = text.count(args.key) + text.count(f'"{value}"') + text.count(f"'{value}'")
+            if n:
+                named.append((os.path.relpath(path, root), n))
+    code = [(m, n) for m, n in named if not m.startswith("tests" + os.sep)]
+    print(
+        f"\nfiles naming {args.key} ({value!r}): {len(named)}, of them {len(code)} outside "
+        f"tests with {sum(n for _, n in code)} mentions"
+    )
+    for m, n in named:
+        print(f"  {n:>3}  {m}")
     return 0
 
 

@@ -67,7 +67,7 @@ class ClipCost:
 def measure_clip(path: str, args, model: bytes, presets: list[str]) -> ClipCost:
     from flow import compute_flow, flow_params, quantize_flow, to_gray
     from pipelines.stages import video
-    from pipelines.stages.clip import decode_jpeg, encode_jpeg
+    from pipelines.stages.codec import decode_jpeg, encode_jpeg
     from pipelines.stages.pose import create_estimator
     from pipelines.stages.tracking import IouTracker, suppress_duplicates
     from render import render_poses
@@ -206,7 +206,7 @@ def _memory_child(path: str, short_side: int, preset: str, clip_seconds: float) 
         short_side=short_side,
         max_clip_seconds=clip_seconds,
     )
-    proc = ClipProcessor(config, None)
+    proc = ClipProcessor(config.clip_settings(), None)
     # Warm-up on the first 0.2 s: imports (TensorFlow for the protos) and OpenCV's buffers.
     proc.process(ClipSpec("w", path, "v.mp4", "l", 0, 0, 200_000, "train", "m.csv:2"))
     spec = ClipSpec("v", path, "v.mp4", "l", 0, 0, None, "train", "m.csv:2")

@@ -1,1 +1,2 @@
-"""Beam wiring: manifests, decoding, the per-video DoFn and the `run()` entry point."""
+"""The preprocessing job and what it touches: manifests, the stages of one video, storage, the
+Beam job, tools over a written dataset and the set-up step (docs/architecture.md)."""

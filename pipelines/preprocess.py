@@ -16,18 +16,13 @@ import argparse
 import logging
 import sys
 
-from apache_beam.options.pipeline_options import (
-    PipelineOptions,
-    StandardOptions,
-)
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from flow import FLOW_PRESETS
 from pipelines.job.config import PreprocessConfig
 from pipelines.job.progress import summary_table
 from pipelines.job.run import run_job
-from pipelines.manifests import (
-    ManifestError,
-)
+from pipelines.manifests import ManifestError
 from pipelines.runtime import quiet
 from schemas import media_sequence as ms
 

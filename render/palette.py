@@ -28,8 +28,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-NUM_JOINTS = 17  # COCO-17 keypoints per person
-MID_SHOULDER = 17  # virtual joint: midpoint of joints 5 and 6 (both must pass the threshold)
+from schemas.media_sequence import NUM_JOINTS  # COCO-17 keypoints per person
+
+MID_SHOULDER = NUM_JOINTS  # virtual joint: midpoint of joints 5 and 6 (both past the threshold)
 
 RGB = tuple[int, int, int]
 

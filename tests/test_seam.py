@@ -104,7 +104,7 @@ def test_evaluation_input_is_the_stored_frames_and_flow(job_output):
     assert len(batches) == 1
     batch = batches[0]
     assert batch["mask"].tolist() == [1.0, 0.0]
-    label = int(ctx[ms.CLIP_LABEL_INDEX_KEY][0])
+    label = int(ctx[ms.CLIP_LABEL_INDEX_KEY])
     assert info["labels"][label] == "athletics"
     assert batch["label"][0] == label
     assert batch["example_id"][0] == ctx[ms.EXAMPLE_ID_KEY].numpy()
@@ -146,7 +146,7 @@ def test_training_input_gives_batches_of_the_configured_shape(job_output):
     )
     batch = next(ds.as_numpy_iterator())
     ctx, _ = _stored(job_output, "train")
-    label = int(ctx[ms.CLIP_LABEL_INDEX_KEY][0])
+    label = int(ctx[ms.CLIP_LABEL_INDEX_KEY])
     assert batch["label"].tolist() == [label, label]  # one train clip, repeated
     for modality, channels in ((ms.MODALITY_RGB, 3), (ms.MODALITY_POSE, 3), (ms.MODALITY_FLOW, 2)):
         x = batch[modality]

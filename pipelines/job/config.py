@@ -6,10 +6,10 @@ import dataclasses
 import functools
 import math
 
-from flow.tvl1 import DEFAULT_FLOW_PRESET, FLOW_PRESETS
+from flow.tvl1 import DEFAULT_FLOW_PRESET, FLOW_PRESETS, TVL1Params
 from pipelines.manifests import FORMATS
 from render import RenderStyle
-from schemas.media_sequence import ALL_MODALITIES
+from schemas.media_sequence import ALL_MODALITIES, MODALITY_FLOW
 
 MAX_NUM_POSES = 100  # persons per frame: far above any crowd a pose model reports (MoveNet: 6)
 MAX_NUM_SHARDS = 10_000  # shards per split: 500,000 clips at 50 a shard
@@ -120,7 +120,7 @@ class PreprocessConfig:
         mods = tuple(self.modalities)
         if not mods or any(m not in ALL_MODALITIES for m in mods) or len(set(mods)) != len(mods):
             bad("modalities", f"expected a non-empty subset of {list(ALL_MODALITIES)}")
-        RenderStyle.parse(self.render_style)  # raises naming the bad key or value
+        _ = self.style  # parsed once, here; raises naming the bad key or value
         if self.flow_preset not in FLOW_PRESETS:
             bad("flow_preset", f"expected one of {sorted(FLOW_PRESETS)}")
         if not 1 <= self.num_poses <= MAX_NUM_POSES:
@@ -169,8 +169,35 @@ class PreprocessConfig:
 
     @functools.cached_property
     def style(self) -> RenderStyle:
-        """`render_style` parsed (once per config object; validated in `validate`)."""
+        """`render_style` parsed, once per config object (first in `validate`)."""
         return RenderStyle.parse(self.render_style)
+
+    @functools.cached_property
+    def flow(self) -> TVL1Params:
+        """The TV-L1 parameters of `flow_preset` (resolved once; validated in `validate`)."""
+        return FLOW_PRESETS[self.flow_preset]
+
+    def clip_settings(self):
+        """The `pipelines.stages.clip.ClipSettings` of this job: what the clip processor reads."""
+        from pipelines.stages.clip import ClipSettings
+
+        return ClipSettings(
+            dataset_name=self.dataset_name,
+            modalities=tuple(self.modalities),
+            fps=self.fps,
+            short_side=self.short_side,
+            pose_frame_side=self.pose_frame_side,
+            limits=self.limits,
+            max_clip_frames=self.max_clip_frames,
+            jpeg_quality=self.jpeg_quality,
+            flow_jpeg_quality=self.flow_jpeg_quality,
+            style=self.style,
+            flow=self.flow if MODALITY_FLOW in self.modalities else None,
+            num_poses=self.num_poses,
+            pose_input_size=self.pose_input_size,
+            pose_min_score=self.pose_min_score,
+            threads_per_worker=self.threads_per_worker,
+        )
 
     @property
     def limits(self):

@@ -9,7 +9,6 @@ import dataclasses
 import json
 import platform
 
-from flow import flow_params
 from pipelines.job.config import PreprocessConfig
 from pipelines.manifests import (
     default_label_map,
@@ -135,7 +134,7 @@ def flow_description(config: PreprocessConfig) -> dict:
     """How the flow stream was made, for the description and the resume check."""
     return {
         "preset": config.flow_preset,
-        "params": dataclasses.asdict(flow_params(config.flow_preset)),
+        "params": dataclasses.asdict(config.flow),
         "saturation": ms.FLOW_SATURATION,
         "jpeg_quality": config.flow_jpeg_quality,
         # Flow is computed from the RGB frames as stored: JPEG at `jpeg_quality`, decoded.

@@ -23,6 +23,14 @@ from pipelines.job.progress import Progress
 from pipelines.job.transforms import (
     DONE,
     FAILED,
+    STEP_ALL_FAILURES,
+    STEP_COLLECT_PARTS,
+    STEP_LABEL_MAP,
+    STEP_MANIFEST_FAILURES,
+    STEP_PROCESS_ROWS,
+    STEP_WRITE_FAILURES,
+    STEP_WRITE_INFO,
+    STEP_WRITE_SHARDS,
     CollectParts,
     LabelMap,
     ProcessRows,
@@ -67,24 +75,25 @@ def _run(config: PreprocessConfig, options: PipelineOptions, lock: output.Output
     runner = options.view_as(StandardOptions).runner or "DirectRunner"
     with Progress(config.output_dir, plan.todo_keys, enabled=runner in LOCAL_RUNNERS):
         with beam.Pipeline(options=options) as p:
-            processed = p | "ProcessRows" >> ProcessRows(
+            processed = p | STEP_PROCESS_ROWS >> ProcessRows(
                 plan.todo_rows, config, plan.pose_path, plan.pose_sha
             )
-            collected = p | "CollectParts" >> CollectParts(
+            collected = p | STEP_COLLECT_PARTS >> CollectParts(
                 plan.all_rows, config.output_dir, plan.num_shards, processed
             )
-            labels = collected[DONE] | "LabelMap" >> LabelMap(plan.fixed_labels)
-            shards = collected.entries | "WriteShards" >> WriteShards(
+            done = collected[DONE]
+            labels = done | STEP_LABEL_MAP >> LabelMap(plan.fixed_labels)
+            shards = collected.entries | STEP_WRITE_SHARDS >> WriteShards(
                 config.output_dir, config.dataset_name, plan.num_shards, labels
             )
             failures = (
                 collected[FAILED],
-                p | "ManifestFailures" >> beam.Create(plan.manifest_failures),
-            ) | "AllFailures" >> beam.Flatten()
-            _ = failures | "WriteFailures" >> WriteFailures(config.output_dir)
-            _ = p | "WriteInfo" >> WriteInfo(
+                p | STEP_MANIFEST_FAILURES >> beam.Create(plan.manifest_failures),
+            ) | STEP_ALL_FAILURES >> beam.Flatten()
+            _ = failures | STEP_WRITE_FAILURES >> WriteFailures(config.output_dir)
+            _ = p | STEP_WRITE_INFO >> WriteInfo(
                 shards,
-                collected[DONE],
+                done,
                 labels,
                 failures,
                 static_info=plan.static_info,

@@ -12,7 +12,7 @@ The graph (`pipelines.job.run.run_job`) reads as its phases:
 - `WriteFailures`: failure rows -> `failures/failures-00000-of-00001.jsonl`.
 - `WriteInfo`: the summaries -> `dataset_info.json`, written last.
 
-The step names inside them (`Spread`, `ProcessVideos`, `GroupShards`, ...) are constants here.
+The step names, of the phases and of the steps inside them, are the `STEP_*` constants here.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import itertools
 import logging
 import time
 from concurrent.futures.process import BrokenProcessPool
+from typing import TYPE_CHECKING
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -28,13 +29,14 @@ from apache_beam.metrics import Metrics
 from pipelines.failures import Failure
 from pipelines.job.config import PreprocessConfig
 from pipelines.job.info import final_label_map, write_info
-from pipelines.manifests import (
-    ClipSpec,
-)
+from pipelines.manifests import ClipSpec
 from pipelines.runtime import watchdog
 from pipelines.storage import output, parts
 from pipelines.storage.gcs import configure_emulator
 from schemas import media_sequence as ms
+
+if TYPE_CHECKING:
+    from pipelines.stages.clip import ClipSettings
 
 LOG = logging.getLogger("perfnet.preprocess")
 
@@ -42,10 +44,19 @@ LOG = logging.getLogger("perfnet.preprocess")
 # Tags of CollectParts' outputs.
 FAILED = "failed"
 DONE = "done"
-# Step names (one place): the worker subprocess step, and the phases' inner steps.
-STEP_PROCESS = "ProcessVideos"
-STEP_SPREAD = "Spread"
-STEP_GROUP = "GroupShards"
+# Step names (one place): the phases as `run_job` applies them, and the steps inside them that
+# runners, users and tests see by name (`ProcessRows/ProcessVideos`, ...).
+STEP_PROCESS_ROWS = "ProcessRows"
+STEP_COLLECT_PARTS = "CollectParts"
+STEP_LABEL_MAP = "LabelMap"
+STEP_WRITE_SHARDS = "WriteShards"
+STEP_MANIFEST_FAILURES = "ManifestFailures"
+STEP_ALL_FAILURES = "AllFailures"
+STEP_WRITE_FAILURES = "WriteFailures"
+STEP_WRITE_INFO = "WriteInfo"
+STEP_SPREAD = "Spread"  # in ProcessRows
+STEP_PROCESS = "ProcessVideos"  # in ProcessRows: one row per worker subprocess
+STEP_GROUP = "GroupShards"  # in WriteShards
 
 
 # ---------------------------------------------------------------------------------------------
@@ -56,11 +67,24 @@ class ProcessVideoFn(beam.DoFn):
 
     Writes the part itself (pipelines/storage/parts.py) and yields (DONE or FAILED, the row's key).
     Writing is idempotent: a bundle the runner retries rewrites the same part files. Runs in a
-    worker subprocess (see `run`), so that a native crash or a hang costs one row.
+    worker subprocess (see `ProcessRows`), so that a native crash or a hang costs one row.
+
+    Args:
+      settings: the clip processor's settings, built once by the launcher
+        (`PreprocessConfig.clip_settings`).
+      output_dir: the job's output directory, where the parts go.
+      pose_model_path, pose_sha256: the pose model as the workers read it, and its sha256.
     """
 
-    def __init__(self, config: PreprocessConfig, pose_model_path: str | None, pose_sha256: str):
-        self._config = config
+    def __init__(
+        self,
+        settings: ClipSettings,
+        output_dir: str,
+        pose_model_path: str | None,
+        pose_sha256: str,
+    ):
+        self._settings = settings
+        self._output_dir = output_dir
         self._model_path = pose_model_path
         self._model_sha = pose_sha256
         self._processor = None
@@ -70,13 +94,13 @@ class ProcessVideoFn(beam.DoFn):
 
         _worker_setup()
 
-        threads = self._config.threads_per_worker
+        threads = self._settings.threads_per_worker
         if threads:
             import cv2
 
             cv2.setNumThreads(threads)
         model = None
-        if ms.MODALITY_POSE in self._config.modalities:
+        if ms.MODALITY_POSE in self._settings.modalities:
             from pipelines.stages.pose import load_pose_model
 
             model, sha = load_pose_model(self._model_path)
@@ -85,12 +109,12 @@ class ProcessVideoFn(beam.DoFn):
                     f"pose_model={self._model_path!r}: sha256 {sha} differs from the launcher's "
                     f"{self._model_sha}; the file changed while the job ran"
                 )
-        self._processor = ClipProcessor(self._config, model)
+        self._processor = ClipProcessor(self._settings, model)
 
     def process(self, spec: ClipSpec):
         t0 = time.perf_counter()
         key = parts.input_key(spec)
-        out = self._config.output_dir
+        out = self._output_dir
         try:
             # Clips are written as they are made; a write error is not the input's fault and
             # propagates (the runner's dead letter records it as stage `process`).
@@ -176,8 +200,7 @@ class RecordCrashFn(beam.DoFn):
 def _worker_setup() -> None:
     """What every process doing the job's work does first (the DoFns' setup): end with the
     job's launcher (`pipelines.runtime.watchdog`), and skip Beam's credential lookup where a GCS
-    emulator
-    is asked for (`pipelines.storage.gcs`)."""
+    emulator is asked for (`pipelines.storage.gcs`)."""
     watchdog.die_with_launcher()
     configure_emulator()
 
@@ -185,8 +208,8 @@ def _worker_setup() -> None:
 class WatchLauncherFn(beam.DoFn):
     """Passes elements through; its setup makes the worker process end with the job's launcher
     (`pipelines.runtime.watchdog`). Placed in the stages that read rows and before the per-row
-    work, so
-    every SDK worker process of the job is watched (the other DoFns watch from their setup)."""
+    work, so every SDK worker process of the job is watched (the other DoFns watch from their
+    setup)."""
 
     def setup(self):
         _worker_setup()
@@ -303,7 +326,9 @@ class ProcessRows(beam.PTransform):
             | "WatchLauncher" >> beam.ParDo(WatchLauncherFn())
             | STEP_PROCESS
             >> beam.ParDo(
-                ProcessVideoFn(config, self._pose_path, self._pose_sha)
+                ProcessVideoFn(
+                    config.clip_settings(), config.output_dir, self._pose_path, self._pose_sha
+                )
             ).with_exception_handling(use_subprocess=True, timeout=config.video_timeout_s)
         )
         crashed = dead | "RecordCrashes" >> beam.ParDo(

@@ -1,7 +1,9 @@
 """One video in, its clips' SequenceExamples out: decode -> pose -> render -> flow -> encode.
 
-No Beam here: `pipelines.preprocess` wraps `ClipProcessor` in a DoFn. Frames are streamed; per
-clip the processor holds the previous grayscale frame and the encoded output, nothing more.
+No Beam here: `pipelines.job.transforms.ProcessVideoFn` wraps `ClipProcessor`, which takes the
+few settings it reads as a `ClipSettings`, not the job's config. The JPEG codec is
+`pipelines.stages.codec`. Frames are streamed; per clip the processor holds the previous
+grayscale frame and the encoded output, nothing more.
 """
 
 from __future__ import annotations
@@ -11,17 +13,16 @@ import os
 import tempfile
 from collections.abc import Iterator
 
-import cv2
 import numpy as np
 
-from flow import compute_flow, flow_params, quantize_flow, to_gray
+from flow import TVL1Params, compute_flow, quantize_flow, to_gray
 from pipelines.failures import Failure
-from pipelines.job.config import PreprocessConfig
 from pipelines.manifests import ClipSpec
 from pipelines.stages import video
+from pipelines.stages.codec import decode_jpeg, encode_jpeg
 from pipelines.stages.pose import FramePoses, create_estimator
 from pipelines.stages.tracking import IouTracker, suppress_duplicates
-from render import render_poses
+from render import RenderStyle, render_poses
 from schemas import media_sequence as ms
 
 
@@ -60,27 +61,41 @@ class ClipRecord:
         return b"".join(self.pieces)
 
 
-def encode_jpeg(rgb: np.ndarray, quality: int, full_chroma: bool = False) -> bytes:
-    """uint8 [H, W, 3] RGB -> JPEG bytes at `quality` (1..100).
+@dataclasses.dataclass(frozen=True)
+class ClipSettings:
+    """What the clip processor needs of the job's settings, typed, parsed once at the edge
+    (`pipelines.job.config.PreprocessConfig.clip_settings`).
 
-    full_chroma: 4:4:4 sampling instead of the usual 4:2:0. Flow images need it: their x and y
-    live in R and G, and 4:2:0 would halve their resolution and mix them into B.
+    Attributes:
+      dataset_name: written into every record (`example/dataset_name`).
+      modalities: the streams written, a subset of ('rgb', 'pose', 'flow').
+      fps: frames per second of the stored streams (> 0).
+      short_side: shorter side of the stored frames, pixels.
+      pose_frame_side: shorter side of the pose estimator's frames, pixels (0: full resolution).
+      limits: the decoder's limits (`pipelines.stages.video.Limits`).
+      max_clip_frames: frames per clip before a window is cut (0: never).
+      jpeg_quality, flow_jpeg_quality: JPEG qualities (1..100) of the image and flow streams.
+      style: the skeleton render style.
+      flow: the TV-L1 parameters of the flow preset, or None when flow is not written.
+      num_poses, pose_input_size, pose_min_score: the pose estimator's settings.
+      threads_per_worker: OpenCV / pose threads of this worker (0: the library's default).
     """
-    params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)]
-    if full_chroma:
-        params += [cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444]
-    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
-    if not ok:
-        raise ValueError(f"JPEG encoding failed for a frame of shape {rgb.shape}")
-    return buf.tobytes()
 
-
-def decode_jpeg(data: bytes) -> np.ndarray:
-    """JPEG bytes -> uint8 [H, W, 3] RGB."""
-    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise ValueError("not a decodable JPEG image")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    dataset_name: str
+    modalities: tuple[str, ...]
+    fps: float
+    short_side: int
+    pose_frame_side: int
+    limits: video.Limits
+    max_clip_frames: int
+    jpeg_quality: int
+    flow_jpeg_quality: int
+    style: RenderStyle
+    flow: TVL1Params | None
+    num_poses: int
+    pose_input_size: int
+    pose_min_score: float | None
+    threads_per_worker: int
 
 
 @dataclasses.dataclass
@@ -98,21 +113,19 @@ class ClipProcessor:
     """Turns one manifest row into its clips. One instance per worker; not thread-safe.
 
     Args:
-      config: the job's configuration.
+      settings: the few settings of the job it needs (`ClipSettings`).
       pose_model_bytes: the pose model (read once per worker;
       `pipelines.stages.pose.load_pose_model`).
     """
 
-    def __init__(self, config: PreprocessConfig, pose_model_bytes: bytes | None):
-        self.config = config
-        self.modalities = tuple(config.modalities)
-        self.style = config.style
+    def __init__(self, settings: ClipSettings, pose_model_bytes: bytes | None):
+        self.settings = settings
+        self.modalities = tuple(settings.modalities)
+        self.style = settings.style
         self._pose_model = pose_model_bytes
-        self._flow_algo = (
-            flow_params(config.flow_preset).create()
-            if ms.MODALITY_FLOW in self.modalities
-            else None
-        )
+        if ms.MODALITY_FLOW in self.modalities and settings.flow is None:
+            raise ValueError("settings.flow: the flow parameters are required to write flow")
+        self._flow_algo = settings.flow.create() if ms.MODALITY_FLOW in self.modalities else None
         if ms.MODALITY_POSE in self.modalities and not pose_model_bytes:
             raise ValueError("pose_model_bytes are required when the pose modality is written")
 
@@ -139,7 +152,7 @@ class ClipProcessor:
         )
 
     def _clips(self, spec: ClipSpec, local_path: str) -> Iterator[ClipRecord]:
-        cfg = self.config
+        cfg = self.settings
         pose_side = cfg.pose_frame_side if ms.MODALITY_POSE in self.modalities else None
         frames = video.iter_frames(
             local_path, spec.start_us, spec.end_us, cfg.fps, cfg.short_side, pose_side, cfg.limits
@@ -187,11 +200,12 @@ class ClipProcessor:
     def _open(self, spec: ClipSpec, frame: video.Frame) -> _OpenClip:
         h, w = frame.rgb.shape[:2]
         streams = {
-            m: ms.StreamInfo(height=h, width=w, frame_rate=self.config.fps) for m in self.modalities
+            m: ms.StreamInfo(height=h, width=w, frame_rate=self.settings.fps)
+            for m in self.modalities
         }
         ctx = ms.ClipContext(
             example_id=ms.clip_id(spec.media_id, frame.timestamp_us),
-            dataset_name=self.config.dataset_name,
+            dataset_name=self.settings.dataset_name,
             data_path=spec.data_path,
             media_id=spec.media_id,
             start_us=frame.timestamp_us,
@@ -202,11 +216,11 @@ class ClipProcessor:
         return _OpenClip(
             builder=ms.SequenceExampleBuilder(ctx, streams),
             start_us=frame.timestamp_us,
-            tracker=IouTracker(fps=self.config.fps),
+            tracker=IouTracker(fps=self.settings.fps),
         )
 
     def _add(self, clip: _OpenClip, frame: video.Frame, estimator) -> None:
-        q = self.config.jpeg_quality
+        q = self.settings.jpeg_quality
         rgb_jpeg = pose_jpeg = None
         poses = FramePoses.empty()
         track_ids = np.zeros((0,), np.int64)
@@ -254,7 +268,7 @@ class ClipProcessor:
                     clip.builder.add_flow(
                         clip.prev_ts,
                         encode_jpeg(
-                            quantize_flow(flow), self.config.flow_jpeg_quality, full_chroma=True
+                            quantize_flow(flow), self.settings.flow_jpeg_quality, full_chroma=True
                         ),
                     )
                 except Exception as e:

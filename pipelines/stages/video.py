@@ -49,9 +49,8 @@ import av
 import cv2
 import numpy as np
 
-from schemas import media_sequence as ms
+from schemas.media_sequence import MICROS
 
-MICROS = ms.MICROS
 MAX_GAP_US = 10 * MICROS  # longest forward jump between consecutive timestamps (see above)
 _log = logging.getLogger(__name__)
 

@@ -45,7 +45,7 @@ import numpy as np
 
 from flow.tvl1 import dequantize_flow
 from flow.visualize import color_wheel, flow_to_color
-from pipelines.stages.clip import decode_jpeg
+from pipelines.stages.codec import decode_jpeg
 from pipelines.storage import output
 from pipelines.tools import export
 from render import TABLE2_VARIANTS, VARIANTS, render_poses

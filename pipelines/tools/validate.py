@@ -153,7 +153,7 @@ def check_record(data: bytes, modalities, num_classes: int | None) -> tuple[list
 def _check_image(errors, modality, data, c, prefix) -> None:
     if data is None:
         return
-    from pipelines.stages.clip import decode_jpeg
+    from pipelines.stages.codec import decode_jpeg
 
     try:
         img = decode_jpeg(data)
@@ -327,7 +327,7 @@ def check_flow(
     import tensorflow as tf
 
     from flow import compute_flow, dequantize_flow, flow_params, quantize_flow, to_gray
-    from pipelines.stages.clip import decode_jpeg, encode_jpeg
+    from pipelines.stages.codec import decode_jpeg, encode_jpeg
 
     info = output.read_dataset_info(output_dir)
     modalities = list(info.modalities or ())

@@ -19,7 +19,7 @@ from flow import (
     flow_params,
     quantize_flow,
 )
-from pipelines.stages.clip import decode_jpeg, encode_jpeg
+from pipelines.stages.codec import decode_jpeg, encode_jpeg
 
 STEP = 40 / 255  # one quantization step in pixels
 

@@ -8,6 +8,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 BLOCKED_RUN = textwrap.dedent(
@@ -143,12 +145,14 @@ def run_python(script: str, *args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_training_imports_and_trains_without_beam_mediapipe_or_opencv(tiny_data, tmp_path):
     proc = run_python(BLOCKED_RUN, tiny_data, str(tmp_path / "run"))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "trained 1 step" in proc.stdout
 
 
+@pytest.mark.slow
 def test_two_logical_cpu_replicas(tiny_data, tmp_path):
     proc = run_python(TWO_REPLICAS, tiny_data, str(tmp_path))
     assert proc.returncode == 0, proc.stdout + proc.stderr[-6000:]

@@ -67,6 +67,7 @@ def runs(tiny_data, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_teacher_checkpoints_resumes_after_preemption_and_learns(runs):
     first, second = runs["flow_first"], runs["flow"]
     assert first.preempted and (first.start_step, first.final_step) == (0, 6)
@@ -158,6 +159,7 @@ def test_finetuning_restores_the_backbone_and_not_the_head(runs):
         )
 
 
+@pytest.mark.slow
 def test_command_line_jobs(runs, capsys):
     root, data = runs["root"], runs["data"]
     small = ["--set", "train.train_steps=2", "--set", "train.eval_at_end=false"]

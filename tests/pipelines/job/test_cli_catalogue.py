@@ -48,6 +48,7 @@ def test_native_noise_patterns():
     assert [quiet.is_native_noise(line) for line in kept] == [False] * len(kept)
 
 
+@pytest.mark.slow
 def test_a_job_keeps_the_terminal_quiet_and_verbose_shows_it_all(tmp_path, assets_ready):
     video = write_video(tmp_path / "v.mp4", 6, 25.0)
     manifest = tmp_path / "m.csv"
@@ -68,6 +69,7 @@ def test_a_job_keeps_the_terminal_quiet_and_verbose_shows_it_all(tmp_path, asset
     assert any(quiet.is_native_noise(line) for line in proc.stderr.splitlines())
 
 
+@pytest.mark.slow
 def test_missing_inputs_and_bad_flags_are_one_line_exit_2_before_any_work(tmp_path):
     for args, message in [
         ([f"--input={tmp_path / 'nope.csv'}"], f"--input='{tmp_path / 'nope.csv'}': no such file"),
@@ -135,6 +137,7 @@ def test_progress_counts_this_runs_rows_once(tmp_path):
     assert "ETA 0m00s" in line and "-" not in line.split("ETA")[1]
 
 
+@pytest.mark.slow
 def test_a_full_disk_ends_the_job_with_one_line_and_keeps_the_record(tmp_path, assets_ready):
     tiny = tmp_path / "tiny"
     tiny.mkdir()

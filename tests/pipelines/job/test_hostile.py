@@ -36,7 +36,7 @@ from pipelines import assets
 from pipelines.failures import MAX_ERROR_CHARS
 from pipelines.preprocess import run
 from pipelines.stages import video
-from pipelines.stages.clip import decode_jpeg
+from pipelines.stages.codec import decode_jpeg
 from pipelines.storage import output
 from schemas import media_sequence as ms
 from tests.conftest import write_video
@@ -522,6 +522,7 @@ def _params():
                            marks=marks)  # fmt: skip
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", _params())
 def test_case(job, case):
     _check_case(job, case)
@@ -608,6 +609,7 @@ def test_error_excerpt_is_bounded(job):
 # ---------------------------------------------------------------------------------------------
 # The command line.
 # ---------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_command_line(cli, job):
     """Exit 0, the summary table, the failures listed; the same outcome as the in-process run."""
     inputs = cli.info["inputs"]
@@ -742,7 +744,7 @@ def _stretched_mkv(path) -> str:
 def test_timestamps_past_the_duration_cap_are_refused(tmp_path):
     path = _stretched_mkv(tmp_path / "stretched.mkv")
     assert video.probe(path).frame_count == 0  # no declared duration: check_info cannot tell
-    limits = video.Limits(max_duration_us=10 * video.MICROS)
+    limits = video.Limits(max_duration_us=10 * ms.MICROS)
     frames = 0
     with pytest.raises(video.LimitError, match="--max_duration_seconds"):
         for _ in video.iter_frames(path, limits=limits):

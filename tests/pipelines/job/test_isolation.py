@@ -55,6 +55,7 @@ def test_resource_caps_are_enforced_before_decoding(tmp_path):
     assert "more than 30 frames decoded" in f["late"]["error"]
 
 
+@pytest.mark.slow
 def test_a_row_that_runs_too_long_is_stopped(tmp_path, assets_ready):
     video = assets.sample_video_path("sports2d_demo.mp4")
     ok = write_video(tmp_path / "ok.mp4", 5, 10.0, size=(64, 48))
@@ -67,6 +68,7 @@ def test_a_row_that_runs_too_long_is_stopped(tmp_path, assets_ready):
     assert "longer than 20 s (--video_timeout_s)" in _failures(out)["slow"]["error"]
 
 
+@pytest.mark.slow
 def test_a_worker_that_crashes_costs_one_row(tmp_path, monkeypatch):
     real = ClipProcessor.iter_clips
 
@@ -88,6 +90,7 @@ def test_a_worker_that_crashes_costs_one_row(tmp_path, monkeypatch):
     assert info["splits"]["train"]["clips"] == 2
 
 
+@pytest.mark.slow
 def test_a_failed_run_reruns_without_duplicates(tmp_path, monkeypatch):
     rows = [f"{write_video(tmp_path / f'{n}.mp4', 8, 10.0)},a,,,{n}" for n in "abcd"]
     manifest = _manifest(tmp_path, rows)
@@ -127,6 +130,7 @@ def test_pose_model_checksum(tmp_path, assets_ready):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_pose_model_by_name_is_recorded_and_a_wrong_name_refused(tmp_path, assets_ready):
     from pipelines import assets
 
@@ -158,7 +162,7 @@ def test_a_row_failing_after_some_clips_leaves_nothing_but_its_failure(tmp_path,
     config = PreprocessConfig(
         input="m.csv", output_dir=str(tmp_path), modalities=("rgb",), max_clip_seconds=0.2
     )
-    clips = ClipProcessor(config, None).iter_clips(
+    clips = ClipProcessor(config.clip_settings(), None).iter_clips(
         ClipSpec("cut", str(video), "cut.mp4", "a", 0, 0, 1_000_000, "train", "m.csv:2")
     )
     assert next(clips).num_frames == 5  # a whole clip comes out before the error

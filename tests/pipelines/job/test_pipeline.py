@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from pipelines import assets
 from pipelines.preprocess import run
-from pipelines.stages.clip import decode_jpeg
+from pipelines.stages.codec import decode_jpeg
 from pipelines.storage import output
 from schemas import media_sequence as ms
 
@@ -53,6 +53,7 @@ def demo_run(tmp_path_factory, assets_ready):
     return info, out
 
 
+@pytest.mark.slow
 def test_description_accounts_for_every_input(demo_run):
     info, out = demo_run
     assert info["schema_version"] == ms.SCHEMA_VERSION
@@ -157,6 +158,7 @@ def test_description_gives_the_pose_coverage_of_the_records_written(demo_run):
     assert info["pose"]["train"]["persons"] > 0
 
 
+@pytest.mark.slow
 def test_cli_runs_and_refuses_a_bad_model_before_any_video(tmp_path, assets_ready):
     manifest = tmp_path / "m.csv"
     video = assets.sample_video_path("sports2d_demo.mp4")
@@ -214,6 +216,7 @@ def _transcode(src, dst, fourcc, fps, num_frames, size=None, step=1, start=0):
     return str(dst)
 
 
+@pytest.mark.slow
 def test_other_containers_rates_and_shapes(tmp_path, assets_ready):
     """avi and mp4, portrait and landscape, 6 to 60 fps, odd sizes: exact frame times."""
     sports = assets.sample_video_path("sports2d_demo.mp4")
@@ -279,6 +282,7 @@ def test_validator_passes_our_output_and_catches_violations(demo_run, tmp_path):
     assert len(violations) == 1 and "schema_version=99" in violations[0]
 
 
+@pytest.mark.slow
 def test_stored_flow_is_tvl1_of_the_stored_rgb_frames(demo_run, tmp_path):
     """The flow in a record is TV-L1 of the record's own decoded RGB frames, byte for byte.
 
@@ -314,6 +318,7 @@ def test_stored_flow_is_tvl1_of_the_stored_rgb_frames(demo_run, tmp_path):
     assert f"in 2 of {check.pairs} pairs" in violations[0] and "(tolerance 1.0 px)" in violations[0]
 
 
+@pytest.mark.slow
 def test_flow_without_the_rgb_stream_is_the_same_flow(demo_run, tmp_path):
     """Flow is computed from the RGB frame as it would be stored, whether or not RGB is written."""
     info, out = demo_run

@@ -49,6 +49,7 @@ def reference(tmp_path_factory, assets_ready):
     return tmp, manifest, _shards(tmp / "a")
 
 
+@pytest.mark.slow
 def test_two_runs_give_the_same_shards_byte_for_byte(reference):
     from pipelines.preprocess import run
 
@@ -61,6 +62,7 @@ def test_two_runs_give_the_same_shards_byte_for_byte(reference):
     assert _shards(tmp / "b") == shards
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_to_the_same_shards(reference):
     tmp, manifest, shards = reference
     out = tmp / "killed"
@@ -85,6 +87,7 @@ def test_a_killed_run_resumes_to_the_same_shards(reference):
     assert _shards(out) == shards
 
 
+@pytest.mark.slow
 def test_an_incremental_run_processes_only_new_rows(reference, tmp_path):
     from pipelines.preprocess import run
 

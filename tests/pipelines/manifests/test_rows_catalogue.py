@@ -335,6 +335,7 @@ def test_links_that_leave_the_video_root_are_refused(tmp_path):
     assert len(failures) == 3
 
 
+@pytest.mark.slow
 def test_a_new_class_processes_only_its_row_and_reindexes_the_shards(tmp_path, assets_ready):
     """The job end to end: a grown manifest whose new label sorts first reuses every old part,
     and the shards carry the new indices (the same bytes as a fresh run's)."""
@@ -373,6 +374,7 @@ def test_a_new_class_processes_only_its_row_and_reindexes_the_shards(tmp_path, a
     assert parts.done_keys(str(out)) == parts.done_keys(str(fresh))
 
 
+@pytest.mark.slow
 def test_a_label_whose_every_row_fails_in_processing_is_not_a_class(tmp_path, assets_ready):
     from pipelines.preprocess import run
     from tests.conftest import write_video

@@ -6,7 +6,8 @@ import tensorflow as tf
 
 from pipelines.job.config import PreprocessConfig
 from pipelines.manifests import ClipSpec
-from pipelines.stages.clip import ClipProcessor, StageError, decode_jpeg, encode_jpeg
+from pipelines.stages.clip import ClipProcessor, StageError
+from pipelines.stages.codec import decode_jpeg, encode_jpeg
 from schemas import media_sequence as ms
 from tests.conftest import write_video
 
@@ -19,9 +20,13 @@ def _config(**kw):
     return PreprocessConfig(input="m.csv", output_dir="/tmp/unused", **kw)
 
 
+def _settings(**kw):
+    return _config(**kw).clip_settings()
+
+
 def test_long_windows_are_cut_into_consecutive_clips(tmp_path):
     path = write_video(tmp_path / "v.mp4", 20, 20.0, size=(64, 48))  # 1 s
-    proc = ClipProcessor(_config(modalities=("rgb", "flow"), max_clip_seconds=0.4), None)
+    proc = ClipProcessor(_settings(modalities=("rgb", "flow"), max_clip_seconds=0.4), None)
     clips = proc.process(_spec(path))
     assert [c.example_id for c in clips] == ["v_0", "v_400000", "v_800000"]
     assert [c.num_frames for c in clips] == [10, 10, 5]
@@ -42,7 +47,7 @@ def test_long_windows_are_cut_into_consecutive_clips(tmp_path):
 
 def test_window_end_is_the_clip_end(tmp_path):
     path = write_video(tmp_path / "v.mp4", 20, 20.0)
-    (clip,) = ClipProcessor(_config(modalities=("rgb",)), None).process(
+    (clip,) = ClipProcessor(_settings(modalities=("rgb",)), None).process(
         _spec(path, 100_000, 330_000)
     )
     assert clip.example_id == "v_100000" and clip.num_frames == 6  # 0.10 .. 0.30 s
@@ -50,7 +55,7 @@ def test_window_end_is_the_clip_end(tmp_path):
 
 
 def test_failures_name_the_stage(tmp_path):
-    proc = ClipProcessor(_config(modalities=("rgb",)), None)
+    proc = ClipProcessor(_settings(modalities=("rgb",)), None)
     with pytest.raises(StageError) as err:
         proc.process(_spec(str(tmp_path / "nope.mp4")))
     assert err.value.stage == "fetch"
@@ -66,7 +71,7 @@ def test_failures_name_the_stage(tmp_path):
 
 def test_pose_needs_a_model():
     with pytest.raises(ValueError, match="pose_model_bytes"):
-        ClipProcessor(_config(), None)
+        ClipProcessor(_settings(), None)
 
 
 def test_jpeg_round_trip_and_full_chroma():
@@ -109,7 +114,7 @@ def test_a_parts_clips_are_read_back_one_by_one_at_their_offsets(tmp_path):
     from pipelines.storage import output, parts
 
     path = write_video(tmp_path / "v.mp4", 20, 20.0, size=(64, 48))  # 1 s -> 3 clips
-    proc = ClipProcessor(_config(modalities=("rgb", "flow"), max_clip_seconds=0.4), None)
+    proc = ClipProcessor(_settings(modalities=("rgb", "flow"), max_clip_seconds=0.4), None)
     spec = _spec(path)
     expected = [c.serialized for c in proc.process(spec)]
     meta = parts.write_done(str(tmp_path), "k", spec, proc.iter_clips(spec))

@@ -160,7 +160,7 @@ def test_a_fifo_is_refused_quickly(tmp_path, media, call):
     fifo = tmp_path / "pipe.mp4"
     os.mkfifo(fifo)
     code = (
-        "import sys; from pipelines import video; p = sys.argv[1]\n"
+        "import sys; from pipelines.stages import video; p = sys.argv[1]\n"
         f"try:\n    {call}\nexcept video.VideoError as e:\n    print(e)"
     )
     t0 = time.monotonic()

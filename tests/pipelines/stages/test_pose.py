@@ -109,6 +109,7 @@ def test_bundle_build_is_reproducible(tmp_path):
     assert assets.sha256_bytes(first) == assets.BLAZEPOSE_FULL.sha256
 
 
+@pytest.mark.slow
 def test_check_pose_model_accepts_the_bundles(model):
     check_pose_model(model[0], "blazepose_full")
     heavy, sha = load_pose_model(str(assets.pose_model_path(assets.BLAZEPOSE_HEAVY.name)))

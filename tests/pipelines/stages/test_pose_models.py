@@ -64,6 +64,7 @@ def test_default_model_is_movenet_with_pinned_sha256(movenet):
     check_pose_model(data, "default")
 
 
+@pytest.mark.slow
 def test_conversion_is_reproducible_and_equals_the_tfjs_graph(movenet):
     tarball = assets.cache_dir() / "npm" / assets.HUMAN_MODELS_NPM.filename
     if not tarball.is_file():

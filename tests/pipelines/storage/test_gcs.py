@@ -8,6 +8,7 @@ import os
 import socket
 import tempfile
 
+import pytest
 import tensorflow as tf
 
 from tests.conftest import GCS_BUCKET as BUCKET
@@ -26,6 +27,7 @@ def _upload(local: str, url: str) -> None:
         dst.write(src.read())
 
 
+@pytest.mark.slow
 def test_gs_round_trip(gcs_emulator, assets_ready):
     from pipelines import assets
     from pipelines.preprocess import run

@@ -88,6 +88,7 @@ def _tree(root) -> dict[str, bytes]:
     }
 
 
+@pytest.mark.slow
 def test_a_second_job_is_refused_and_a_killed_jobs_lock_is_taken_over(tmp_path, capsys, caplog):
     manifest = _manifest(tmp_path, ["slow"], frames=60, size=(320, 240))
     out = tmp_path / "out"
@@ -126,6 +127,7 @@ def test_a_second_job_is_refused_and_a_killed_jobs_lock_is_taken_over(tmp_path, 
     assert "taking over" not in caplog.text
 
 
+@pytest.mark.slow
 def test_the_users_files_survive_runs_reruns_and_overwrite(tmp_path):
     out = tmp_path / "out"
     mine = {
@@ -203,6 +205,7 @@ def _descendants(pid: int) -> list[int]:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["in_memory", "multi_processing"])
 def test_a_worker_dies_with_its_launcher(tmp_path, mode):
     """Row workers, and in multi_processing mode Beam's SDK worker processes too."""

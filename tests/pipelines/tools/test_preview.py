@@ -10,7 +10,7 @@ import pytest
 
 from flow.tvl1 import dequantize_flow, quantize_flow
 from flow.visualize import COLOR_WHEEL, color_wheel, flow_to_color
-from pipelines.stages.clip import decode_jpeg, encode_jpeg
+from pipelines.stages.codec import decode_jpeg, encode_jpeg
 from pipelines.storage import output
 from pipelines.tools import preview
 from render import TABLE2_VARIANTS, VARIANTS, render_poses

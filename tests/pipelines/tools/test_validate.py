@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-from pipelines.stages.clip import encode_jpeg
+from pipelines.stages.codec import encode_jpeg
 from pipelines.storage import output
 from pipelines.tools import validate
 from schemas import layout
