@@ -16,6 +16,12 @@ pixels (|reference| > --moving px), the largest difference, and how many pairs a
 reference's flow. "overall" pools every pair (and every moving pixel) of every
 clip; "clip mean" averages the per-clip figures.
 
+--cuts measures the pairs that cost most for what they carry: scene cuts (the last frame of one
+clip and the first of the next, resized to one size), where the solvers run to their iteration
+caps, and repeated frames (a low-rate source resampled to 25 fps), which `flow.compute_flow`
+answers without solving. Printed per kind: CPU ms per pair of OpenCV's solver and of `fast`, the
+iterations per pyramid level against the cap, and whether the flows are equal.
+
 --profile explains where the time goes instead: the reference's time per pyramid level, then
 one-parameter-at-a-time variations of the reference (epsilon, warps, scales, scale step, inner
 and outer iterations, median filter, warm start, threads), each with its ratio and difference.
@@ -24,6 +30,7 @@ and outer iterations, median filter, warm start, threads), each with its ratio a
     python benchmarks/flow_bench.py --unlike     # four clips made unlike the samples
     python benchmarks/flow_bench.py --params epsilon=0.03,warps=4   # any parameters vs reference
     python benchmarks/flow_bench.py --profile [CLIP ...]
+    python benchmarks/flow_bench.py --cuts [--pairs 4]
 """
 
 from __future__ import annotations
@@ -307,6 +314,63 @@ def benchmark(args) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# --cuts
+# ---------------------------------------------------------------------------------------------
+def cut_pairs(clips: list[str], pairs: int, fps: float, short_side: int) -> list[tuple]:
+    """(last frame of clip k, first frame of clip k + 1), the second resized to the first's size."""
+    from pipelines.stages.video import iter_frames
+
+    firsts, lasts = [], []
+    for path in clips[: pairs + 1]:
+        grays = [to_gray(f.rgb) for f in iter_frames(path, 0, None, fps, short_side)]
+        firsts.append(grays[0])
+        lasts.append(grays[-1])
+    out = []
+    for k in range(min(pairs, len(clips) - 1)):
+        a = lasts[k]
+        out.append((a, cv2.resize(firsts[k + 1], (a.shape[1], a.shape[0]), cv2.INTER_AREA)))
+    return out
+
+
+def cuts(args) -> None:
+    fast = FLOW_PRESETS["fast"]
+    cap = fast.warps * fast.outer_iterations * fast.inner_iterations
+    print(
+        f"{args.pairs} pairs of each kind, {args.fps:g} fps, short side {args.short_side}; "
+        f"ms = CPU milliseconds per pair; cap = {cap} iterations per level (warps x outer x inner)"
+    )
+    scene_cuts = cut_pairs(args.clips, args.pairs, args.fps, args.short_side)
+    kinds = {
+        "scene cut": scene_cuts,
+        "repeated frame": [(a, a.copy()) for a, _ in scene_cuts],
+        "consecutive": [
+            (f[0], f[1])
+            for f in (load_frames(c, 1, args.at, args.fps, args.short_side) for c in args.clips)
+        ][: args.pairs],
+    }
+    opencv, compiled = FLOW_PRESETS["reference"].create(), fast.create()
+    print(f"{'kind':<16}{'pairs':>6}{'OpenCV ms':>11}{'fast ms':>9}{'ratio':>8}  same  "
+          "fast iterations per level, finest first")  # fmt: skip
+    for kind, pairs in kinds.items():
+        t_cv = t_fast = 0.0
+        same, levels = 0, []
+        for a, b in pairs:
+            ref, c, _ = timed(opencv.calc, a, b, None)  # OpenCV's own, no shortcut
+            t_cv += c
+            flow, c, _ = timed(compute_flow, compiled, a, b)  # the pipeline's call
+            t_fast += c
+            same += bool(np.array_equal(ref, flow))
+            levels.append(compiled.last_iterations if not np.array_equal(a, b) else [0])
+        n = len(pairs)
+        its = " ".join(f"{np.mean([lv[i] for lv in levels if len(lv) > i]):.0f}" for i in range(
+            max(len(lv) for lv in levels)))  # fmt: skip
+        print(
+            f"{kind:<16}{n:>6}{1000 * t_cv / n:>11.0f}{1000 * t_fast / n:>9.1f}"
+            f"{t_cv / t_fast if t_fast else float('inf'):>7.0f}x {same:>5}  {its}"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
 # --profile
 # ---------------------------------------------------------------------------------------------
 def level_times(frames, params: TVL1Params) -> list[tuple[int, tuple, float]]:
@@ -435,6 +499,7 @@ def main(argv=None) -> int:
     p.add_argument("--moving", type=float, default=1.0, help="moving: |reference| > this (px)")
     p.add_argument("--threads", type=int, default=1, help="OpenCV threads (1: per core)")
     p.add_argument("--profile", action="store_true", help="explain where the time goes")
+    p.add_argument("--cuts", action="store_true", help="scene cuts and repeated frames")
     p.add_argument(
         "--unlike",
         action="store_true",
@@ -448,7 +513,10 @@ def main(argv=None) -> int:
         args.clips = write_unlike_clips(tempfile.mkdtemp(prefix="perfnet-unlike-"))
     args.clips = args.clips or sample_clips()
     cv2.setNumThreads(args.threads)
-    if args.profile:
+    if args.cuts:
+        args.pairs = args.pairs or 4
+        cuts(args)
+    elif args.profile:
         args.pairs = args.pairs or 4
         if not sys.argv[1:] or all(a.startswith("-") for a in sys.argv[1:]):
             c = args.clips  # first, middle and last sample clip

@@ -6,10 +6,25 @@ seven separate passes over the frame per iteration, with a double-precision `hyp
 single-threaded error sum. `TVL1Solver` runs the same scheme with the same float32 arithmetic in
 the same order, in two passes per iteration compiled with numba (vectorised where the order of
 operations allows), and calls OpenCV itself for everything that is not the inner iteration:
-the pyramid (`cv2.resize`, bilinear), the warps (`cv2.remap`, bicubic, zero outside the frame) and
-the median filter (`cv2.medianBlur`). Its flow is therefore bit-for-bit OpenCV's on the frames we
-have tested (tests/flow/test_flow_solver.py; `benchmarks/flow_bench.py` prints the difference on any
-clip), at 7-10x the pairs per core-second (docs/cost.md).
+the pyramid (`cv2.resize`, bilinear), the warps (`cv2.remap`, bicubic, zero outside the frame;
+one call on the frame and its two gradients stacked as three channels, which interpolates each
+channel exactly as three calls would) and the median filter (`cv2.medianBlur`). Its flow is
+therefore bit-for-bit OpenCV's on the frames we have tested (tests/flow/test_flow_solver.py;
+`benchmarks/flow_bench.py` prints the difference on any clip), at 10-12x the pairs per
+core-second (docs/cost.md).
+
+The stopping test needs OpenCV's error, a float32 sum in row-major order: a serial chain of adds
+that no vector unit can run. The iteration sums the same float32 terms in float64 instead, in any
+order (vectorised); the float32 row-major sum differs from the exact sum by at most
+(n - 1) * 2^-24 of it (n terms, all >= 0), the float64 sum by far less, so wherever the float64
+sum lies farther than n * 2^-23 of itself from the threshold both sums fall on the same side of
+it. Only within that margin, once per stopping decision at most, is the row-major float32 sum
+taken (`_exact_error`), so the decision, and with it the flow, is OpenCV's.
+
+Two identical frames have zero flow: the warps interpolate at whole pixels, the data term is zero,
+and the first iteration of every level stops with a zero update; OpenCV returns +0.0 everywhere.
+`flow.compute_flow` returns that without solving (a low-rate source resampled to 25 fps repeats
+frames).
 
 What is reproduced exactly, per pyramid level (coarsest first, flow upsampled bilinearly and
 divided by the scale step between levels; levels stop before a side would drop under 16 px):
@@ -56,22 +71,55 @@ def _dual_update(p11, p12, p21, p22, y, x, u1x, u1y, u2x, u2y, taut):
     p22[y, x] = (p22[y, x] + taut * u2y) / ng2
 
 
+@njit(cache=True, fastmath={"reassoc"})
+def _sum64(row):
+    """float32 [W] -> their float64 sum, in any order (vectorised); used only for a bound."""
+    acc = 0.0
+    for x in range(row.shape[0]):
+        acc += np.float64(row[x])
+    return acc
+
+
+@njit(cache=True, error_model="numpy")
+def _exact_error(sq):
+    """float32 [H, W] -> their float32 sum in row-major order, OpenCV's error."""
+    h, w = sq.shape
+    error = np.float32(0.0)
+    for y in range(h):
+        for x in range(w):
+            error += sq[y, x]
+    return error
+
+
+@njit(cache=True, error_model="numpy")
+def _stopping_error(sq, sum64, stop):
+    """The error to hold against `stop` (float64): `sum64`, the float64 sum of the float32 [H, W]
+    terms `sq` (all >= 0), where it decides as OpenCV's float32 row-major sum would; that exact
+    sum otherwise (see the module docstring)."""
+    margin = sq.size * 2.0**-23 * sum64
+    if abs(sum64 - stop) <= margin or not sum64 == sum64:  # near the threshold, or NaN
+        return np.float64(_exact_error(sq))
+    return sum64
+
+
 @njit(cache=True, error_model="numpy")
 def _iterate(i1wx, i1wy, grad, rho_c, u1, u2, p11, p12, p21, p22, l_t, theta, taut, stop, limit):
     """Runs up to `limit` iterations in place on u and p; stops once the error is <= `stop`.
 
-    All arrays float32 [H, W]; scalars float32. Returns (iterations run, last error).
+    All arrays float32 [H, W]; scalars float32. Returns (iterations run, last error as float64,
+    on the same side of `stop` as OpenCV's float32 error).
     """
     h, w = u1.shape
     zero = np.float32(0.0)
     grad_eps = np.float32(_GRAD_EPS)
-    sq = np.empty(w, np.float32)
+    sq = np.empty((h, w), np.float32)  # squared updates, kept for `_stopping_error`
     v1 = np.empty(w, np.float32)
     v2 = np.empty(w, np.float32)
-    error = _NO_ERROR
+    stop64 = np.float64(stop)
+    error = np.float64(_NO_ERROR)
     n = 0
     while n < limit:
-        error = zero
+        sum64 = 0.0
         # Pass 1, row by row: thresholding step (v), divergence of p, primal update (u), error.
         for y in range(h):
             for x in range(w):
@@ -94,7 +142,7 @@ def _iterate(i1wx, i1wy, grad, rho_c, u1, u2, p11, p12, p21, p22, l_t, theta, ta
                     b = v2[x] + theta * div2
                     da = a - u1[y, x]
                     db = b - u2[y, x]
-                    sq[x] = da * da + db * db
+                    sq[y, x] = da * da + db * db
                     u1[y, x] = a
                     u2[y, x] = b
                 div1 = p11[y, 0] + p12[y, 0] - p12[y - 1, 0]
@@ -107,7 +155,7 @@ def _iterate(i1wx, i1wy, grad, rho_c, u1, u2, p11, p12, p21, p22, l_t, theta, ta
                     b = v2[x] + theta * div2
                     da = a - u1[0, x]
                     db = b - u2[0, x]
-                    sq[x] = da * da + db * db
+                    sq[0, x] = da * da + db * db
                     u1[0, x] = a
                     u2[0, x] = b
                 div1 = p11[0, 0] + p12[0, 0]
@@ -116,12 +164,10 @@ def _iterate(i1wx, i1wy, grad, rho_c, u1, u2, p11, p12, p21, p22, l_t, theta, ta
             b = v2[0] + theta * div2
             da = a - u1[y, 0]
             db = b - u2[y, 0]
-            sq[0] = da * da + db * db
+            sq[y, 0] = da * da + db * db
             u1[y, 0] = a
             u2[y, 0] = b
-            # The error is summed pixel by pixel in row-major order, as OpenCV does.
-            for x in range(w):
-                error += sq[x]
+            sum64 += _sum64(sq[y])
         # Pass 2: forward gradient of u (zero across the last row and column) and dual update.
         for y in range(h - 1):
             for x in range(w - 1):
@@ -147,9 +193,38 @@ def _iterate(i1wx, i1wy, grad, rho_c, u1, u2, p11, p12, p21, p22, l_t, theta, ta
             )  # fmt: skip
         _dual_update(p11, p12, p21, p22, y, w - 1, zero, zero, zero, zero, taut)
         n += 1
-        if not error > stop:
+        error = _stopping_error(sq, sum64, stop64)
+        if not error > stop64:
             break
     return n, error
+
+
+@njit(cache=True, error_model="numpy")
+def _warp_maps(u1, u2, map_x, map_y):
+    """Fills map_x = x + u1 and map_y = y + u2 (float32 [H, W], pixels) for `cv2.remap`."""
+    h, w = u1.shape
+    for y in range(h):
+        fy = np.float32(y)
+        for x in range(w):
+            map_x[y, x] = np.float32(x) + u1[y, x]
+            map_y[y, x] = fy + u2[y, x]
+
+
+@njit(cache=True, error_model="numpy")
+def _linearize(warped, u1, u2, i0, i1wx, i1wy, grad, rho_c):
+    """From the warped frame and gradients (float32 [H, W, 3]: I1w, I1wx, I1wy) fills the
+    float32 [H, W] arrays of the linearised data term: I1wx, I1wy, |grad I1w|^2 and
+    rho_c = I1w - I1wx * u1 - I1wy * u2 - I0, in OpenCV's order of operations."""
+    h, w = u1.shape
+    for y in range(h):
+        for x in range(w):
+            i1w = warped[y, x, 0]
+            ix = warped[y, x, 1]
+            iy = warped[y, x, 2]
+            i1wx[y, x] = ix
+            i1wy[y, x] = iy
+            grad[y, x] = ix * ix + iy * iy
+            rho_c[y, x] = i1w - ix * u1[y, x] - iy * u2[y, x] - i0[y, x]
 
 
 def _centered_gradient(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -254,18 +329,15 @@ class TVL1Solver:
         l_t = _F32(self.lambda_ * self.theta)
         taut = _F32(self.tau / self.theta)
         theta = _F32(self.theta)
-        i1x, i1y = _centered_gradient(i1)
+        # The frame and its gradients as the three channels of one image: one remap warps all.
+        stacked = np.dstack([i1, *_centered_gradient(i1)])
         p11, p12, p21, p22 = (np.zeros_like(i0) for _ in range(4))
-        xs = np.arange(w, dtype=_F32)[None, :]
-        ys = np.arange(h, dtype=_F32)[:, None]
+        map_x, map_y, i1wx, i1wy, grad, rho_c = (np.empty_like(i0) for _ in range(6))
         iterations = 0
         for _ in range(self.warps):
-            map_x, map_y = xs + u1, ys + u2
-            i1w = cv2.remap(i1, map_x, map_y, cv2.INTER_CUBIC)
-            i1wx = cv2.remap(i1x, map_x, map_y, cv2.INTER_CUBIC)
-            i1wy = cv2.remap(i1y, map_x, map_y, cv2.INTER_CUBIC)
-            grad = i1wx * i1wx + i1wy * i1wy
-            rho_c = i1w - i1wx * u1 - i1wy * u2 - i0
+            _warp_maps(u1, u2, map_x, map_y)
+            warped = cv2.remap(stacked, map_x, map_y, cv2.INTER_CUBIC)
+            _linearize(warped, u1, u2, i0, i1wx, i1wy, grad, rho_c)
             error = _NO_ERROR
             for _ in range(self.outer_iterations):
                 if not error > stop:

@@ -132,12 +132,17 @@ def compute_flow(algo, prev_gray: np.ndarray, next_gray: np.ndarray) -> np.ndarr
 
     Returns:
       float32 [H, W, 2]: (dx, dy) displacement in pixels of each pixel of `prev_gray`.
+
+    Two identical frames (a source below 25 fps repeats frames) get +0.0 everywhere without
+    solving: what both solvers return for them, bit for bit (`flow.solver` says why).
     """
     for name, img in (("prev_gray", prev_gray), ("next_gray", next_gray)):
         if img.dtype != np.uint8 or img.ndim != 2:
             raise ValueError(f"{name}: expected uint8 [H, W], got {img.dtype} {img.shape}")
     if prev_gray.shape != next_gray.shape:
         raise ValueError(f"prev_gray.shape={prev_gray.shape} != next_gray.shape={next_gray.shape}")
+    if np.array_equal(prev_gray, next_gray):
+        return np.zeros(prev_gray.shape + (2,), np.float32)
     return algo.calc(prev_gray, next_gray, None)
 
 

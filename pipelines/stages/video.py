@@ -25,10 +25,12 @@ Timing rules (nothing lost, nothing destroyed, nothing silent):
   forward by 400.0 s after frame 14"). Filling such a gap would repeat one frame for minutes.
 - Truncation: when the stream ends before the window does, the end of the last frame (its
   timestamp plus one frame interval) is compared with the container's duration (for Matroska,
-  whose duration counts from time 0, the duration less the start offset where that is shorter);
-  more than max(2 frame intervals, 1 %) short is `VideoError` "... (truncated or corrupt)". A
-  trimmed file (edit list, start offset, variable rate with gaps) is not a truncated file. Only
-  where the container declares no duration is the frame count compared, with the same slack.
+  whose duration counts from time 0, the duration less the start offset where that is shorter;
+  the video stream's own duration where the container declares a shorter one for it, since an
+  audio track may run on after the last frame); more than max(2 frame intervals, 1 %) short
+  is `VideoError` "... (truncated or corrupt)". A trimmed file (edit list, start offset,
+  variable rate with gaps) is not a truncated file. Only where the container declares no
+  duration is the frame count compared, with the same slack.
 - Paths that are not regular files (a named pipe, a device, a socket) are refused before they are
   opened, so a FIFO cannot hold a worker; a directory is "not a readable video file".
 - A display matrix with a mirror (negative determinant): OpenCV would apply only its rotation
@@ -291,6 +293,7 @@ class _Container:
     duration_us: int | None = None
     start_us: int = 0
     matrix: tuple[int, int, int, int] | None = None
+    stream_duration_us: int | None = None  # the video stream's own, where the container says it
 
     @property
     def mirrored(self) -> bool:
@@ -300,12 +303,16 @@ class _Container:
         return a * d - b * c < 0
 
     def expected_end_us(self) -> int | None:
-        """The stream's end relative to its first timestamp, where the container knows it."""
+        """The stream's end relative to its first timestamp, where the container knows it: the
+        container's duration, or the video stream's own where that is shorter (an audio track
+        that runs on after the last frame lengthens the container, not the video)."""
         d = self.duration_us
         if d is None or d <= 0:
             return None
         if 0 < d - self.start_us < d:  # Matroska: the duration counts from time 0
-            return d - self.start_us
+            d -= self.start_us
+        if self.stream_duration_us is not None and 0 < self.stream_duration_us < d:
+            return self.stream_duration_us
         return d
 
 
@@ -320,6 +327,9 @@ def _container(path: str) -> _Container:
             if s.start_time is not None and s.time_base is not None:
                 start = max(0, int(round(s.start_time * s.time_base * MICROS)))
             duration = c.duration if c.duration and c.duration > 0 else None
+            stream_duration = None
+            if s.duration and s.duration > 0 and s.time_base is not None:
+                stream_duration = int(round(s.duration * s.time_base * MICROS))
             matrix = None
             for frame in c.decode(s):
                 for sd in frame.side_data:
@@ -327,7 +337,12 @@ def _container(path: str) -> _Container:
                         m = np.frombuffer(bytes(sd)[:36], "<i4")
                         matrix = (int(m[0]), int(m[1]), int(m[3]), int(m[4]))
                 break
-            return _Container(duration_us=duration, start_us=start, matrix=matrix)
+            return _Container(
+                duration_us=duration,
+                start_us=start,
+                matrix=matrix,
+                stream_duration_us=stream_duration,
+            )
     except Exception:  # noqa: BLE001 - PyAV's errors are many; OpenCV's reading still applies
         return _Container()
 

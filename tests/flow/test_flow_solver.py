@@ -102,3 +102,66 @@ def test_solver_checks_its_inputs():
         TVL1Params(solver="cuda")
     with pytest.raises(ValueError, match="median_filtering=7: must be 1, 3 or 5"):
         TVL1Params(median_filtering=7)
+
+
+def test_stopping_decision_is_the_float32_row_major_sums():
+    """The float64 sum decides only where it cannot differ from OpenCV's float32 row-major sum;
+    at and around that sum's own value the exact sum is taken."""
+    from flow.solver import _exact_error, _stopping_error, _sum64
+
+    rng = np.random.default_rng(7)
+    checked = near = 0
+    for trial in range(40):
+        h, w = rng.integers(3, 60, size=2)
+        # Terms of very different sizes, so that float32 rounding makes the sums differ.
+        sq = (rng.random((h, w)) ** 8 * 10.0 ** rng.integers(-6, 3)).astype(np.float32)
+        exact32 = np.float32(0.0)
+        for v in sq.ravel():  # row-major, float32, one add at a time: OpenCV's sum
+            exact32 = np.float32(exact32 + v)
+        assert _exact_error(sq) == exact32
+        sum64 = sum(_sum64(row) for row in sq)
+        ulp = np.spacing(exact32)
+        stops = [exact32, exact32 - ulp, exact32 + ulp, exact32 * 0.999, exact32 * 1.001]
+        stops += [np.float32(sum64), exact32 * 0.5, exact32 * 2.0]
+        for stop in stops:
+            stop = np.float32(stop)
+            error = _stopping_error(sq, sum64, np.float64(stop))
+            assert (error > stop) == (exact32 > stop), (trial, stop)
+            near += error == np.float64(exact32)
+            checked += 1
+    # The exact sum was taken for the four stops within the margin (the sum itself, one ulp
+    # either side, the float64 sum), never for the four 0.1 % or more away (margin < 0.05 %).
+    assert (checked, near) == (320, 160)
+
+
+def test_identical_frames_have_zero_flow_as_both_solvers_give_it(assets_ready):
+    from pipelines import assets
+
+    a, _ = _pair(str(assets.cache_dir() / "videos" / "pose2sim_multi_cam03.mp4"), 5)
+    opencv = REFERENCE.create().calc(a, a.copy(), None)
+    compiled = FLOW_PRESETS["fast"].create().calc(a, a.copy(), None)
+    shortcut = compute_flow(FLOW_PRESETS["fast"].create(), a, a.copy())
+    assert shortcut.dtype == np.float32 and shortcut.shape == a.shape + (2,)
+    for flow in (opencv, compiled):
+        assert flow.view(np.uint32).tobytes() == shortcut.view(np.uint32).tobytes()
+    assert not shortcut.view(np.uint32).any()  # +0.0, not -0.0
+
+
+def test_one_remap_of_stacked_channels_is_three_remaps():
+    """The solver warps the frame and its two gradients as one three-channel image: OpenCV's
+    bicubic remap must interpolate each channel exactly as a one-channel call does."""
+    rng = np.random.default_rng(11)
+    h, w = 57, 83
+    planes = [rng.standard_normal((h, w)).astype(np.float32) * s for s in (80.0, 10.0, 3.0)]
+    stacked = np.dstack(planes)
+    for scale in (0.0, 0.4, 5.0, 60.0):  # whole pixels, sub-pixel, far and outside the frame
+        map_x = np.arange(w, dtype=np.float32)[None, :] + (
+            rng.standard_normal((h, w)) * scale
+        ).astype(np.float32)
+        map_y = np.arange(h, dtype=np.float32)[:, None] + (
+            rng.standard_normal((h, w)) * scale
+        ).astype(np.float32)
+        together = cv2.remap(stacked, map_x, map_y, cv2.INTER_CUBIC)
+        for k, plane in enumerate(planes):
+            alone = cv2.remap(plane, map_x, map_y, cv2.INTER_CUBIC)
+            assert together[..., k].tobytes() == alone.tobytes(), (scale, k)

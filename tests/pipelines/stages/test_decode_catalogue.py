@@ -62,6 +62,13 @@ def media(tmp_path_factory) -> dict[str, str]:
     data = Path(m["offset"]).read_bytes()
     m["offset_cut"] = str(d / "offset_cut.mkv")  # the offset mkv, truncated at 90 %
     Path(m["offset_cut"]).write_bytes(data[: int(len(data) * 0.9)])
+    m["audio_longer"] = str(d / "audio_longer.mp4")  # 1 s of video, 1.5 s of audio, moov first
+    _ffmpeg(*SRC, "testsrc=size=64x48:rate=30:duration=1", *SRC,
+            "sine=frequency=440:duration=1.5", *X264, "-c:a", "aac", "-movflags", "+faststart",
+            m["audio_longer"])  # fmt: skip
+    data = Path(m["audio_longer"]).read_bytes()
+    m["audio_longer_cut"] = str(d / "audio_longer_cut.mp4")  # the same, truncated at 60 %
+    Path(m["audio_longer_cut"]).write_bytes(data[: int(len(data) * 0.6)])
     return m
 
 
@@ -101,6 +108,19 @@ def test_trimmed_files_are_written_whole(media, name):
     assert [f.timestamp_us for f in frames] == [40_000 * k for k in range(len(frames))]
     if name in ("long", "cut"):  # 24 fps: every decoded frame is shown at 25 fps
         assert sorted(set(expected)) == list(range(len(ts)))
+
+
+def test_audio_that_runs_on_after_the_last_frame_is_not_truncation(media):
+    """The container's duration is the audio's 1.5 s; the video stream declares its own 1 s."""
+    import av
+
+    with av.open(media["audio_longer"]) as c:
+        assert c.duration > 1_400_000  # the container counts the audio
+    frames = list(video.iter_frames(media["audio_longer"]))
+    assert [f.timestamp_us for f in frames] == [40_000 * k for k in range(25)]
+    with pytest.raises(video.VideoError, match="truncated or corrupt") as e:
+        list(video.iter_frames(media["audio_longer_cut"]))  # a cut one still fails
+    assert "audio_longer_cut.mp4" in str(e.value)
 
 
 def test_a_truncated_file_with_a_start_offset_is_still_truncated(media):
