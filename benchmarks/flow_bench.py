@@ -31,6 +31,7 @@ and outer iterations, median filter, warm start, threads), each with its ratio a
     python benchmarks/flow_bench.py --params epsilon=0.03,warps=4   # any parameters vs reference
     python benchmarks/flow_bench.py --profile [CLIP ...]
     python benchmarks/flow_bench.py --cuts [--pairs 4]
+    python benchmarks/flow_bench.py --breakdown [CLIP ...]   # where `fast` spends a pair
 """
 
 from __future__ import annotations
@@ -371,6 +372,66 @@ def cuts(args) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# --breakdown
+# ---------------------------------------------------------------------------------------------
+def breakdown(args) -> None:
+    """Where `fast` (the compiled solver) spends a pair: CPU ms per part, timed by wrapping the
+    solver module's calls (its iteration, its compiled glue, and the OpenCV calls it makes)."""
+    import types
+
+    from flow import solver
+
+    spent: dict[str, float] = {}
+
+    def wrap(owner, name: str, part: str) -> None:
+        fn = getattr(owner, name)
+
+        def timed_call(*a, **k):
+            t = time.process_time()
+            try:
+                return fn(*a, **k)
+            finally:
+                spent[part] = spent.get(part, 0.0) + time.process_time() - t
+
+        setattr(owner, name, timed_call)
+
+    real_cv2 = solver.cv2
+    solver.cv2 = types.SimpleNamespace(
+        **{k: getattr(real_cv2, k) for k in dir(real_cv2) if not k.startswith("__")}
+    )
+    wrap(solver, "_iterate", "iteration (compiled)")
+    wrap(solver.cv2, "remap", "warps (cv2.remap)")
+    wrap(solver.cv2, "medianBlur", "median filter (cv2.medianBlur)")
+    wrap(solver, "_linearize", "data term (compiled)")
+    wrap(solver, "_warp_maps", "warp maps (compiled)")
+    wrap(solver.cv2, "resize", "pyramid and upsampling (cv2.resize)")
+    wrap(solver, "_centered_gradient", "gradients")
+    algo = FLOW_PRESETS["fast"].create()
+    clips = [load_frames(p, args.pairs, args.at, args.fps, args.short_side) for p in args.clips]
+    algo.calc(clips[0][0], clips[0][1], None)  # compiled code loaded before timing
+    spent.clear()
+    pairs, total, pixel_iterations = 0, 0.0, 0
+    try:
+        for frames in clips:
+            for a, b in zip(frames[:-1], frames[1:]):
+                _, cpu, _ = timed(algo.calc, a, b, None)
+                total += cpu
+                pairs += 1
+                h, w = a.shape
+                for n in algo.last_iterations:  # finest level first, as cv2.resize sizes them
+                    pixel_iterations += n * h * w
+                    h, w = round(h * algo.scale_step), round(w * algo.scale_step)
+    finally:
+        solver.cv2 = real_cv2
+    print(f"`fast` on {pairs} pairs ({len(clips)} clips): {1000 * total / pairs:.1f} ms/pair")
+    rest = total - sum(spent.values())
+    for part, cpu in [*sorted(spent.items(), key=lambda kv: -kv[1]), ("the rest", rest)]:
+        print(f"  {part:<38}{1000 * cpu / pairs:8.1f} ms {100 * cpu / total:6.1f}%")
+    it = spent.get("iteration (compiled)", 0.0)
+    print(f"  iteration: {1e9 * it / max(pixel_iterations, 1):.2f} ns per pixel and iteration")
+
+
+# ---------------------------------------------------------------------------------------------
 # --profile
 # ---------------------------------------------------------------------------------------------
 def level_times(frames, params: TVL1Params) -> list[tuple[int, tuple, float]]:
@@ -500,6 +561,7 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1, help="OpenCV threads (1: per core)")
     p.add_argument("--profile", action="store_true", help="explain where the time goes")
     p.add_argument("--cuts", action="store_true", help="scene cuts and repeated frames")
+    p.add_argument("--breakdown", action="store_true", help="where `fast` spends a pair")
     p.add_argument(
         "--unlike",
         action="store_true",
@@ -516,6 +578,9 @@ def main(argv=None) -> int:
     if args.cuts:
         args.pairs = args.pairs or 4
         cuts(args)
+    elif args.breakdown:
+        args.pairs = args.pairs or 4
+        breakdown(args)
     elif args.profile:
         args.pairs = args.pairs or 4
         if not sys.argv[1:] or all(a.startswith("-") for a in sys.argv[1:]):
