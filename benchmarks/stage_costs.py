@@ -4,8 +4,7 @@ Runs the real stages of `pipelines.stages.clip.ClipProcessor` one by one on the 
 clips (or the clips given) and charges each call's process CPU time to its stage:
 
 - decode + resize: `pipelines.stages.video.iter_frames` (FFmpeg decode, resampling to --fps,
-  resizing to
-  --short_side and to --pose_short_side for the pose estimator, BGR -> RGB);
+  resizing to --short_side and to --pose_short_side for the pose estimator, BGR -> RGB);
 - pose: the default estimator's `detect` (all its threads counted) plus duplicate suppression
   and tracking;
 - render: `render.render_poses` with the default style;
@@ -21,10 +20,15 @@ process per core. A clip-second is one second of stored video (--fps frames).
 
 `--kinetics` adds what a Kinetics-600-size run costs: --videos clips of --clip_seconds seconds.
 `--memory` instead measures peak RSS (VmHWM) of `ClipProcessor` writing rgb + flow for a short
-and a long synthetic clip, each in a fresh subprocess.
+and a long synthetic clip, each in a fresh subprocess: what a clip costs beyond the imports.
+`--worker` measures the whole of a job worker process: the peak RSS of a fresh process that does
+what `pipelines.job.transforms.ProcessVideoFn` does for one row (its imports, Beam included, its
+setup, the row's part written) on a 10 s clip with every modality and with rgb alone, and lists
+the packages it imported; `--worker_with_tf` adds the same runs with TensorFlow imported first.
 
     python benchmarks/stage_costs.py [CLIP ...] [--flow_pairs 6] [--kinetics]
     python benchmarks/stage_costs.py --memory
+    python benchmarks/stage_costs.py --worker [--worker_with_tf]
 """
 
 from __future__ import annotations
@@ -207,7 +211,7 @@ def _memory_child(path: str, short_side: int, preset: str, clip_seconds: float) 
         max_clip_seconds=clip_seconds,
     )
     proc = ClipProcessor(config.clip_settings(), None)
-    # Warm-up on the first 0.2 s: imports (TensorFlow for the protos) and OpenCV's buffers.
+    # Warm-up on the first 0.2 s: imports (the flow solver's among them) and OpenCV's buffers.
     proc.process(ClipSpec("w", path, "v.mp4", "l", 0, 0, 200_000, "train", "m.csv:2"))
     spec = ClipSpec("v", path, "v.mp4", "l", 0, 0, None, "train", "m.csv:2")
     try:  # reset the peak to the current RSS (Linux >= 4.0), so the peak is this clip's alone
@@ -278,6 +282,139 @@ def memory_report(args) -> str:
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------------------------------------
+# Worker memory: peak RSS of one job worker process on one row, imports included.
+# ---------------------------------------------------------------------------------------------
+def write_looped_video(source: str, path: str, seconds: float) -> str:
+    """`seconds` of `source` played forwards then backwards (and again), at its own frame rate
+    and size, so that a short sample clip with people in it makes a clip of any length."""
+    cap = cv2.VideoCapture(source)
+    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+    frames = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(frame)
+    cap.release()
+    if not frames:
+        raise ValueError(f"source={source!r}: no frames decoded")
+    h, w = frames[0].shape[:2]
+    order = list(range(len(frames))) + list(range(len(frames) - 2, 0, -1))
+    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+    for k in range(int(round(seconds * fps))):
+        writer.write(frames[order[k % len(order)]])
+    writer.release()
+    return path
+
+
+def _third_party(modules) -> list[str]:
+    """The top-level packages of `modules` that are neither the standard library's nor ours."""
+    ours = {"benchmarks", "flow", "pipelines", "render", "schemas", "training", "__main__"}
+    tops = {name.split(".")[0] for name in modules}
+    return sorted(
+        t for t in tops if t not in sys.stdlib_module_names and t not in ours and t[0] != "_"
+    )
+
+
+def _worker_child(path: str, modalities: list[str], preload: list[str]) -> None:
+    """Runs in a fresh subprocess: what a job worker does for one row, imports included
+    (`pipelines.job.transforms.ProcessVideoFn`: setup, then the row's part written to a
+    temporary directory). Prints a JSON line: VmRSS after each phase, VmHWM at the end (bytes)
+    and the third-party packages imported."""
+    import importlib
+
+    marks = [("python, numpy, OpenCV", _vm("VmRSS"))]
+    for name in preload:
+        importlib.import_module(name)
+        marks.append((f"+ import {name}", _vm("VmRSS")))
+    from pipelines import assets
+    from pipelines.job.config import PreprocessConfig
+    from pipelines.job.transforms import DONE, ProcessVideoFn
+    from pipelines.manifests import ClipSpec
+    from pipelines.stages.pose import load_pose_model
+
+    marks.append(("+ the job's DoFns (Beam)", _vm("VmRSS")))
+    out = tempfile.mkdtemp(prefix="perfnet-worker-")
+    config = PreprocessConfig(
+        input="m.csv", output_dir=out, modalities=tuple(modalities), threads_per_worker=1
+    )
+    model_path = sha = None
+    if "pose" in modalities:
+        model_path = str(assets.pose_model_path())
+        _, sha = load_pose_model(model_path)
+    fn = ProcessVideoFn(config.clip_settings(), out, model_path, sha)
+    fn.setup()
+    marks.append(("+ setup (stages, pose model, flow solver)", _vm("VmRSS")))
+    spec = ClipSpec("v", path, "v.mp4", "l", 0, 0, None, "train", "m.csv:2")
+    t0 = time.process_time()
+    status, _, stats = next(iter(fn.process(spec)))
+    if status != DONE:
+        raise RuntimeError(f"the row failed: {stats}")
+    marks.append(("after the row", _vm("VmRSS")))
+    print(
+        json.dumps(
+            {
+                "marks": marks,
+                "hwm": _vm("VmHWM"),
+                "frames": stats["frames"],
+                "clips": stats["clips"],
+                "cpu_s": time.process_time() - t0,
+                "packages": _third_party(sys.modules),
+            }
+        )
+    )
+
+
+def worker_report(args) -> str:
+    """Peak RSS of a job worker on one row of --worker_seconds, each configuration in a fresh
+    process; the last configuration also imports TensorFlow first, for comparison."""
+    from pipelines import assets
+
+    tmp = tempfile.mkdtemp(prefix="perfnet-mem-")
+    source = str(assets.sample_video_path(args.worker_source))
+    path = write_looped_video(source, os.path.join(tmp, "looped.mp4"), args.worker_seconds)
+    runs = [(m.split(","), []) for m in args.worker_modalities]
+    runs += [(m.split(","), ["tensorflow"]) for m in args.worker_modalities if args.worker_with_tf]
+    rows = []
+    for modalities, preload in runs:
+        out = subprocess.run(
+            [sys.executable, os.path.abspath(__file__), "--_worker_child", path]
+            + ["--_modalities", ",".join(modalities), "--_preload", ",".join(preload)],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        r["modalities"], r["preload"] = modalities, preload
+        rows.append(r)
+    os.remove(path)
+    mib = 1 / 2**20
+    phases = [name for name, _ in rows[0]["marks"] if not name.startswith("+ import")]
+    lines = [
+        f"One job worker process (ProcessVideoFn: setup, then one row) on a "
+        f"{args.worker_seconds:g} s clip ({args.worker_source} played forwards and backwards), "
+        "default settings, one thread, a fresh process each; RSS in MiB:",
+        "",
+        "| modalities | imported first | " + " | ".join(phases) + " | peak RSS | frames |",
+        "|---|---|" + "---:|" * (len(phases) + 2),
+    ]
+    for r in rows:
+        marks = dict(r["marks"])
+        cells = " | ".join(f"{marks[p] * mib:.0f}" for p in phases)
+        lines.append(
+            f"| {' + '.join(r['modalities'])} | {', '.join(r['preload']) or '-'} | {cells} "
+            f"| **{r['hwm'] * mib:.0f}** | {r['frames']} |"
+        )
+    lines += ["", "Third-party packages a worker imports:"]
+    for r in rows:
+        label = " + ".join(r["modalities"]) + (" (+ " + ", ".join(r["preload"]) + ")") * bool(
+            r["preload"]
+        )
+        lines.append(f"- {label}: {' '.join(r['packages'])}")
+    return "\n".join(lines)
+
+
 def machine() -> str:
     cpu = "unknown CPU"
     try:
@@ -292,6 +429,8 @@ def machine() -> str:
 
 
 def main(argv=None) -> int:
+    from pipelines.job.progress import KINETICS_600_CLIPS
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("clips", nargs="*", help="video files (default: the sample clips)")
     p.add_argument("--fps", type=float, default=25.0)
@@ -305,16 +444,31 @@ def main(argv=None) -> int:
     p.add_argument("--flow_pairs", type=int, default=6, help="pairs timed per clip and preset")
     p.add_argument("--presets", nargs="+", default=None, help="default: every preset")
     p.add_argument("--kinetics", action="store_true", help="add the Kinetics-600-size estimate")
-    p.add_argument("--videos", type=int, default=500_000)
+    p.add_argument("--videos", type=int, default=KINETICS_600_CLIPS)
     p.add_argument("--clip_seconds", type=float, default=10.0)
     p.add_argument("--json", help="also write the raw figures here")
     p.add_argument("--memory", action="store_true", help="measure peak RSS instead")
     p.add_argument("--memory_seconds", type=float, nargs="+", default=[4.0, 40.0])
     p.add_argument("--memory_short_side", type=int, default=256)
     p.add_argument("--memory_preset", default=None, help="default: the default preset")
+    p.add_argument("--worker", action="store_true", help="measure a job worker's peak RSS")
+    p.add_argument("--worker_seconds", type=float, default=10.0)
+    p.add_argument(
+        "--worker_modalities", nargs="+", default=["rgb,pose,flow", "rgb"], help="one run each"
+    )
+    p.add_argument("--worker_source", default="sports2d_demo.mp4", help="a sample video")
+    p.add_argument(
+        "--worker_with_tf",
+        action="store_true",
+        help="add runs that import TensorFlow first (what a worker held when it built the "
+        "records with TensorFlow's protobuf classes)",
+    )
     p.add_argument("--preset", default=None, help=argparse.SUPPRESS)
     p.add_argument("--_memory_child", help=argparse.SUPPRESS)
     p.add_argument("--_memory_clip_seconds", type=float, default=0.0, help=argparse.SUPPRESS)
+    p.add_argument("--_worker_child", help=argparse.SUPPRESS)
+    p.add_argument("--_modalities", default="", help=argparse.SUPPRESS)
+    p.add_argument("--_preload", default="", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
     from flow import DEFAULT_FLOW_PRESET, FLOW_PRESETS
@@ -322,7 +476,14 @@ def main(argv=None) -> int:
     if args._memory_child:
         _memory_child(args._memory_child, args.short_side, args.preset, args._memory_clip_seconds)
         return 0
+    if args._worker_child:
+        preload = [m for m in args._preload.split(",") if m]
+        _worker_child(args._worker_child, args._modalities.split(","), preload)
+        return 0
     print(machine())
+    if args.worker:
+        print(worker_report(args))
+        return 0
     if args.memory:
         args.memory_preset = args.memory_preset or DEFAULT_FLOW_PRESET
         print(memory_report(args))

@@ -161,7 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads_per_worker",
         type=int,
         default=0,
-        help="OpenCV threads per worker process (0: cores / local worker processes; 1 on Dataflow)",
+        help="OpenCV, decoder and pose threads per worker process (0: cores / local worker "
+        "processes; 1 on Dataflow)",
     )
     return p
 

@@ -23,6 +23,7 @@ fewer):
 | failures | str | glob of the failure files, relative (`layout.FAILURES_PATTERN`) |
 | splits | {split: SplitInfo} | per split: counts and the shards, relative paths |
 | pose | {split: PoseCoverage} | pose modality only: frames with a person, persons per frame |
+| cost | CostInfo | CPU time of the rows written per stage: core-seconds, and per clip-second |
 
 Fields this module does not know are kept (`extra`) and written back unchanged. Free-form
 objects (config, pose_model, ...) are plain dicts: treat them as read-only.
@@ -36,7 +37,7 @@ import copy
 import dataclasses
 import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar
 
 from schemas import layout
@@ -112,6 +113,15 @@ def _modalities(value, where) -> tuple[str, ...]:
     if not names or len(set(names)) != len(names) or not set(names) <= set(ms.ALL_MODALITIES):
         raise _Bad(where, f"a non-empty list of distinct names of {list(ms.ALL_MODALITIES)}", value)
     return names
+
+
+def _per_stage(cls) -> Callable[[Any, str], dict]:
+    def parse(value, where):
+        if not isinstance(value, dict) or not all(isinstance(k, str) and k for k in value):
+            raise _Bad(where, "an object of stage name -> cost", value)
+        return {stage: cls._parse(desc, f"{where}.{stage}") for stage, desc in value.items()}
+
+    return parse
 
 
 def _nested(cls) -> Callable[[Any, str], Any]:
@@ -281,6 +291,157 @@ class FlowInfo(_Record):
     }
 
 
+# ---------------------------------------------------------------------------------------------
+# Cost: the CPU time spent per stage, per row (`RowCost`) and over the rows written (`CostInfo`).
+# ---------------------------------------------------------------------------------------------
+# The stages a row's CPU time is charged to, in report order; every moment of a row's processing
+# is charged to exactly one of them.
+COST_DECODE = "decode"  # decoding, resampling to the frame rate, resizing
+COST_POSE = "pose"  # the pose estimator: made once per row, then called on every frame
+COST_TRACKING = "tracking"  # duplicate suppression, track ids, persons put in track order
+COST_RENDER = "render"  # the skeletons drawn
+COST_FLOW = "flow"  # TV-L1 alone
+COST_JPEG = "jpeg"  # every JPEG encode; the stored frame decoded (to gray) for flow
+COST_OTHER = "other"  # the rest: fetching, flow quantization, building the records
+COST_STAGES = (
+    COST_DECODE, COST_POSE, COST_TRACKING, COST_RENDER, COST_FLOW, COST_JPEG, COST_OTHER
+)  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class RowCost:
+    """What one manifest row cost: CPU time per stage and the seconds of clip it made.
+
+    Kept in the row's part (`<key>.meta.json`, field `cost`, `to_json`), so that a resumed run
+    keeps the figures of the rows done earlier; summed over the rows by `CostInfo.of`.
+
+    Attributes:
+      core_seconds: stage -> CPU time in seconds, summed over the process's threads
+        (core-seconds), finite and >= 0; exactly the stages of `COST_STAGES`.
+      clip_seconds: seconds of clip made, frames / frame rate summed over the row's clips, >= 0.
+    """
+
+    core_seconds: Mapping[str, float]
+    clip_seconds: float
+
+    def __post_init__(self):
+        _row_cost_fields(dict(self.core_seconds), self.clip_seconds, "")
+
+    @property
+    def total(self) -> float:
+        """The row's CPU time over all stages, core-seconds."""
+        return sum(self.core_seconds.values())
+
+    def to_json(self) -> dict:
+        """`{"clip_seconds": s, "core_seconds": {stage: s}}`, seconds rounded to 6 places."""
+        return {
+            "clip_seconds": round(self.clip_seconds, 6),
+            "core_seconds": {s: round(self.core_seconds[s], 6) for s in COST_STAGES},
+        }
+
+    @classmethod
+    def from_json(cls, data, where: str = "cost") -> RowCost:
+        """Parses `to_json`'s object; ValueError naming `where` and the bad field otherwise."""
+        if not isinstance(data, dict):
+            raise _Bad(where, "a JSON object", data)
+        for name in ("clip_seconds", "core_seconds"):
+            if name not in data:
+                raise ValueError(f"{where}.{name}: missing")
+        seconds = _object(data["core_seconds"], f"{where}.core_seconds")
+        return cls(*_row_cost_fields(seconds, data["clip_seconds"], where))
+
+
+def _row_cost_fields(core_seconds: dict, clip_seconds, where: str) -> tuple[dict, float]:
+    """(core_seconds, clip_seconds) checked: exactly the stages of `COST_STAGES`, every value a
+    finite number >= 0; ValueError naming the field (under `where`) and its value otherwise."""
+    prefix = f"{where}." if where else ""
+    if set(core_seconds) != set(COST_STAGES):
+        raise _Bad(f"{prefix}core_seconds", f"the stages {list(COST_STAGES)}", core_seconds)
+    for stage in COST_STAGES:
+        _number()(core_seconds[stage], f"{prefix}core_seconds.{stage}")
+    _number()(clip_seconds, f"{prefix}clip_seconds")
+    return {s: core_seconds[s] for s in COST_STAGES}, clip_seconds
+
+
+@dataclasses.dataclass(frozen=True)
+class StageCost(_Record):
+    """One stage's CPU time over the rows counted: core-seconds (3 places) and core-seconds per
+    clip-second (4 places), both >= 0."""
+
+    core_seconds: float | None = None
+    core_seconds_per_clip_second: float | None = None
+    extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    _FIELDS = {
+        "core_seconds": _number(),
+        "core_seconds_per_clip_second": _number(),
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class CostInfo(_Record):
+    """The CPU time spent on the rows written (process CPU time, summed over threads: core-
+    seconds), per stage (`COST_STAGES`) and in all, and per clip-second (frames / frame rate).
+
+    `rows` rows are counted, holding `clip_seconds` seconds of clip (3 places); the
+    `rows_without_cost` rows written whose part holds no figures (written by an older version)
+    are not: their cost is unknown, not zero. `core_seconds` is the sum of the stages' (3
+    places); the figures per clip-second are rounded to 4 places. Without a row counted only
+    the two row counts are given; without a clip-second counted, no figure per clip-second.
+    """
+
+    rows: int | None = None
+    rows_without_cost: int | None = None
+    clip_seconds: float | None = None
+    core_seconds: float | None = None
+    core_seconds_per_clip_second: float | None = None
+    stages: dict[str, StageCost] | None = None
+    extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    _FIELDS = {
+        "rows": _int(),
+        "rows_without_cost": _int(),
+        "clip_seconds": _number(),
+        "core_seconds": _number(),
+        "core_seconds_per_clip_second": _number(),
+        "stages": _per_stage(StageCost),
+    }
+
+    @classmethod
+    def of(cls, costs: Iterable[RowCost | None]) -> CostInfo:
+        """The cost of the rows written: one `RowCost` per row, or None for a row whose cost is
+        unknown (counted in `rows_without_cost`)."""
+        known = []
+        unknown = 0
+        for cost in costs:
+            if cost is None:
+                unknown += 1
+            else:
+                known.append(cost)
+        if not known:
+            return cls(rows=0, rows_without_cost=unknown)
+        clip_s = sum(c.clip_seconds for c in known)
+        seconds = {s: sum(c.core_seconds[s] for c in known) for s in COST_STAGES}
+        total = sum(seconds.values())
+
+        def per_clip_second(value: float) -> float | None:
+            return round(value / clip_s, 4) if clip_s > 0 else None
+
+        stages = {
+            s: StageCost(core_seconds=round(v, 3), core_seconds_per_clip_second=per_clip_second(v))
+            for s, v in seconds.items()
+        }
+        return cls(
+            rows=len(known),
+            rows_without_cost=unknown,
+            clip_seconds=round(clip_s, 3),
+            # The sum of the stages as written, so that they add up to it in the file.
+            core_seconds=round(sum(st.core_seconds for st in stages.values()), 3),
+            core_seconds_per_clip_second=per_clip_second(total),
+            stages=stages,
+        )
+
+
 @dataclasses.dataclass(frozen=True)
 class DatasetInfo(_Record):
     """The dataset description (see the module docstring); None: the field is absent."""
@@ -301,6 +462,7 @@ class DatasetInfo(_Record):
     failures: str | None = None
     splits: dict[str, SplitInfo] | None = None
     pose: dict[str, PoseCoverage] | None = None
+    cost: CostInfo | None = None
     extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     _FIELDS = {
@@ -320,6 +482,7 @@ class DatasetInfo(_Record):
         "failures": _str,
         "splits": _per_split(SplitInfo),
         "pose": _per_split(PoseCoverage),
+        "cost": _nested(CostInfo),
     }
     _REQUIRED = ("schema_version",)
 

@@ -11,6 +11,9 @@ Units: timestamps are int64 microseconds in the source video's time base; coordi
 normalized to [0, 1] (x by width, y by height); scores are float in [0, 1].
 
 Nothing here depends on Beam, MediaPipe or OpenCV: `training/` imports this module on TPU VMs.
+Records are written and relabeled by this module's own protocol-buffer encoder, without
+TensorFlow, so that the job's workers never import it; only the parse specs (`parse_specs`,
+`Key.parse_spec`) and `SequenceExampleBuilder.build` import TensorFlow, when called.
 """
 
 from __future__ import annotations
@@ -444,35 +447,24 @@ class StreamInfo:
     format: str = IMAGE_FORMAT_JPEG
 
 
-def _bytes(values: Sequence[bytes | str]):
-    import tensorflow as tf
-
-    return tf.train.Feature(
-        bytes_list=tf.train.BytesList(
-            value=[v.encode() if isinstance(v, str) else v for v in values]
-        )
-    )
-
-
-def _ints(values):
-    import tensorflow as tf
-
-    return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in values]))
-
-
-def _floats(values):
-    import tensorflow as tf
-
-    return tf.train.Feature(float_list=tf.train.FloatList(value=np.asarray(values, np.float32)))
-
-
-_ENCODERS = {BYTES: _bytes, INT64: _ints, FLOAT: _floats}
-
-
-def feature(key: Key, values):
-    """`values` as the `tf.train.Feature` of `key`'s type: bytes (str is UTF-8 encoded), int64
-    (each `int(v)`) or float32 (`np.asarray(values, np.float32)`)."""
-    return _ENCODERS[key.dtype](values)
+# The records are written by the wire-format encoder below, not by TensorFlow's protobuf
+# classes, so that a worker writing records does not import TensorFlow (hundreds of MB). The
+# messages (tensorflow/core/example/{feature,example}.proto), with their field numbers:
+#   Feature        {BytesList bytes_list = 1; FloatList float_list = 2; Int64List int64_list = 3}
+#                  (a oneof: exactly one is written, empty or not)
+#   BytesList      {repeated bytes value = 1}
+#   FloatList      {repeated float value = 1 [packed]}   little-endian float32
+#   Int64List      {repeated int64 value = 1 [packed]}   varints, negatives as 2**64 + v
+#   Features       {map<string, Feature> feature = 1}
+#   FeatureList    {repeated Feature feature = 1}
+#   FeatureLists   {map<string, FeatureList> feature_list = 1}
+#   SequenceExample {Features context = 1; FeatureLists feature_lists = 2}
+# A map is a repeated message {key = 1; value = 2}, both always written; protobuf's deterministic
+# serialization writes the entries sorted by key. The bytes are exactly those of protobuf's
+# deterministic serialization (tests/schemas/test_wire_format.py compares them with TensorFlow's).
+_FEATURE_BYTES, _FEATURE_FLOAT, _FEATURE_INT64 = 1, 2, 3  # Feature's fields
+_INT64_MIN, _INT64_END = -(1 << 63), 1 << 63
+_UINT64_MASK = (1 << 64) - 1
 
 
 def _varint(n: int) -> bytes:
@@ -490,17 +482,81 @@ def _field(number: int, payload_len: int) -> bytes:
     return _varint(number << 3 | 2) + _varint(payload_len)
 
 
+def _feature_of(number: int, values: bytes) -> bytes:
+    """A serialized `Feature` whose list `number` (1 bytes, 2 float, 3 int64) holds the
+    serialized values field `values` (b"" for an empty list)."""
+    return _field(number, len(values)) + values
+
+
+def _bytes(values: Sequence[bytes | str]) -> bytes:
+    """The serialized `Feature` of a BytesList of `values` (str is UTF-8 encoded)."""
+    parts = []
+    for i, v in enumerate(values):
+        if isinstance(v, str):
+            v = v.encode()
+        elif not isinstance(v, bytes):
+            raise TypeError(f"values[{i}]: a {type(v).__name__}, expected bytes or str")
+        parts += (_field(1, len(v)), v)
+    size = sum(len(p) for p in parts)
+    return b"".join((_field(_FEATURE_BYTES, size), *parts))
+
+
+def _ints(values) -> bytes:
+    """The serialized `Feature` of an Int64List of `values` (each `int(v)`, int64)."""
+    packed = []
+    for v in values:
+        v = int(v)
+        if not _INT64_MIN <= v < _INT64_END:
+            raise ValueError(f"value {v}: outside the int64 range")
+        packed.append(_varint(v & _UINT64_MASK))
+    data = b"".join(packed)
+    return _feature_of(_FEATURE_INT64, _field(1, len(data)) + data if data else b"")
+
+
+def _floats(values) -> bytes:
+    """The serialized `Feature` of a FloatList of `values` (`np.asarray(values, np.float32)`,
+    one dimension)."""
+    values = np.asarray(values, np.float32)
+    if values.ndim != 1:
+        raise ValueError(f"values.shape={values.shape}: expected one dimension")
+    data = values.astype("<f4", copy=False).tobytes()
+    return _feature_of(_FEATURE_FLOAT, _field(1, len(data)) + data if data else b"")
+
+
+_ENCODERS = {BYTES: _bytes, INT64: _ints, FLOAT: _floats}
+
+
+def feature(key: Key, values) -> bytes:
+    """`values` as the serialized `tf.train.Feature` of `key`'s type: bytes (str is UTF-8
+    encoded), int64 (each `int(v)`) or float32 (`np.asarray(values, np.float32)`)."""
+    return _ENCODERS[key.dtype](values)
+
+
+def _map_entry(key: str, value: bytes) -> bytes:
+    """One entry of a string-keyed map field 1 (Features, FeatureLists) whose value is the
+    serialized message `value`."""
+    name = key.encode()
+    entry = _field(1, len(name)) + name + _field(2, len(value))
+    return _field(1, len(entry) + len(value)) + entry + value
+
+
+def _features(features: dict[str, bytes]) -> bytes:
+    """The serialized `Features` of key -> serialized `Feature`, entries sorted by key."""
+    return b"".join(_map_entry(k, features[k]) for k in sorted(features))
+
+
 class SequenceExampleBuilder:
     """Builds one clip's SequenceExample step by step, holding only encoded bytes.
 
     Usage: create with the clip context and the stream metadata of the modalities written; call
     `add_frame` once per stored frame (in time order) and `add_flow` once per consecutive frame
     pair; then `serialize()` (or `build()` for the proto). Each step is kept as its serialized
-    `Feature`, and the builder writes the SequenceExample's framing around them itself, so memory
-    is the size of the encoded output while the clip grows. `serialize_pieces()` hands the record
-    over as the kept steps and the framing between them, so that a writer can write it with no
-    second copy; `serialize()` joins them (twice the record while it does). The bytes are exactly
-    protobuf's deterministic serialization of the same SequenceExample (tested).
+    `Feature` (`feature`: the wire format written here, no TensorFlow), and the builder writes
+    the SequenceExample's framing around them itself, so memory is the size of the encoded output
+    while the clip grows. `serialize_pieces()` hands the record over as the kept steps and the
+    framing between them, so that a writer can write it with no second copy; `serialize()` joins
+    them (twice the record while it does). The bytes are exactly protobuf's deterministic
+    serialization of the same SequenceExample (tests/schemas/test_wire_format.py).
     """
 
     def __init__(
@@ -509,11 +565,11 @@ class SequenceExampleBuilder:
         streams: dict[str, StreamInfo],
     ):
         self._modalities = _check_modalities(tuple(streams))
-        import tensorflow as tf
-
         # The keys of these modalities, with their types (the key table).
         self._keys = record_keys(self._modalities)
-        self._context = tf.train.Features()
+        # Context key -> its serialized `Feature`.
+        self._context: dict[str, bytes] = {}
+        self._start_us = context.start_us
         self._set(EXAMPLE_ID_KEY, [context.example_id])
         self._set(DATASET_NAME_KEY, [context.dataset_name])
         self._set(CLIP_DATA_PATH_KEY, [context.data_path])
@@ -534,7 +590,7 @@ class SequenceExampleBuilder:
             self._set(prefixed(FORWARD_FLOW_PREFIX, IMAGE_SATURATION), [FLOW_SATURATION])
         if MODALITY_POSE in streams:
             self._set(POSE_PARTS_KEY, COCO17_JOINT_NAMES)
-        unset = {n for n, k in self._keys.items() if k.part == CONTEXT} - set(self._context.feature)
+        unset = {n for n, k in self._keys.items() if k.part == CONTEXT} - set(self._context)
         if unset:  # a key of the table that the builder does not fill
             raise AssertionError(f"context keys not set: {sorted(unset)}")
         # Sequence key -> its steps, each a serialized `Feature`.
@@ -554,11 +610,11 @@ class SequenceExampleBuilder:
         info = self._keys[key]
         if info.part != CONTEXT:
             raise ValueError(f"{key}: a {info.part} key, not a context key")
-        self._context.feature[key].CopyFrom(feature(info, values))
+        self._context[key] = feature(info, values)
 
     def _append(self, key: str, values) -> None:
         """Appends one step of `values` to sequence key `key`, encoded as the table types it."""
-        self._lists[key].append(feature(self._keys[key], values).SerializeToString())
+        self._lists[key].append(feature(self._keys[key], values))
 
     def add_frame(
         self,
@@ -654,10 +710,8 @@ class SequenceExampleBuilder:
         if self._lists is None:
             raise ValueError("the builder's steps were released by serialize(release=True)")
         if end_us is not None:
-            ctx = self._context.feature
-            start = ctx[CLIP_START_TIMESTAMP_KEY].int64_list.value[0]
-            if end_us <= start:
-                raise ValueError(f"end_us={end_us}: must be > the clip start {start}")
+            if end_us <= self._start_us:
+                raise ValueError(f"end_us={end_us}: must be > the clip start {self._start_us}")
             self._set(CLIP_END_TIMESTAMP_KEY, [end_us])
         if self._num_frames == 0:
             raise ValueError("a clip needs at least one frame")
@@ -686,7 +740,7 @@ class SequenceExampleBuilder:
         Args: as in `serialize`.
         """
         self._finish(end_us)
-        context = self._context.SerializeToString(deterministic=True)
+        context = _features(self._context)
         # FeatureLists: one map entry per key in key order: {1: key, 2: FeatureList}, where a
         # FeatureList is its steps, each a length-delimited field 1.
         pieces: list[bytes] = []
@@ -840,23 +894,35 @@ def check_schema_version(version) -> int:
 
 def with_label_index(record: bytes, label_index: int) -> bytes:
     """`record` with `clip/label/index` set to `label_index`: the bytes the builder makes with
-    that index. Only the context (field 1, first and small) is re-serialized; the feature lists
-    are copied as they are. Lets the job set class indices when it builds the shards, so that a
-    part (made once per row) does not depend on the other rows' labels.
+    that index. Only the context (field 1, first and small) is rewritten, its entries sorted by
+    key as protobuf's deterministic serialization writes them; the feature lists are copied as
+    they are. Lets the job set class indices when it builds the shards, so that a part (made once
+    per row) does not depend on the other rows' labels. Reads and writes the wire format itself,
+    without TensorFlow.
+
+    Args:
+      record: a serialized SequenceExample whose context comes first (the builder's).
+      label_index: the 0-based class index, int64.
 
     Raises:
-      ValueError: `record` is not a SequenceExample whose context comes first.
+      ValueError: `record` is not a SequenceExample whose context comes first, or its context
+        is not a map of features.
     """
-    import tensorflow as tf
-
     buf = memoryview(record)
     fields = list(_wire_fields(buf, 0, len(buf)))
     if not fields or fields[0][:2] != (1, 2):
         raise ValueError("not a SequenceExample with its context first")
     start, end = fields[0][2]
-    context = tf.train.Features.FromString(bytes(buf[start:end]))
-    if list(context.feature[CLIP_LABEL_INDEX_KEY].int64_list.value) == [label_index]:
+    # Features.feature (1): map entries {key (1), Feature (2)}; a later entry of a key wins.
+    context: dict[str, bytes] = {}
+    for number, wire, entry in _wire_fields(buf, start, end):
+        if (number, wire) != (1, 2):
+            raise ValueError(f"context field {number} (wire type {wire}): not a feature entry")
+        parts = {n: bytes(buf[slice(*v)]) for n, w, v in _wire_fields(buf, *entry) if w == 2}
+        context[parts.get(1, b"").decode()] = parts.get(2, b"")
+    label = _ints([label_index])
+    if context.get(CLIP_LABEL_INDEX_KEY) == label:
         return record
-    context.feature[CLIP_LABEL_INDEX_KEY].CopyFrom(_ints([label_index]))
-    new = context.SerializeToString(deterministic=True)
+    context[CLIP_LABEL_INDEX_KEY] = label
+    new = _features(context)
     return _field(1, len(new)) + new + bytes(buf[end:])

@@ -1,7 +1,7 @@
 """The dataset description (`dataset_info.json`): its fields known at launch
 (`static_description`), the settings a resumed run must share (`record_settings`), and the
 writer run last by the graph (`write_info`: counts, shards and pose coverage per split, failures
-by stage, the class list of the rows written)."""
+by stage, the class list of the rows written, their CPU time per stage)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from pipelines.manifests import (
 )
 from pipelines.storage import output, parts
 from schemas import media_sequence as ms
+from schemas.dataset_info import CostInfo
 
 
 def final_label_map(labels: list[str], fixed: dict[str, int] | None) -> dict[str, int]:
@@ -29,7 +30,10 @@ def write_info(
     _, shards, done, failures, label_map, static_info, output_dir, num_shards, dataset_name
 ):
     """Writes dataset_info.json once every shard is written; fills in empty shards and removes
-    shards of an earlier run that the current shard count no longer names."""
+    shards of an earlier run that the current shard count no longer names.
+
+    `done` holds (key, label, cost) of every row written, the cost its part's `RowCost` or None
+    (`CollectPartFn`); `failures` the stage of every failed row."""
     splits = {}
     for split, n in sorted(num_shards.items()):
         names = [
@@ -88,6 +92,7 @@ def write_info(
         "failed": len(failures),
         "failed_by_stage": dict(sorted(by_stage.items())),
     }
+    info["cost"] = CostInfo.of(cost for _, _, cost in done).to_json()
     output.write_text(
         output.join(output_dir, output.DATASET_INFO), json.dumps(info, indent=2, sort_keys=True)
     )

@@ -1,16 +1,25 @@
 """What the user sees while and after the job runs: the progress line on local runners
-(`Progress`, from the parts written) and the closing summary table (`summary_table`)."""
+(`Progress`, from the parts written) and the closing summary table (`summary_table`), which ends
+with what the rows cost (`cost_line`)."""
 
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import threading
 import time
 
 from pipelines.storage import output, parts
+from schemas.dataset_info import COST_STAGES, CostInfo, DatasetInfo
 
 LOG = logging.getLogger("perfnet.preprocess")
+
+# Kinetics-600's size, for the extrapolations of the cost (the summary, docs/cost.md and
+# benchmarks/stage_costs.py): about 480,000 clips of 10 s across its training, validation and
+# test splits, rounded up.
+KINETICS_600_CLIPS = 500_000
+KINETICS_600_CLIP_SECONDS = KINETICS_600_CLIPS * 10.0
 
 
 class Progress:
@@ -82,7 +91,11 @@ def summary_table(info: dict, output_dir: str) -> str:
     for split, s in info["splits"].items():
         ppf = s["persons"] / s["frames"] if s["frames"] else 0.0
         pose = info.get("pose", {}).get(split)
-        share = f"{100 * pose['share_of_frames_with_person']:.1f} %" if pose else "-"
+        # From the counts, as the validator does (the stored share is rounded to 4 places).
+        share = "-"
+        if pose:
+            with_person = pose["frames_with_person"] / pose["frames"] if pose["frames"] else 0.0
+            share = f"{100 * with_person:.1f} %"
         lines.append(
             f"{split:<12}{s['clips']:>7}{s['frames']:>9}{ppf:>15.2f}"
             f"{s['bytes'] / 1e6:>9.1f}{s['num_shards']:>8}{share:>22}"
@@ -94,4 +107,47 @@ def summary_table(info: dict, output_dir: str) -> str:
     )
     if inputs["failed"]:
         lines.append(f"failures: {output.join(output_dir, info['failures'])}")
+    cost = DatasetInfo.from_json(info).cost
+    if cost is not None:
+        lines.append(cost_line(cost))
     return "\n".join(lines)
+
+
+def cost_line(cost: CostInfo) -> str:
+    """The summary's line on what the rows written cost: core-seconds per clip-second in all and
+    per stage (1 place, in `COST_STAGES` order), the rows and clip-seconds measured, the rows
+    whose cost is unknown, and Kinetics-600 at this rate (`KINETICS_600_CLIP_SECONDS`) in
+    core-hours (2 significant digits)."""
+    unknown = cost.rows_without_cost or 0
+    without = f"{_count(unknown, 'row')} of an older version without figures"
+    rate = cost.core_seconds_per_clip_second
+    if not cost.rows or rate is None:
+        why = without if unknown else ("no clip-second measured" if cost.rows else "no row written")
+        return f"cost: unknown ({why})"
+    stages = cost.stages or {}
+    names = [s for s in COST_STAGES if s in stages] + sorted(set(stages) - set(COST_STAGES))
+    per_stage = ", ".join(
+        f"{s} {stages[s].core_seconds_per_clip_second:.1f}"
+        for s in names
+        if stages[s].core_seconds_per_clip_second is not None
+    )
+    hours = rate * KINETICS_600_CLIP_SECONDS / 3600
+    return (
+        f"cost: {rate:.1f} core-s per clip-second ({per_stage}) over {_count(cost.rows, 'row')}, "
+        f"{cost.clip_seconds:,.1f} clip-s"
+        + (f" ({without} not counted)" if unknown else "")
+        + f"; Kinetics-600 at this rate: ~{_two_digits(hours)} core-hours"
+    )
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def _two_digits(value: float) -> str:
+    """`value` (>= 0) rounded to 2 significant digits, with thousands separators: 6883 ->
+    '6,900', 0.573 -> '0.57'."""
+    if value <= 0:
+        return "0"
+    places = 1 - math.floor(math.log10(value))
+    return f"{round(value, places):,.{max(0, places)}f}"

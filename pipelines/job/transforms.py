@@ -5,7 +5,8 @@ The graph (`pipelines.job.run.run_job`) reads as its phases:
 - `ProcessRows`: the rows still to do -> one part per row (its records or its failure), each row
   in a worker subprocess with a timeout; yields the count of rows processed, a barrier.
 - `CollectParts`: every row of the manifest -> its clips' shard entries (main output), its
-  (key, label) when written (`DONE`) or its failure (`FAILED`), once the barrier has passed.
+  (key, label, cost) when written (`DONE`) or its failure (`FAILED`), once the barrier has
+  passed.
 - `LabelMap`: the labels of the rows written -> the class index map (`info.final_label_map`).
 - `WriteShards`: shard entries -> one TFRecord file per (split, shard), records in clip-id order,
   the class index set; yields one summary per shard.
@@ -112,13 +113,17 @@ class ProcessVideoFn(beam.DoFn):
         self._processor = ClipProcessor(self._settings, model)
 
     def process(self, spec: ClipSpec):
+        from pipelines.stages.clip import CostClock
+
         t0 = time.perf_counter()
         key = parts.input_key(spec)
         out = self._output_dir
+        clock = CostClock()  # the row's CPU time per stage, kept in its part's meta
         try:
             # Clips are written as they are made; a write error is not the input's fault and
             # propagates (the runner's dead letter records it as stage `process`).
-            meta = parts.write_done(out, key, spec, _Processing(self._processor.iter_clips(spec)))
+            clips = _Processing(self._processor.iter_clips(spec, clock))
+            meta = parts.write_done(out, key, spec, clips, cost=clock.cost)
         except _ProcessingError as e:  # every input ends as records or as one failure row
             failure = self._processor.failure(spec, e.cause)
             LOG.warning("failed %s at %s: %s", spec.data_path, failure.stage, failure.error)
@@ -126,8 +131,8 @@ class ProcessVideoFn(beam.DoFn):
             yield FAILED, key, {"stage": failure.stage}
             return
         frames = sum(c["frames"] for c in meta["clips"])
-        ms = int(1000 * (time.perf_counter() - t0) / frames) if frames else 0
-        yield DONE, key, {"clips": len(meta["clips"]), "frames": frames, "ms_per_frame": ms}
+        per_frame = int(1000 * (time.perf_counter() - t0) / frames) if frames else 0
+        yield DONE, key, {"clips": len(meta["clips"]), "frames": frames, "ms_per_frame": per_frame}
 
 
 class _ProcessingError(Exception):
@@ -219,7 +224,8 @@ class WatchLauncherFn(beam.DoFn):
 
 
 class CollectPartFn(beam.DoFn):
-    """A manifest row -> its clips' shard entries (main) or its failure row (FAILED)."""
+    """A manifest row -> its clips' shard entries (main) and (key, label, cost) (DONE), or its
+    failure row (FAILED). The cost is the part's `RowCost`, None for a part without one."""
 
     def __init__(self, output_dir: str, num_shards: dict[str, int]):
         self._output_dir = output_dir
@@ -238,7 +244,7 @@ class CollectPartFn(beam.DoFn):
                 raise RuntimeError(f"row {spec.source} ({spec.data_path}) has no part: not run")
             yield beam.pvalue.TaggedOutput(FAILED, failure)
             return
-        yield beam.pvalue.TaggedOutput(DONE, (key, spec.label))
+        yield beam.pvalue.TaggedOutput(DONE, (key, spec.label, parts.read_cost(meta)))
         n = self._num_shards[spec.split]
         for offset, clip in zip(parts.record_offsets(meta), meta["clips"]):
             entry = (clip["id"], key, offset, clip, spec.label)
@@ -343,8 +349,9 @@ class ProcessRows(beam.PTransform):
 
 
 class CollectParts(beam.PTransform):
-    """PBegin -> tagged outputs: `entries` ((split, shard), entry), `DONE` (key, label) and
-    `FAILED` (Failure), for every row of the staged `all_rows`, after `processed` is ready."""
+    """PBegin -> tagged outputs: `entries` ((split, shard), entry), `DONE` (key, label, cost:
+    `RowCost` or None) and `FAILED` (Failure), for every row of the staged `all_rows`, after
+    `processed` is ready."""
 
     def __init__(self, all_rows: str, output_dir: str, num_shards: dict[str, int], processed):
         super().__init__()
@@ -367,7 +374,7 @@ class CollectParts(beam.PTransform):
 
 
 class LabelMap(beam.PTransform):
-    """PCollection of (key, label) of the rows written -> one dict label -> class index."""
+    """PCollection of (key, label, cost) of the rows written -> one dict label -> class index."""
 
     def __init__(self, fixed: dict[str, int] | None):
         super().__init__()
@@ -376,7 +383,7 @@ class LabelMap(beam.PTransform):
     def expand(self, done):
         return (
             done
-            | "DoneLabels" >> beam.Map(lambda key_label: key_label[1])
+            | "DoneLabels" >> beam.Map(lambda done: done[1])
             | "LabelList" >> beam.combiners.ToList()
             | "FinalMap" >> beam.Map(final_label_map, fixed=self._fixed)
         )

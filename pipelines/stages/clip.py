@@ -3,7 +3,8 @@
 No Beam here: `pipelines.job.transforms.ProcessVideoFn` wraps `ClipProcessor`, which takes the
 few settings it reads as a `ClipSettings`, not the job's config. The JPEG codec is
 `pipelines.stages.codec`. Frames are streamed; per clip the processor holds the previous
-grayscale frame and the encoded output, nothing more.
+grayscale frame and the encoded output, nothing more. The CPU time of each row is charged to its
+stages as it runs (`CostClock`; the stages: `schemas.dataset_info.COST_STAGES`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -23,6 +25,7 @@ from pipelines.stages.codec import decode_jpeg, encode_jpeg
 from pipelines.stages.pose import FramePoses, create_estimator
 from pipelines.stages.tracking import IouTracker, suppress_duplicates
 from render import RenderStyle, render_poses
+from schemas import dataset_info as di
 from schemas import media_sequence as ms
 
 
@@ -78,7 +81,8 @@ class ClipSettings:
       style: the skeleton render style.
       flow: the TV-L1 parameters of the flow preset, or None when flow is not written.
       num_poses, pose_input_size, pose_min_score: the pose estimator's settings.
-      threads_per_worker: OpenCV / pose threads of this worker (0: the library's default).
+      threads_per_worker: OpenCV, decoder and pose threads of this worker (0: the libraries'
+        defaults).
     """
 
     dataset_name: str
@@ -96,6 +100,43 @@ class ClipSettings:
     pose_input_size: int
     pose_min_score: float | None
     threads_per_worker: int
+
+
+class CostClock:
+    """Charges the CPU time of one row to its stages (`schemas.dataset_info.COST_STAGES`).
+
+    The clock is process CPU time (`time.process_time`: every thread of the process), not the
+    calling thread's (`time.thread_time`): the pose estimator, OpenCV and the decoder work in
+    threads of their own, and the job runs one row at a time in each worker process
+    (`pipelines.job.transforms.ProcessRows`), so the process's time is the row's. CPU time, not
+    wall time: processes sharing the cores do not inflate it. Each call reads the clock once
+    (about half a microsecond); `ClipProcessor` makes about ten per frame.
+
+    Attributes:
+      core_seconds: stage -> CPU seconds charged to it so far (core-seconds).
+      clip_seconds: seconds of clip made so far (frames / frame rate, summed over clips).
+    """
+
+    def __init__(self):
+        self.core_seconds = dict.fromkeys(di.COST_STAGES, 0.0)
+        self.clip_seconds = 0.0
+        self._mark = time.process_time()
+
+    def charge(self, stage: str) -> None:
+        """Charges the CPU time since the last mark to `stage` (a name of `COST_STAGES`), and
+        marks now."""
+        now = time.process_time()
+        self.core_seconds[stage] += now - self._mark
+        self._mark = now
+
+    def resume(self) -> None:
+        """Marks now without charging: the time since the last mark was not the row's (the
+        caller's work on a clip handed out)."""
+        self._mark = time.process_time()
+
+    def cost(self) -> di.RowCost:
+        """What was charged so far, as the row's `RowCost`."""
+        return di.RowCost(dict(self.core_seconds), self.clip_seconds)
 
 
 @dataclasses.dataclass
@@ -136,13 +177,26 @@ class ClipProcessor:
         """
         return list(self.iter_clips(spec))
 
-    def iter_clips(self, spec: ClipSpec) -> Iterator[ClipRecord]:
+    def iter_clips(self, spec: ClipSpec, clock: CostClock | None = None) -> Iterator[ClipRecord]:
         """The clips of one manifest row, each as soon as it is complete, so that a long video
         holds one clip in memory, not all of them. Raises StageError naming the stage that
         failed; clips yielded before a failure belong to a failed row and must be discarded.
+
+        Args:
+          spec: the row.
+          clock: charged with the row's CPU time per stage and its clip-seconds (complete once
+            the clips are exhausted); the time the caller spends while holding a clip is not
+            charged. None: the row is timed on a clock of its own, not handed out.
         """
+        clock = CostClock() if clock is None else clock
+        clock.resume()
         with _local_copy(spec.path) as local:
-            yield from self._clips(spec, local)
+            for record in self._clips(spec, local, clock):
+                clock.clip_seconds += record.num_frames / self.settings.fps
+                clock.charge(di.COST_OTHER)
+                yield record
+                clock.resume()
+        clock.charge(di.COST_OTHER)
 
     def failure(self, spec: ClipSpec, err: BaseException) -> Failure:
         stage = err.stage if isinstance(err, StageError) else "decode"
@@ -151,11 +205,19 @@ class ClipProcessor:
             ms.clip_id(spec.media_id, spec.start_us), spec.data_path, stage, cause
         )
 
-    def _clips(self, spec: ClipSpec, local_path: str) -> Iterator[ClipRecord]:
+    def _clips(self, spec: ClipSpec, local_path: str, clock: CostClock) -> Iterator[ClipRecord]:
+        clock.charge(di.COST_OTHER)  # the fetch: a local copy of a remote video
         cfg = self.settings
         pose_side = cfg.pose_frame_side if ms.MODALITY_POSE in self.modalities else None
         frames = video.iter_frames(
-            local_path, spec.start_us, spec.end_us, cfg.fps, cfg.short_side, pose_side, cfg.limits
+            local_path,
+            spec.start_us,
+            spec.end_us,
+            cfg.fps,
+            cfg.short_side,
+            pose_side,
+            cfg.limits,
+            threads=cfg.threads_per_worker,
         )
         estimator = None
         if ms.MODALITY_POSE in self.modalities:
@@ -169,6 +231,7 @@ class ClipProcessor:
                 )
             except Exception as e:
                 raise StageError("pose", e) from e
+            clock.charge(di.COST_POSE)
         period = int(round(1e6 / cfg.fps))
         current: _OpenClip | None = None
         try:
@@ -181,12 +244,15 @@ class ClipProcessor:
                     raise StageError("decode", e) from e
                 except Exception as e:
                     raise StageError("decode", e) from e
+                clock.charge(di.COST_DECODE)
                 if current is None:
                     current = self._open(spec, frame)
+                    clock.charge(di.COST_OTHER)
                 elif cfg.max_clip_frames and current.builder.num_frames >= cfg.max_clip_frames:
                     yield self._close(spec, current, frame.timestamp_us)
                     current = self._open(spec, frame)
-                self._add(current, frame, estimator)
+                    clock.charge(di.COST_OTHER)
+                self._add(current, frame, estimator, clock)
             if current is not None:
                 end = current.last_ts + period
                 if spec.end_us is not None:
@@ -219,7 +285,8 @@ class ClipProcessor:
             tracker=IouTracker(fps=self.settings.fps),
         )
 
-    def _add(self, clip: _OpenClip, frame: video.Frame, estimator) -> None:
+    def _add(self, clip: _OpenClip, frame: video.Frame, estimator, clock: CostClock) -> None:
+        """Adds a frame to the clip; its CPU time is charged to its stages on `clock`."""
         q = self.settings.jpeg_quality
         rgb_jpeg = pose_jpeg = None
         poses = FramePoses.empty()
@@ -229,6 +296,7 @@ class ClipProcessor:
                 poses = estimator.detect(frame.pose_rgb, frame.timestamp_us)
             except Exception as e:
                 raise StageError("pose", e) from e
+            clock.charge(di.COST_POSE)
             keep = suppress_duplicates(poses.boxes, poses.box_scores)
             track_ids = np.full(poses.num_people, -1, np.int64)
             track_ids[keep] = clip.tracker.update(poses.boxes[keep])
@@ -242,6 +310,7 @@ class ClipProcessor:
                 box_scores=poses.box_scores[order],
             )
             track_ids = track_ids[order]
+            clock.charge(di.COST_TRACKING)
             try:
                 rendered = render_poses(
                     frame.rgb, poses.keypoints, poses.scores, poses.boxes, self.style
@@ -249,6 +318,7 @@ class ClipProcessor:
             except Exception as e:
                 raise StageError("render", e) from e
             clip.persons += len(track_ids)
+            clock.charge(di.COST_RENDER)
         try:
             if ms.MODALITY_RGB in self.modalities or self._flow_algo is not None:
                 rgb_jpeg = encode_jpeg(frame.rgb, q)
@@ -259,18 +329,21 @@ class ClipProcessor:
             gray = to_gray(decode_jpeg(rgb_jpeg)) if self._flow_algo is not None else None
         except Exception as e:
             raise StageError("encode", e) from e
+        clock.charge(di.COST_JPEG)
         if ms.MODALITY_RGB not in self.modalities:
             rgb_jpeg = None
         if gray is not None:
             if clip.prev_gray is not None:
                 try:
                     flow = compute_flow(self._flow_algo, clip.prev_gray, gray)
-                    clip.builder.add_flow(
-                        clip.prev_ts,
-                        encode_jpeg(
-                            quantize_flow(flow), self.settings.flow_jpeg_quality, full_chroma=True
-                        ),
+                    clock.charge(di.COST_FLOW)
+                    quantized = quantize_flow(flow)
+                    clock.charge(di.COST_OTHER)
+                    flow_jpeg = encode_jpeg(
+                        quantized, self.settings.flow_jpeg_quality, full_chroma=True
                     )
+                    clock.charge(di.COST_JPEG)
+                    clip.builder.add_flow(clip.prev_ts, flow_jpeg)
                 except Exception as e:
                     raise StageError("flow", e) from e
             clip.prev_gray, clip.prev_ts = gray, frame.timestamp_us
@@ -285,6 +358,7 @@ class ClipProcessor:
             track_ids=track_ids if estimator is not None else None,
         )
         clip.last_ts = frame.timestamp_us
+        clock.charge(di.COST_OTHER)
 
     def _close(self, spec: ClipSpec, clip: _OpenClip, end_us: int) -> ClipRecord:
         try:

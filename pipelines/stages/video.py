@@ -273,12 +273,17 @@ def _check_regular(path: str) -> None:
         raise VideoError(f"video {path!r} is {kind}, not a regular file: refused unread")
 
 
-def _open(path: str):
+def _open(path: str, threads: int = 0):
+    """An opened OpenCV FFmpeg reader of `path`; `threads` > 0 caps its decoding threads (FFmpeg's
+    default is one per core, each with its own frame buffers). The frames are the same."""
     _check_regular(path)
     kind = _image_kind(path)
     if kind is not None:
         raise VideoError(f"file {path!r} is a {kind} image, not a video")
-    cap = cv2.VideoCapture(path, cv2.CAP_FFMPEG)
+    if threads > 0:
+        cap = cv2.VideoCapture(path, cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, int(threads)])
+    else:
+        cap = cv2.VideoCapture(path, cv2.CAP_FFMPEG)
     if not cap.isOpened():
         cap.release()
         raise VideoError(f"cannot open video {path!r}: not a readable video file")
@@ -389,6 +394,7 @@ def iter_frames(
     short_side: int = 256,
     pose_short_side: int | None = None,
     limits: Limits | None = None,
+    threads: int = 0,
 ) -> Iterator[Frame]:
     """Streams the window [start_us, end_us) of a video, resampled to `fps` and resized.
 
@@ -402,6 +408,8 @@ def iter_frames(
         (0: the source size), made from the decoded frame, not from the stored one, and never
         larger than the decoded frame.
       limits: resource caps; None for none.
+      threads: decoding threads, >= 0 (0: FFmpeg's default, one per core). A worker process
+        sharing the machine with others passes its share: each thread holds frame buffers.
 
     Yields:
       `Frame`s in time order: RGB uint8 [H, W, 3], timestamps `start_us + round(k * 1e6 / fps)`.
@@ -416,7 +424,9 @@ def iter_frames(
         raise ValueError(f"start_us={start_us!r}: must be >= 0")
     if end_us is not None and end_us <= start_us:
         raise ValueError(f"end_us={end_us!r}: must be > start_us={start_us}")
-    cap = _open(path)
+    if threads < 0:
+        raise ValueError(f"threads={threads!r}: must be >= 0")
+    cap = _open(path, threads)
     try:
         info = _info(cap, path)
         if limits is not None:

@@ -3,7 +3,8 @@
 Each manifest row (an input) is processed once into a *part* under `OUTPUT_DIR/.parts/`:
 
     <key>.tfrecord     the input's clips (one record per clip), written first
-    <key>.meta.json    what the part holds (ids, frames, ...): its presence means "done"
+    <key>.meta.json    what the part holds (ids, frames, ...) and what it cost (CPU time per
+                       stage): its presence means "done"
     <key>.failure.json the input's failure row, when it failed (retried by the next run)
 
 `key` is a digest of everything in the row that decides its records (path, window, label,
@@ -23,11 +24,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Callable
 
 from pipelines.failures import Failure
 from pipelines.manifests import ClipSpec
 from pipelines.storage import output
 from schemas import layout
+from schemas.dataset_info import RowCost
 
 # The names of `.parts/` and its files: `schemas.layout`.
 PARTS_DIR = layout.STATE_DIR
@@ -35,6 +38,8 @@ RUN_FILE = layout.RUN_FILE
 META_SUFFIX = layout.PART_META_SUFFIX
 FAILURE_SUFFIX = layout.PART_FAILURE_SUFFIX
 RECORDS_SUFFIX = layout.PART_RECORDS_SUFFIX
+# The key in a part's meta of the row's cost (`RowCost.to_json`); parts of older versions lack it.
+META_COST = "cost"
 
 
 def input_key(spec: ClipSpec) -> str:
@@ -79,12 +84,20 @@ def own_part_files(output_dir: str) -> list[str]:
     return sorted(p for n, p in names.items() if layout.is_part_file_name(n) or n == RUN_FILE)
 
 
-def write_done(output_dir: str, key: str, spec: ClipSpec, records) -> dict:
+def write_done(
+    output_dir: str,
+    key: str,
+    spec: ClipSpec,
+    records,
+    cost: Callable[[], RowCost] | None = None,
+) -> dict:
     """Writes an input's clips, then its meta file; removes an old failure. Returns the meta.
 
     `records` may be a generator: each record is written as it comes and then let go, so memory
     holds one record at a time. If it raises, the exception propagates and nothing of the input
     is visible (the records file appears only when complete, and the meta file after it).
+    `cost`, called once every record is written, gives the row's cost for the meta
+    (`META_COST`, read back by `read_cost`); None: the meta holds no cost.
     """
     clips = []
 
@@ -103,6 +116,8 @@ def write_done(output_dir: str, key: str, spec: ClipSpec, records) -> dict:
 
     output.write_tfrecords(records_path(output_dir, key), pieces())
     meta = {"key": key, "split": spec.split, "clips": clips}
+    if cost is not None:
+        meta[META_COST] = cost().to_json()
     output.write_text(_path(output_dir, key, META_SUFFIX), json.dumps(meta, sort_keys=True))
     failure = _path(output_dir, key, FAILURE_SUFFIX)
     if output.FileSystems.exists(failure):
@@ -118,6 +133,18 @@ def record_offsets(meta: dict) -> list[int]:
         offsets.append(at)
         at += output.record_size(clip["bytes"])
     return offsets
+
+
+def read_cost(meta: dict) -> RowCost | None:
+    """The row's cost kept in its part's meta (`write_done`); None for a part that holds none
+    (written by an older version): its cost is unknown, not zero.
+
+    Raises:
+      ValueError: the meta's cost is malformed, naming the part's key and the field.
+    """
+    if META_COST not in meta:
+        return None
+    return RowCost.from_json(meta[META_COST], f"part {meta.get('key')!r}: {META_COST}")
 
 
 def write_failure(output_dir: str, key: str, failure: Failure) -> None:

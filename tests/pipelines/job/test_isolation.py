@@ -72,11 +72,11 @@ def test_a_row_that_runs_too_long_is_stopped(tmp_path, assets_ready):
 def test_a_worker_that_crashes_costs_one_row(tmp_path, monkeypatch):
     real = ClipProcessor.iter_clips
 
-    def crash_on(self, spec):
+    def crash_on(self, spec, *args):
         if spec.media_id == "crash":
             faulthandler.disable()  # pytest's handler would print the crash it cannot stop
             os.kill(os.getpid(), signal.SIGSEGV)  # a native crash, mid-row
-        return real(self, spec)
+        return real(self, spec, *args)
 
     # The worker subprocess is forked from this process, so it runs the patched method.
     monkeypatch.setattr(ClipProcessor, "iter_clips", crash_on)

@@ -79,6 +79,23 @@ def test_description_accounts_for_every_input(demo_run):
     assert sorted(r["stage"] for r in rows) == ["fetch", "manifest"]
     fetch = next(r for r in rows if r["stage"] == "fetch")
     assert fetch["path"].endswith("missing.mp4") and "does not exist" in fetch["error"]
+    # What the rows written cost: every stage's figures, >= 0, adding up to the total, over the
+    # clip-seconds written (frames / frame rate); the summary says it in one line.
+    from pipelines.job.progress import cost_line, summary_table
+    from schemas.dataset_info import COST_STAGES, DatasetInfo
+
+    cost = DatasetInfo.from_json(info).cost
+    assert (cost.rows, cost.rows_without_cost) == (2, 0)
+    frames = sum(s["frames"] for s in info["splits"].values())
+    assert cost.clip_seconds == round(frames / info["frame_rate"], 3)
+    assert set(cost.stages) == set(COST_STAGES)
+    for stage in cost.stages.values():
+        assert stage.core_seconds >= 0 and stage.core_seconds_per_clip_second >= 0
+    assert cost.core_seconds == pytest.approx(sum(s.core_seconds for s in cost.stages.values()))
+    assert cost.core_seconds > 0
+    rate = cost.core_seconds / cost.clip_seconds  # from the rounded figures: 0.01 off at most
+    assert cost.core_seconds_per_clip_second == pytest.approx(rate, abs=0.01)
+    assert cost_line(cost) in summary_table(info, str(out)).splitlines()
 
 
 def test_records_parse_with_plain_tf_and_hold_all_streams(demo_run):

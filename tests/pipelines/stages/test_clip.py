@@ -123,3 +123,29 @@ def test_a_parts_clips_are_read_back_one_by_one_at_their_offsets(tmp_path):
     assert offsets == [0, len(expected[0]) + 16, len(expected[0]) + len(expected[1]) + 32]
     got = output.read_tfrecords_at(parts.records_path(str(tmp_path), "k"), offsets[::-1])
     assert list(got) == expected[::-1]
+
+
+def test_a_rows_cpu_time_is_charged_to_its_stages_and_not_the_callers(tmp_path):
+    import time
+
+    from pipelines.stages.clip import CostClock
+    from schemas.dataset_info import COST_STAGES
+
+    path = write_video(tmp_path / "v.mp4", 20, 20.0, size=(64, 48))  # 1 s -> 3 clips at 25 fps
+    proc = ClipProcessor(_settings(modalities=("rgb", "flow"), max_clip_seconds=0.4), None)
+    clock = CostClock()
+    caller = 0.0  # CPU time the caller spends holding each clip: not the row's
+    start = time.process_time()
+    for clip in proc.iter_clips(_spec(path), clock):
+        t0 = time.process_time()
+        _ = sum(range(200_000)) + len(clip.serialized)
+        caller += time.process_time() - t0
+    elapsed = time.process_time() - start
+    cost = clock.cost()
+    assert list(cost.core_seconds) == list(COST_STAGES)
+    assert cost.clip_seconds == (10 + 10 + 5) / 25
+    assert all(s >= 0 for s in cost.core_seconds.values())
+    # Without a pose stream nothing is charged to pose, tracking or render.
+    assert [cost.core_seconds[s] for s in ("pose", "tracking", "render")] == [0.0, 0.0, 0.0]
+    # Every moment is charged to one stage at most; the caller's moments to none.
+    assert cost.total <= elapsed - caller + 1e-9  # (1e-9: float rounding of the sums)

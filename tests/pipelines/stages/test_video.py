@@ -89,3 +89,19 @@ def test_pose_frames_are_never_upscaled(tmp_path):
     path = write_video(tmp_path / "v.mp4", 2, 10.0, size=(96, 64))
     (first, *_) = video.iter_frames(path, 0, None, 25.0, short_side=32, pose_short_side=512)
     assert first.pose_rgb.shape == (64, 96, 3)
+
+
+def test_decoder_threads_change_nothing_but_the_threads(assets_ready):
+    from pipelines import assets
+
+    path = str(assets.cache_dir() / "videos" / "sports2d_demo.mp4")  # H.264, 1768x994
+
+    def frames(threads):
+        return [(f.timestamp_us, f.rgb.tobytes()) for f in video.iter_frames(
+            path, 0, 1_000_000, 25.0, 256, threads=threads)]  # fmt: skip
+
+    default = frames(0)
+    assert len(default) == 25
+    assert frames(1) == default and frames(2) == default
+    with pytest.raises(ValueError, match="threads=-1"):
+        next(video.iter_frames(path, threads=-1))
