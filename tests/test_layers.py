@@ -1,0 +1,106 @@
+"""The layers of docs/architecture.md, held to: what each package of the project may import."""
+
+from __future__ import annotations
+
+import ast
+import pathlib
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+PROJECT = ("schemas", "render", "flow", "pipelines", "training")
+
+# layer -> the layers of the project it may import (itself always). A layer is a top-level
+# package, or a sub-package of `pipelines`; `pipelines` alone is its top-level modules.
+ALLOWED = {
+    "schemas": set(),
+    "render": {"schemas"},
+    "flow": {"schemas"},
+    "training": {"schemas"},
+    "pipelines.failures": set(),
+    "pipelines.runtime": set(),
+    "pipelines.assets": set(),
+    "pipelines.manifests": {"schemas", "pipelines.failures"},
+    "pipelines.storage": {"schemas", "pipelines.failures", "pipelines.manifests"},
+    "pipelines.stages": {
+        "schemas",
+        "render",
+        "flow",
+        "pipelines.failures",
+        "pipelines.manifests",
+    },
+    "pipelines.tools": {
+        "schemas",
+        "render",
+        "flow",
+        "pipelines.stages",
+        "pipelines.storage",
+        "pipelines.runtime",
+    },
+    "pipelines.job": {
+        "schemas",
+        "render",
+        "flow",
+        "pipelines.failures",
+        "pipelines.manifests",
+        "pipelines.stages",
+        "pipelines.storage",
+        "pipelines.runtime",
+        "pipelines.assets",
+    },
+    "pipelines.preprocess": {
+        "schemas",
+        "flow",
+        "pipelines.job",
+        "pipelines.manifests",
+        "pipelines.runtime",
+    },
+}
+
+
+def _layer(module: str) -> str:
+    parts = module.split(".")
+    if parts[0] == "pipelines" and len(parts) > 1:
+        return f"pipelines.{parts[1]}"
+    return parts[0]
+
+
+def _modules():
+    for package in PROJECT:
+        for path in sorted((REPO / package).rglob("*.py")):
+            rel = path.relative_to(REPO).with_suffix("")
+            name = ".".join(p for p in rel.parts if p != "__init__")
+            yield name, path
+
+
+def test_each_layer_imports_only_the_layers_below_it():
+    seen, wrong = set(), []
+    for module, path in _modules():
+        layer = _layer(module)
+        if module == "pipelines":
+            continue  # the package's docstring only
+        assert layer in ALLOWED, f"{module}: a layer docs/architecture.md does not describe"
+        seen.add(layer)
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+                if node.module in PROJECT:  # `from pipelines import assets`: a sub-package
+                    names = [f"{node.module}.{a.name}" for a in node.names]
+            for name in names:
+                if name.split(".")[0] not in PROJECT:
+                    continue
+                target = _layer(name)
+                if target != layer and target not in ALLOWED[layer]:
+                    wrong.append(f"{module} imports {name}")
+    assert not wrong, "\n".join(wrong)
+    assert seen == set(ALLOWED)
+
+
+@pytest.mark.parametrize("layer", sorted(ALLOWED))
+def test_no_layer_allows_a_layer_that_allows_it(layer):
+    """No circles: the allowed imports form a hierarchy."""
+    for other in ALLOWED[layer]:
+        assert layer not in ALLOWED.get(other, set()), (layer, other)
