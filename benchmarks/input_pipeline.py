@@ -7,8 +7,13 @@ parse/decode/crop, prefetch) and times `--batches` batches after `--warmup` batc
     python benchmarks/input_pipeline.py --data_dir /tmp/train_demo
     python benchmarks/input_pipeline.py --data_dir gs://bucket/k600 --modalities rgb \\
         --batch_size 32 --batches 50
+    python benchmarks/input_pipeline.py --data_dir /tmp/train_demo \\
+        --modalities rgb,pose,flow,heatmap --each
 
-Prints one line per setting: clips/s, decoded frames/s and output MB/s (float32 tensors).
+`heatmap` is the skeleton heatmap volume built from the keypoints (`training.heatmaps`, at
+1/`--heatmap_stride` of the crop); `--each` times every modality alone, one after the other, on
+the same records. Prints one line per setting: clips/s, frames/s (per modality) and output
+MB/s (float32 tensors).
 """
 
 from __future__ import annotations
@@ -54,7 +59,16 @@ def main(argv=None) -> int:
     p.add_argument("--data_dir", help="preprocessing output directory")
     p.add_argument("--pattern", help="shard glob(s), instead of --data_dir/<split>/*.tfrecord")
     p.add_argument("--split", default="train", help="split folder under --data_dir")
-    p.add_argument("--modalities", default="rgb,pose,flow", help="comma-separated streams")
+    p.add_argument(
+        "--modalities", default="rgb,pose,flow", help="comma-separated: rgb, pose, flow, heatmap"
+    )
+    p.add_argument("--each", action="store_true", help="time each modality alone, in turn")
+    p.add_argument("--heatmap_stride", type=int, default=4, help="crop pixels per heatmap cell")
+    p.add_argument("--heatmap_sigma", type=float, default=0.6, help="in heatmap cells")
+    p.add_argument("--heatmap_limbs", action="store_true", help="limb instead of joint heatmaps")
+    p.add_argument(
+        "--heatmap_score_threshold", type=float, default=0.3, help="joints scoring less: left out"
+    )
     p.add_argument("--batch_size", type=int, default=8, help="clips per batch")
     p.add_argument("--num_frames", type=int, default=64, help="frames per clip")
     p.add_argument("--crop", default="224,224", help="crop height,width in pixels")
@@ -79,17 +93,24 @@ def main(argv=None) -> int:
         eval_num_frames=args.num_frames,
         eval_crop_size=crop,
         shuffle_buffer=16,
+        heatmap_stride=args.heatmap_stride,
+        heatmap_sigma=args.heatmap_sigma,
+        heatmap_limbs=args.heatmap_limbs,
+        heatmap_score_threshold=args.heatmap_score_threshold,
     )
-    result = measure(
-        pattern, modalities, data, args.batch_size, args.batches, args.warmup, not args.eval
-    )
-    print(
-        f"{'eval' if args.eval else 'train'} {'+'.join(modalities)} "
-        f"{args.num_frames}x{crop[0]}x{crop[1]} batch {args.batch_size} on {os.cpu_count()} "
-        f"CPUs: {result['clips_per_second']:.2f} clips/s, "
-        f"{result['frames_per_second']:.0f} frames/s, {result['mb_per_second']:.0f} MB/s "
-        f"({args.batches} batches in {result['seconds']:.1f} s)"
-    )
+    data.validate()
+    for group in [[m] for m in modalities] if args.each else [modalities]:
+        result = measure(
+            pattern, group, data, args.batch_size, args.batches, args.warmup, not args.eval
+        )
+        print(
+            f"{'eval' if args.eval else 'train'} {'+'.join(group)} "
+            f"{args.num_frames}x{crop[0]}x{crop[1]} batch {args.batch_size} on {os.cpu_count()} "
+            f"CPUs: {result['clips_per_second']:.2f} clips/s, "
+            f"{result['frames_per_second']:.0f} frames/s, {result['mb_per_second']:.0f} MB/s "
+            f"({args.batches} batches in {result['seconds']:.1f} s)",
+            flush=True,
+        )
     return 0
 
 

@@ -7,8 +7,9 @@ numpy only: never on Apache Beam, MediaPipe or OpenCV, so that it installs and r
 Modules:
   config      typed dataclass configs, presets, validate(), JSON round trip
   inputs      tf.data pipeline: shared window/crop/flip across modalities, flow dequantization
-  models      R3D50-G (paper Table 1), S3D-G, feature gating, the classifier
+  models      R3D50-G (paper Table 1), S3D-G, STM, feature gating, the classifier
   epam        EPAM-Net: X-ShiftNet RGB and skeleton-heatmap streams, pose-guided attention
+  heatmaps    skeleton heatmap volumes from the records' keypoints (the `heatmap` modality)
   losses      cross-entropy, eq. (1) separate loss (SL) and unified loss (UL), L2
   schedule    warm-up + cosine learning rate, linear in the global batch size
   distribute  TPU / Mirrored / default strategy, bfloat16 policy

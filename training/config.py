@@ -20,12 +20,20 @@ from typing import Any
 
 from schemas import media_sequence as ms
 
-BACKBONES = ("r3d50g", "s3dg")
+BACKBONES = ("r3d50g", "s3dg", "stm")
+# How a clip's frames are chosen (`training.inputs`): consecutive frames, or one per segment.
+SAMPLINGS = ("window", "segments")
 TASKS = ("teacher", "student", "finetune")
 DISTILL_LOSSES = ("sl", "ul")
 PRECISIONS = ("auto", "float32", "mixed_bfloat16")
 DISTRIBUTIONS = ("auto", "default", "mirrored", "tpu")
 CONFIG_FILENAME = "config.json"
+# The training modalities: the records' three streams and the skeleton heatmap volumes that the
+# input pipeline builds from the pose modality's keypoints (`training.heatmaps`).
+MODALITY_HEATMAP = "heatmap"
+MODALITIES = (*ms.ALL_MODALITIES, MODALITY_HEATMAP)
+# The record modality (schemas.media_sequence) each training modality is read from.
+RECORD_MODALITY = {**{m: m for m in ms.ALL_MODALITIES}, MODALITY_HEATMAP: ms.MODALITY_POSE}
 
 
 def _fail(name: str, value: Any, expected: str) -> None:
@@ -43,13 +51,25 @@ class DataConfig:
         the `data_dir` layout.
       train_split, eval_split: split folder names under `data_dir`.
       num_classes: classes of the classifier; 0 means "take it from dataset_info.json".
-      num_frames: training clip length in frames (25 fps), > 0.
+      num_frames: training clip length in frames (25 fps), > 0; with `sampling="segments"` the
+        number of segments T.
       crop_size: training crop (height, width) in pixels.
       eval_num_frames, eval_crop_size: the single central evaluation crop.
+      sampling: `window` (num_frames consecutive frames: a random window in training, the
+        central one in evaluation) or `segments` (TSN: the clip split into num_frames equal
+        segments, one frame of each: a random one in training, the centre in evaluation;
+        `training.inputs.segment_indices`). Every stream of a clip gets the same frames.
       random_flip: mirror half of the training clips (flow x changes sign).
       brightness_max_delta: training brightness shift drawn from [-d, d], in units of the
         [0, 1] image range; 0 disables. Applied to RGB and pose-rendered frames alike.
       contrast_range: training contrast factor drawn from [lo, hi]; (1, 1) disables.
+      heatmap_stride: the `heatmap` modality: crop pixels per heatmap cell, >= 1; the volumes
+        are ceil(crop_h / stride) x ceil(crop_w / stride) (4: 56x56 for a 224x224 crop).
+      heatmap_sigma: standard deviation of the joints' Gaussians in heatmap cells, > 0 (0.6,
+        PoseC3D's).
+      heatmap_score_threshold: keypoints scoring below it are left out of the heatmaps, in
+        [0, 1] (0.3, the skeleton renderer's default for the pose-rendered frames).
+      heatmap_limbs: one channel per limb (17, `training.heatmaps.LIMBS`) instead of per joint.
       shuffle_buffer: clips in the training shuffle buffer (memory: encoded clips), >= 1.
       cycle_length: shards read concurrently, >= 1.
       seed: seed of every random choice (file order, shuffle, window, crop, flip, photometric);
@@ -66,15 +86,26 @@ class DataConfig:
     crop_size: tuple[int, int] = (224, 224)
     eval_num_frames: int = 250
     eval_crop_size: tuple[int, int] = (256, 256)
+    sampling: str = "window"
     random_flip: bool = True
     brightness_max_delta: float = 0.125
     contrast_range: tuple[float, float] = (0.8, 1.25)
+    heatmap_stride: int = 4
+    heatmap_sigma: float = 0.6
+    heatmap_score_threshold: float = 0.3
+    heatmap_limbs: bool = False
     shuffle_buffer: int = 64
     cycle_length: int = 8
     seed: int | None = 0
 
     def validate(self) -> None:
-        for name in ("num_frames", "eval_num_frames", "shuffle_buffer", "cycle_length"):
+        for name in (
+            "num_frames",
+            "eval_num_frames",
+            "shuffle_buffer",
+            "cycle_length",
+            "heatmap_stride",
+        ):
             if getattr(self, name) < 1:
                 _fail(name, getattr(self, name), "must be >= 1")
         for name in ("crop_size", "eval_crop_size"):
@@ -88,6 +119,12 @@ class DataConfig:
         lo, hi = self.contrast_range
         if not 0.0 < lo <= hi:
             _fail("contrast_range", self.contrast_range, "expected 0 < lo <= hi")
+        if self.sampling not in SAMPLINGS:
+            _fail("sampling", self.sampling, f"expected one of {list(SAMPLINGS)}")
+        if not 0.0 < self.heatmap_sigma < float("inf"):
+            _fail("heatmap_sigma", self.heatmap_sigma, "must be > 0 (heatmap cells)")
+        if not 0.0 <= self.heatmap_score_threshold <= 1.0:
+            _fail("heatmap_score_threshold", self.heatmap_score_threshold, "must be in [0, 1]")
 
 
 @dataclasses.dataclass
@@ -95,11 +132,14 @@ class ModelConfig:
     """The backbone and classifier head.
 
     Attributes:
-      backbone: `r3d50g` (Table 1 of the paper) or `s3dg` (Xie et al. 2018).
+      backbone: `r3d50g` (Table 1 of the paper), `s3dg` (Xie et al. 2018) or `stm` (Jiang et
+        al., ICCV 2019: ResNet-50 with STM blocks, per-segment scores averaged).
       width_multiplier: scales every channel count (1.0 = the paper), > 0.
-      depths: R3D50-G: residual cells per stage res2..res5 (paper: 3, 4, 6, 3). S3D-G: ignored.
+      depths: R3D50-G, STM: residual cells (blocks) per stage res2..res5 (conv2..conv5 in STM;
+        paper: 3, 4, 6, 3). S3D-G: ignored.
       s3dg_blocks: S3D-G: the Inception blocks kept, in order (paper: all nine).
-      gating: feature gating after each residual stage (R3D50-G) / inception branch (S3D-G).
+      gating: feature gating after each residual stage (R3D50-G) / inception branch (S3D-G);
+        STM has none (ignored).
       dropout_rate: before the classifier, in [0, 1).
       bn_momentum: moving-average momentum of batch normalization, in (0, 1).
     """
@@ -250,8 +290,8 @@ class DistillConfig:
         if not self.teachers:
             _fail("distill.teachers", self.teachers, "a student needs at least one teacher")
         for modality, path in self.teachers.items():
-            if modality not in ms.ALL_MODALITIES:
-                _fail("distill.teachers", modality, f"expected keys in {ms.ALL_MODALITIES}")
+            if modality not in MODALITIES:
+                _fail("distill.teachers", modality, f"expected keys in {MODALITIES}")
             if not path:
                 _fail(
                     f"distill.teachers[{modality!r}]",
@@ -296,7 +336,8 @@ class ExperimentConfig:
       name: the preset or a free label.
       task: `teacher` (one modality, cross-entropy), `student` (RGB, distilled from teachers),
         `finetune` (cross-entropy from `init_checkpoint`'s backbone, new classifier).
-      modality: the model's input stream (`rgb`, `flow`, `pose`); a student's is `rgb`.
+      modality: the model's input (`rgb`, `flow`, `pose`, `heatmap`: MODALITIES); a student's
+        is `rgb`.
       model_dir: checkpoints, summaries and the resolved config (local or gs://).
       init_checkpoint: fine-tuning: a model directory or checkpoint path whose backbone
         initializes this model (the classifier is new).
@@ -318,8 +359,8 @@ class ExperimentConfig:
         """Checks every field; raises ValueError naming the first bad one. Returns self."""
         if self.task not in TASKS:
             _fail("task", self.task, f"expected one of {list(TASKS)}")
-        if self.modality not in ms.ALL_MODALITIES:
-            _fail("modality", self.modality, f"expected one of {list(ms.ALL_MODALITIES)}")
+        if self.modality not in MODALITIES:
+            _fail("modality", self.modality, f"expected one of {list(MODALITIES)}")
         self.data.validate()
         self.model.validate()
         self.optimizer.validate()
@@ -336,7 +377,7 @@ class ExperimentConfig:
         mods = [self.modality]
         if self.task == "student":
             mods += [m for m in self.distill.teachers if m not in mods]
-        return tuple(m for m in ms.ALL_MODALITIES if m in mods)
+        return tuple(m for m in MODALITIES if m in mods)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -446,6 +487,11 @@ TINY_R3D50G = ModelConfig(
 TINY_S3DG = ModelConfig(
     backbone="s3dg", width_multiplier=1 / 16, s3dg_blocks=("3b", "4b", "5b"), dropout_rate=0.0
 )
+TINY_STM = ModelConfig(
+    backbone="stm", width_multiplier=1 / 16, depths=(1, 1, 1, 1), dropout_rate=0.0
+)
+# STM presets: TSN-style clips of 8 or 16 segments (`k600_stm8_*`, `k600_stm16_*`, ...).
+STM_SEGMENTS = (8, 16)
 
 
 def _kinetics600(backbone: str, task: str, modality: str, teachers=(), loss="sl"):
@@ -532,11 +578,56 @@ def _tiny(backbone: str, task: str, modality: str, teachers=(), loss="sl"):
     return cfg
 
 
+def _stm(segments: int, prefix: str, *job):
+    """An STM preset: the job of `_kinetics600` / `_tiny` (prefix `k600` / `tiny`, `job` =
+    task, modality[, teachers, loss]) or `_finetune` (prefix `ucf101` / `hmdb51`) on TSN-style
+    clips of `segments` frames, one per segment, in training and evaluation (crops as there)."""
+    if prefix == "k600":
+        cfg = _kinetics600("stm", *job)
+        # 1024 clips (8192 or 16384 frames) per step, e.g. 8 clips on each of 128 TPU v3 cores.
+        cfg.train = TrainConfig(global_batch_size=1024, train_steps=22000)
+    elif prefix == "tiny":
+        cfg = _tiny("stm", *job)
+        cfg.model = dataclasses.replace(TINY_STM)
+    else:
+        cfg = _finetune(prefix, "stm")
+    cfg.data.sampling = "segments"
+    cfg.data.num_frames = cfg.data.eval_num_frames = segments
+    return cfg
+
+
+def _stm_presets() -> dict[str, Callable[[], ExperimentConfig]]:
+    """`{k600,tiny}_stm{8,16}_{teacher_<modality>,student,student_ul,d3d}`,
+    `{ucf101,hmdb51,tiny}_stm{8,16}_finetune`."""
+    presets: dict[str, Callable[[], ExperimentConfig]] = {}
+    students = (
+        ("student", ("flow", "pose"), "sl"),
+        ("student_ul", ("flow", "pose"), "ul"),
+        ("d3d", ("flow",), "sl"),
+    )
+    for segments in STM_SEGMENTS:
+        tag = f"stm{segments}"
+        for prefix in ("k600", "tiny"):
+            for modality in MODALITIES:
+                presets[f"{prefix}_{tag}_teacher_{modality}"] = (
+                    lambda s=segments, p=prefix, m=modality: _stm(s, p, "teacher", m)
+                )
+            for job, teachers, loss in students:
+                job_args = ("student", "rgb", teachers, loss)
+                presets[f"{prefix}_{tag}_{job}"] = lambda s=segments, p=prefix, a=job_args: _stm(
+                    s, p, *a
+                )
+        for dataset in ("ucf101", "hmdb51"):
+            presets[f"{dataset}_{tag}_finetune"] = lambda s=segments, d=dataset: _stm(s, d)
+        presets[f"tiny_{tag}_finetune"] = lambda s=segments: _stm(s, "tiny", "finetune", "rgb")
+    return presets
+
+
 def _build_presets() -> dict[str, Callable[[], ExperimentConfig]]:
     presets: dict[str, Callable[[], ExperimentConfig]] = {}
-    for backbone in BACKBONES:
+    for backbone in ("r3d50g", "s3dg"):  # clips of consecutive frames; STM: _stm_presets
         for prefix, factory in (("k600", _kinetics600), ("tiny", _tiny)):
-            for modality in ms.ALL_MODALITIES:
+            for modality in MODALITIES:
                 presets[f"{prefix}_{backbone}_teacher_{modality}"] = (
                     lambda f=factory, b=backbone, m=modality: f(b, "teacher", m)
                 )
@@ -554,6 +645,7 @@ def _build_presets() -> dict[str, Callable[[], ExperimentConfig]]:
                 d, b
             )
         presets[f"tiny_{backbone}_finetune"] = lambda b=backbone: _tiny(b, "finetune", "rgb")
+    presets.update(_stm_presets())
     return presets
 
 

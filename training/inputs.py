@@ -14,6 +14,7 @@ Element of the batched dataset, a dict:
 | `rgb` | float32 | [B, T, H, W, 3] | RGB in [-1, 1]: `q / 127.5 - 1`, q the JPEG sample, jittered |
 | `pose` | float32 | [B, T, H, W, 3] | pose-rendered frames, same scaling and jitter as `rgb` |
 | `flow` | float32 | [B, T, H, W, 2] | (x, y) displacement / 20 in [-1, 1]; see below |
+| `heatmap` | float32 | [B, T, H/s, W/s, 17] | skeleton heatmaps in [0, 1]; see below |
 | `label` | int32 | [B] | class index in [0, num_classes) |
 | `mask` | float32 | [B] | evaluation only: 1 for a real clip, 0 for padding of the last batch |
 | `example_id` | string | [B] | only with `with_ids=True` (strings cannot go to a TPU) |
@@ -29,10 +30,24 @@ of every stream and negates flow x. When a frame is smaller than the crop (a por
 under a 224x298 crop), the frames are first resized up, preserving the aspect ratio, and
 flow displacements are multiplied by the same scale factors.
 
+Heatmaps (`training.heatmaps`): per frame, 17 channels in COCO-17 joint order (or 17 limbs with
+`heatmap_limbs`), each the maximum over persons of `score * exp(-d^2 / (2 sigma^2))`, d the
+distance in heatmap cells from the cell centre to the joint; H/s, W/s stand for
+ceil(H / heatmap_stride), ceil(W / heatmap_stride). They are built from the records' keypoints
+(`POSE/region/point/x|y`, `POSE/region/label/confidence`, the pose modality) of the same window
+frames, under the same crop, resize and mirroring as the images; mirroring also swaps left and
+right joints. Joints scoring below `heatmap_score_threshold` are left out. No photometric
+jitter.
+
 Time window: frame indices `clip(start + arange(T), 0, n - 1)` for a clip of n frames. Train:
 start is uniform in [min(0, n - T), max(0, n - T)], so a short clip is padded by repeating its
 first and/or last frame. Evaluation: start = floor((n - T) / 2), the central window, a short
 clip padded equally at both ends (the extra frame, if any, at the end).
+
+Segments (`DataConfig.sampling="segments"`, TSN-style, `segment_indices`): the n frames are
+split into T equal segments at floor(i * n / T), i = 0..T, and each segment gives one frame: a
+uniformly random one in training, its centre in evaluation; a clip shorter than T repeats its
+frames in order. Crop, mirroring and jitter are drawn as for a window.
 
 Randomness is stateless: every random choice of a clip derives from (seed, clip position in
 the stream), so a seeded pipeline yields the same batches on every run regardless of
@@ -50,9 +65,23 @@ import tensorflow as tf
 from schemas import layout
 from schemas import media_sequence as ms
 from schemas.dataset_info import DatasetInfo
-from training.config import DataConfig
+from training import heatmaps
+from training.config import MODALITIES, MODALITY_HEATMAP, RECORD_MODALITY, SAMPLINGS, DataConfig
 
-MODEL_CHANNELS = {ms.MODALITY_RGB: 3, ms.MODALITY_POSE: 3, ms.MODALITY_FLOW: 2}
+# Input channels of a model per training modality (`training.config.MODALITIES`).
+MODEL_CHANNELS = {
+    ms.MODALITY_RGB: 3,
+    ms.MODALITY_POSE: 3,
+    ms.MODALITY_FLOW: 2,
+    MODALITY_HEATMAP: heatmaps.NUM_CHANNELS,
+}
+# The record keys the heatmap modality is built from (all part of the pose modality).
+HEATMAP_KEYS = (
+    ms.REGION_NUM_REGIONS_KEY,
+    ms.POSE_POINT_X_KEY,
+    ms.POSE_POINT_Y_KEY,
+    ms.POSE_CONFIDENCE_KEY,
+)
 DATASET_INFO = layout.DATASET_INFO
 SHARD_GLOB = layout.SHARD_GLOB
 _READ_BUFFER_BYTES = 8 << 20
@@ -118,16 +147,24 @@ def find_dataset_info(data: DataConfig) -> DatasetInfo | None:
 def resolve_num_classes(data: DataConfig, modalities: Sequence[str] = ()) -> int:
     """The class count: the config's, checked against dataset_info.json when present.
 
-    Also checks that the records hold every modality in `modalities`. Raises ValueError
-    naming the mismatch.
+    Also checks that the records hold every modality in `modalities` (training modalities:
+    `heatmap` needs the records' pose modality). Raises ValueError naming the mismatch (and,
+    for `heatmap`, the missing keys).
     """
     info = find_dataset_info(data)
     if info is not None:
         held = info.modalities if info.modalities is not None else ms.ALL_MODALITIES
-        missing = [m for m in modalities if m not in held]
+        missing = [m for m in modalities if RECORD_MODALITY.get(m, m) not in held]
         if missing:
+            needs = ""
+            if MODALITY_HEATMAP in missing:
+                needs = (
+                    f"; {MODALITY_HEATMAP!r} is built from the keypoints of the records' "
+                    f"{ms.MODALITY_POSE!r} modality, keys {list(HEATMAP_KEYS)}"
+                )
             raise ValueError(
-                f"modalities={list(modalities)}: the records hold only {list(held)}, not {missing}"
+                f"modalities={list(modalities)}: the records hold only {list(held)}, not "
+                f"{missing}{needs}"
             )
         n = int(info.num_classes or 0)
         if data.num_classes and n and n != data.num_classes:
@@ -155,18 +192,68 @@ def central_start(num_steps, length):
     return tf.math.floordiv(tf.cast(num_steps, tf.int32) - length, 2)
 
 
+def segment_indices(num_steps, num_segments: int, seed=None):
+    """int32 [num_segments]: one frame of each of T = num_segments equal segments (TSN).
+
+    A clip of n = num_steps frames (n >= 1) is split at s_i = floor(i * n / T), i = 0..T;
+    segment i holds frames [s_i, s_{i+1}), L_i = s_{i+1} - s_i of them (>= 1 when n >= T).
+    With `seed` (int [2], training): frame s_i + floor(u_i * L_i), u_i uniform in [0, 1) drawn
+    statelessly from the seed, i.e. any frame of the segment with probability 1 / L_i.
+    Without (evaluation): the centre s_i + floor(L_i / 2) (of an even segment's two middle
+    frames the later). A segment with no frame (n < T) takes frame s_i, so a short clip repeats
+    its frames in order.
+    """
+    if num_segments < 1:
+        raise ValueError(f"num_segments={num_segments}: must be >= 1")
+    n = tf.maximum(tf.cast(num_steps, tf.int64), 1)
+    bounds = tf.cast(tf.range(num_segments + 1, dtype=tf.int64) * n // num_segments, tf.int32)
+    first, length = bounds[:-1], bounds[1:] - bounds[:-1]
+    if seed is None:
+        offset = length // 2
+    else:
+        u = tf.random.stateless_uniform([num_segments], seed, dtype=tf.float32)
+        offset = tf.cast(tf.floor(u * tf.cast(length, tf.float32)), tf.int32)
+        offset = tf.minimum(offset, tf.maximum(length - 1, 0))  # u * L may round up to L
+    return first + offset
+
+
+def _prefix(modality: str) -> str:
+    """The image-stream prefix whose size a training modality's geometry refers to (the
+    heatmaps': the pose-rendered stream's, the frame the keypoints are normalized to)."""
+    return ms.MODALITY_PREFIX[RECORD_MODALITY[modality]]
+
+
 def _parse_specs(modalities: Sequence[str]):
-    """The subset of `schemas.media_sequence.parse_specs` the pipeline reads."""
-    ctx_all, seq_all = ms.parse_specs(modalities)
+    """The subset of `schemas.media_sequence.parse_specs` the pipeline reads.
+
+    For `heatmap`, `region/num_regions` may be missing and (without `pose`) the pose-rendered
+    stream's size parses with a default of -1, so that records without the pose modality reach
+    the parser's check, which names the missing keys.
+    """
+    ctx_all, seq_all = ms.parse_specs(tuple(dict.fromkeys(RECORD_MODALITY[m] for m in modalities)))
     ctx_keys = [ms.CLIP_LABEL_INDEX_KEY, ms.EXAMPLE_ID_KEY]
     seq_keys = []
     for m in modalities:
-        p = ms.MODALITY_PREFIX[m]
+        p = _prefix(m)
         ctx_keys += [ms.prefixed(p, ms.IMAGE_HEIGHT), ms.prefixed(p, ms.IMAGE_WIDTH)]
-        seq_keys.append(ms.prefixed(p, ms.IMAGE_ENCODED))
+        if m == MODALITY_HEATMAP:
+            seq_keys += HEATMAP_KEYS
+        else:
+            seq_keys.append(ms.prefixed(p, ms.IMAGE_ENCODED))
     if ms.MODALITY_FLOW in modalities:
         ctx_keys.append(ms.prefixed(ms.FORWARD_FLOW_PREFIX, ms.IMAGE_SATURATION))
-    return {k: ctx_all[k] for k in ctx_keys}, {k: seq_all[k] for k in seq_keys}
+    ctx = {k: ctx_all[k] for k in ctx_keys}
+    seq = {k: seq_all[k] for k in seq_keys}
+    if MODALITY_HEATMAP in modalities:
+        seq[ms.REGION_NUM_REGIONS_KEY] = tf.io.FixedLenSequenceFeature(
+            [], tf.int64, allow_missing=True
+        )
+        if ms.MODALITY_POSE not in modalities:
+            for key in (ms.IMAGE_HEIGHT, ms.IMAGE_WIDTH):
+                ctx[ms.prefixed(_prefix(MODALITY_HEATMAP), key)] = tf.io.FixedLenFeature(
+                    [], tf.int64, default_value=-1
+                )
+    return ctx, seq
 
 
 def _decode_window(encoded, indices, height, width, crop_hw, offset, resized_hw):
@@ -215,13 +302,17 @@ class RecordParser:
     """Parses one serialized record and returns the model inputs of one clip.
 
     Args:
-      modalities: streams to decode, a subset of ('rgb', 'pose', 'flow').
+      modalities: streams to decode, a subset of ('rgb', 'pose', 'flow', 'heatmap').
       num_frames: T, frames per clip, >= 1.
       crop_size: (height, width) of the crop in pixels.
       training: random window/crop/flip/photometric jitter if True; central window and crop,
         no jitter, if False.
       random_flip, brightness_max_delta, contrast_range: training augmentation (DataConfig).
       with_ids: also return the record's `example_id` (string).
+      sampling: `window` (T consecutive frames) or `segments` (one frame of each of T equal
+        segments, `segment_indices`); the same frames for every stream.
+      heatmap_stride, heatmap_sigma, heatmap_score_threshold, heatmap_limbs: the heatmap
+        volumes (DataConfig, `training.heatmaps.clip_heatmaps`).
     """
 
     def __init__(
@@ -234,12 +325,16 @@ class RecordParser:
         brightness_max_delta: float = 0.0,
         contrast_range: Sequence[float] = (1.0, 1.0),
         with_ids: bool = False,
+        sampling: str = "window",
+        heatmap_stride: int = DataConfig.heatmap_stride,
+        heatmap_sigma: float = DataConfig.heatmap_sigma,
+        heatmap_score_threshold: float = DataConfig.heatmap_score_threshold,
+        heatmap_limbs: bool = DataConfig.heatmap_limbs,
     ):
-        self.modalities = tuple(m for m in ms.ALL_MODALITIES if m in set(modalities))
+        self.modalities = tuple(m for m in MODALITIES if m in set(modalities))
         if not self.modalities or len(self.modalities) != len(set(modalities)):
             raise ValueError(
-                f"modalities={list(modalities)}: expected a non-empty subset of "
-                f"{list(ms.ALL_MODALITIES)}"
+                f"modalities={list(modalities)}: expected a non-empty subset of {list(MODALITIES)}"
             )
         if num_frames < 1:
             raise ValueError(f"num_frames={num_frames}: must be >= 1")
@@ -252,17 +347,69 @@ class RecordParser:
         self.brightness = float(brightness_max_delta) if training else 0.0
         self.contrast = tuple(float(c) for c in contrast_range) if training else (1.0, 1.0)
         self.with_ids = with_ids
+        if sampling not in SAMPLINGS:
+            raise ValueError(f"sampling={sampling!r}: expected one of {list(SAMPLINGS)}")
+        self.sampling = sampling
+        if MODALITY_HEATMAP in self.modalities:
+            if heatmap_stride < 1:
+                raise ValueError(f"heatmap_stride={heatmap_stride}: must be >= 1")
+            if not heatmap_sigma > 0:
+                raise ValueError(f"heatmap_sigma={heatmap_sigma}: must be > 0")
+            if not 0.0 <= heatmap_score_threshold <= 1.0:
+                raise ValueError(
+                    f"heatmap_score_threshold={heatmap_score_threshold}: must be in [0, 1]"
+                )
+        self.heatmap_stride = int(heatmap_stride)
+        self.heatmap_sigma = float(heatmap_sigma)
+        self.heatmap_score_threshold = float(heatmap_score_threshold)
+        self.heatmap_limbs = bool(heatmap_limbs)
         self.context_spec, self.sequence_spec = _parse_specs(self.modalities)
 
     def _geometry(self, ctx, seq, seed):
         """Window start, crop offset, resized frame size and flip, shared by all streams."""
         ref = self.modalities[0]
-        p = ms.MODALITY_PREFIX[ref]
+        p = _prefix(ref)
         height = tf.cast(ctx[ms.prefixed(p, ms.IMAGE_HEIGHT)], tf.int32)
         width = tf.cast(ctx[ms.prefixed(p, ms.IMAGE_WIDTH)], tf.int32)
         checks = []
+        if ref == ms.MODALITY_FLOW:
+            num_steps = tf.shape(seq[ms.prefixed(p, ms.IMAGE_ENCODED)])[0] + 1
+        elif ref == MODALITY_HEATMAP:
+            num_steps = tf.shape(seq[ms.REGION_NUM_REGIONS_KEY])[0]
+        else:
+            num_steps = tf.shape(seq[ms.prefixed(p, ms.IMAGE_ENCODED)])[0]
+        if MODALITY_HEATMAP in self.modalities:
+            # A record without the pose modality has none of the keypoint keys (and, with the
+            # lenient spec of `_parse_specs`, a pose-rendered frame size of -1): fail on it
+            # before anything uses the geometry.
+            q = _prefix(MODALITY_HEATMAP)
+            regions = tf.shape(seq[ms.REGION_NUM_REGIONS_KEY])[0]
+            pose_size = [
+                tf.cast(ctx[ms.prefixed(q, key)], tf.int32)
+                for key in (ms.IMAGE_HEIGHT, ms.IMAGE_WIDTH)
+            ]
+            has_pose = tf.reduce_all(
+                [tf.equal(regions, num_steps), num_steps > 0, pose_size[0] > 0, pose_size[1] > 0]
+            )
+            check = tf.debugging.Assert(
+                has_pose,
+                [
+                    f"modality {MODALITY_HEATMAP!r} needs the keypoints of the records' "
+                    f"{ms.MODALITY_POSE!r} modality: keys {list(HEATMAP_KEYS)} (one "
+                    f"{ms.REGION_NUM_REGIONS_KEY} per frame) and "
+                    f"{ms.prefixed(q, ms.IMAGE_HEIGHT)}/width; record",
+                    ctx[ms.EXAMPLE_ID_KEY],
+                    "frames, region/num_regions steps, pose frame size:",
+                    num_steps,
+                    regions,
+                    pose_size[0],
+                    pose_size[1],
+                ],
+            )
+            with tf.control_dependencies([check]):
+                height, width, num_steps = (tf.identity(v) for v in (height, width, num_steps))
         for m in self.modalities[1:]:
-            q = ms.MODALITY_PREFIX[m]
+            q = _prefix(m)
             for key, ref_value in ((ms.IMAGE_HEIGHT, height), (ms.IMAGE_WIDTH, width)):
                 checks.append(
                     tf.debugging.assert_equal(
@@ -271,10 +418,6 @@ class RecordParser:
                         message=f"stream {m!r} {key} differs from stream {ref!r}",
                     )
                 )
-        if ref == ms.MODALITY_FLOW:
-            num_steps = tf.shape(seq[ms.prefixed(p, ms.IMAGE_ENCODED)])[0] + 1
-        else:
-            num_steps = tf.shape(seq[ms.prefixed(p, ms.IMAGE_ENCODED)])[0]
         ch, cw = self.crop_size
         scale = tf.maximum(
             1.0,
@@ -321,6 +464,7 @@ class RecordParser:
             "width": width,
             "num_steps": num_steps,
             "start": start,
+            "frame_seed": seeds[0],
             "offset": offset,
             "resized": resized,
             "flip": flip,
@@ -337,7 +481,11 @@ class RecordParser:
         )
         seed = tf.stack([tf.cast(base_seed, tf.int64), tf.cast(index, tf.int64)])
         g = self._geometry(ctx, seq, seed)
-        indices = window_indices(g["num_steps"], self.num_frames, g["start"])
+        if self.sampling == "segments":
+            frame_seed = g["frame_seed"] if self.training else None
+            indices = segment_indices(g["num_steps"], self.num_frames, frame_seed)
+        else:
+            indices = window_indices(g["num_steps"], self.num_frames, g["start"])
         out = {}
         if self.brightness > 0:
             delta = tf.random.stateless_uniform(
@@ -351,6 +499,9 @@ class RecordParser:
         else:
             factor = None
         for m in self.modalities:
+            if m == MODALITY_HEATMAP:
+                out[m] = self._heatmap(seq, indices, g)
+                continue
             p = ms.MODALITY_PREFIX[m]
             encoded = seq[ms.prefixed(p, ms.IMAGE_ENCODED)]
             if m == ms.MODALITY_FLOW:
@@ -383,6 +534,29 @@ class RecordParser:
         if delta is not None or factor is not None:
             x = tf.clip_by_value(x, 0.0, 1.0)
         return x * 2.0 - 1.0
+
+    def _heatmap(self, seq, frame_indices, g):
+        """float32 [T, ceil(H / stride), ceil(W / stride), 17] in [0, 1]: the heatmap volume
+        of the window's keypoints under the clip's geometry (`training.heatmaps`)."""
+
+        def dense(key):
+            v = tf.sparse.to_dense(seq[key])  # [n, 17 * P_max], persons padded with 0
+            v = tf.gather(v, frame_indices)
+            return tf.reshape(v, [self.num_frames, -1, ms.NUM_JOINTS])
+
+        return heatmaps.clip_heatmaps(
+            dense(ms.POSE_POINT_X_KEY),
+            dense(ms.POSE_POINT_Y_KEY),
+            dense(ms.POSE_CONFIDENCE_KEY),
+            resized_hw=g["resized"],
+            offset=g["offset"],
+            crop_hw=self.crop_size,
+            flip=g["flip"],
+            stride=self.heatmap_stride,
+            sigma=self.heatmap_sigma,
+            score_threshold=self.heatmap_score_threshold,
+            limbs=self.heatmap_limbs,
+        )
 
     def _flow(self, encoded, ctx, frame_indices, g):
         """float32 [T, H, W, 2]: dequantized, geometry-transformed flow / FLOW_SATURATION."""
@@ -504,6 +678,11 @@ def build_dataset(
         brightness_max_delta=data.brightness_max_delta,
         contrast_range=data.contrast_range,
         with_ids=with_ids,
+        sampling=data.sampling,
+        heatmap_stride=data.heatmap_stride,
+        heatmap_sigma=data.heatmap_sigma,
+        heatmap_score_threshold=data.heatmap_score_threshold,
+        heatmap_limbs=data.heatmap_limbs,
     )
     seed_t = tf.constant(base_seed + 2, tf.int64)
     ds = ds.enumerate().map(

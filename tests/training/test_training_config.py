@@ -1,12 +1,17 @@
-"""Configs: the paper's presets, validation errors, JSON round trip and overrides."""
+"""Configs: the paper's presets (STM's too), validation errors, JSON round trip, overrides, and
+the TSN-style segment sampling that the STM presets select."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import tensorflow as tf
+from training_records import jpeg, serialize_clip, write_records
 
-from training import distribute
+from training import distribute, inputs
 from training.config import (
+    TINY_STM,
+    DataConfig,
     ExperimentConfig,
     RuntimeConfig,
     apply_overrides,
@@ -113,3 +118,165 @@ def test_runtime_picks_the_default_strategy_and_float32_on_a_cpu():
     assert distribute.per_replica_batch(8, strategy) == 8
     with pytest.raises(ValueError, match="runtime.tpu=''"):
         distribute.get_strategy(RuntimeConfig(distribution="tpu"))
+
+
+# ---------------------------------------------------------------------------------------------
+# STM presets and TSN-style segment sampling.
+# ---------------------------------------------------------------------------------------------
+def test_stm_presets_are_segment_clips_for_teachers_students_and_fine_tuning():
+    names = set(preset_names())
+    for segments in (8, 16):
+        tag = f"stm{segments}"
+        for prefix in ("k600", "tiny"):
+            for job in ("teacher_rgb", "teacher_flow", "teacher_pose", "student", "student_ul"):
+                assert f"{prefix}_{tag}_{job}" in names
+            assert f"{prefix}_{tag}_d3d" in names
+        for dataset in ("ucf101", "hmdb51", "tiny"):
+            assert f"{dataset}_{tag}_finetune" in names
+        teacher = get_preset(f"k600_{tag}_teacher_flow")
+        assert (teacher.task, teacher.modality, teacher.model.backbone) == (
+            "teacher",
+            "flow",
+            "stm",
+        )
+        assert teacher.model.depths == (3, 4, 6, 3) and teacher.model.width_multiplier == 1.0
+        data = teacher.data
+        assert (data.sampling, data.num_frames, data.eval_num_frames) == (
+            "segments",
+            segments,
+            segments,
+        )
+        assert (data.crop_size, data.eval_crop_size, data.num_classes) == (
+            (224, 224),
+            (256, 256),
+            600,
+        )
+        assert teacher.train.global_batch_size == 1024 and teacher.model.dropout_rate == 0.5
+        student = get_preset(f"k600_{tag}_student")
+        assert (student.task, student.modality, student.model.backbone) == ("student", "rgb", "stm")
+        assert set(student.distill.teachers) == {"flow", "pose"} and student.distill.loss == "sl"
+        assert student.input_modalities() == ("rgb", "pose", "flow")
+        assert student.data.sampling == "segments" and student.data.num_frames == segments
+        assert get_preset(f"k600_{tag}_student_ul").distill.loss == "ul"
+        assert set(get_preset(f"tiny_{tag}_d3d").distill.teachers) == {"flow"}
+        tiny = get_preset(f"tiny_{tag}_teacher_pose")
+        assert tiny.model == TINY_STM and tiny.data.crop_size == (32, 32)
+        assert (tiny.data.sampling, tiny.data.num_frames) == ("segments", segments)
+        ucf = get_preset(f"ucf101_{tag}_finetune")
+        assert (ucf.task, ucf.model.backbone, ucf.data.num_classes) == ("finetune", "stm", 101)
+        assert (ucf.data.sampling, ucf.data.eval_num_frames) == ("segments", segments)
+    # the clip-of-consecutive-frames presets keep their window
+    assert get_preset("k600_r3d50g_student").data.sampling == "window"
+
+
+def test_sampling_is_validated_and_named_in_errors():
+    with pytest.raises(ValueError, match="sampling='tsn'"):
+        apply_overrides(filled("tiny_stm8_teacher_rgb"), ["data.sampling=tsn"]).validate()
+    cfg = apply_overrides(get_preset("tiny_r3d50g_teacher_rgb"), ["data.sampling=segments"])
+    assert cfg.validate().data.sampling == "segments"
+    with pytest.raises(ValueError, match="sampling='tsn'"):
+        inputs.RecordParser(["rgb"], 8, (24, 24), training=True, sampling="tsn")
+    with pytest.raises(ValueError, match="num_segments=0"):
+        inputs.segment_indices(10, 0)
+    with pytest.raises(ValueError, match="backbone='stm3'"):
+        apply_overrides(filled("tiny_stm8_teacher_rgb"), ["model.backbone=stm3"]).validate()
+
+
+# (frames n, segments T) -> the centre frames: segment i is [floor(i n / T), floor((i+1) n / T))
+SEGMENT_CENTRES = {
+    (16, 8): [1, 3, 5, 7, 9, 11, 13, 15],
+    (8, 8): [0, 1, 2, 3, 4, 5, 6, 7],
+    (11, 8): [0, 1, 3, 4, 5, 7, 8, 10],  # bounds 0 1 2 4 5 6 8 9 11
+    (12, 8): [0, 2, 3, 5, 6, 8, 9, 11],  # bounds 0 1 3 4 6 7 9 10 12
+    (10, 4): [1, 3, 6, 8],  # bounds 0 2 5 7 10
+    (6, 8): [0, 0, 1, 2, 3, 3, 4, 5],  # shorter than T: frames repeated in order
+    (3, 8): [0, 0, 0, 1, 1, 1, 2, 2],
+    (1, 8): [0] * 8,
+    (250, 16): [7, 23, 38, 54, 70, 85, 101, 117, 132, 148, 163, 179, 195, 210, 226, 242],
+}
+
+
+@pytest.mark.parametrize(("frames", "segments"), sorted(SEGMENT_CENTRES))
+def test_segment_sampling_takes_the_centres_in_evaluation(frames, segments):
+    got = inputs.segment_indices(frames, segments).numpy().tolist()
+    assert got == SEGMENT_CENTRES[(frames, segments)]
+
+
+@pytest.mark.parametrize(("frames", "segments"), [(16, 8), (11, 8), (12, 8), (250, 16), (6, 8)])
+def test_segment_sampling_draws_one_frame_of_each_segment_in_training(frames, segments):
+    bounds = [i * frames // segments for i in range(segments + 1)]
+    seen = [set() for _ in range(segments)]
+    for s in range(256):
+        seed = tf.constant([7, s], tf.int64)
+        idx = inputs.segment_indices(frames, segments, seed).numpy().tolist()
+        assert idx == inputs.segment_indices(frames, segments, seed).numpy().tolist()  # stateless
+        for i, t in enumerate(idx):
+            lo, hi = bounds[i], bounds[i + 1]
+            assert (lo <= t < hi) if hi > lo else t == lo, (s, i, t, lo, hi)
+            seen[i].add(t)
+    # every frame of every segment is drawn (256 draws, segments of at most 16 frames)
+    assert [len(s) for s in seen] == [max(1, bounds[i + 1] - bounds[i]) for i in range(segments)]
+    assert (
+        inputs.segment_indices(3, 8, tf.constant([1, 2], tf.int64)).numpy().tolist()
+        == (SEGMENT_CENTRES[(3, 8)])
+    )
+
+
+N_FRAMES = 11
+
+
+@pytest.fixture(scope="module")
+def numbered_shard(tmp_path_factory) -> str:
+    """8 copies of an 11-frame clip whose frame t is flat gray 20 t + 10 in RGB, pose and flow
+    (flow step t holds frame t's bytes), so every decoded pixel tells its frame."""
+    frames = [
+        jpeg(np.full((32, 40, 3), 20 * t + 10, np.uint8), quality=100) for t in range(N_FRAMES)
+    ]
+    records = [
+        serialize_clip(f"n{i}", 0, frames, frames, frames[: N_FRAMES - 1], 32, 40) for i in range(8)
+    ]
+    path = str(tmp_path_factory.mktemp("numbered") / "numbered-00000-of-00001.tfrecord")
+    write_records(path, records)
+    return path
+
+
+def frame_numbers(batch) -> dict[str, np.ndarray]:
+    """int [B, T] per stream: the frame each sampled image came from."""
+    rgb = np.round((batch["rgb"].mean(axis=(2, 3, 4)) + 1) * 127.5)
+    pose = np.round((batch["pose"].mean(axis=(2, 3, 4)) + 1) * 127.5)
+    flow = np.round((batch["flow"][..., 1].mean(axis=(2, 3)) / 2 + 0.5) * 255)
+    return {
+        k: np.round((v - 10) / 20).astype(int)
+        for k, v in (("rgb", rgb), ("pose", pose), ("flow", flow))
+    }
+
+
+def test_segment_sampling_in_the_pipeline_gives_every_stream_the_same_frames(numbered_shard):
+    data = DataConfig(
+        sampling="segments",
+        num_frames=8,
+        crop_size=(16, 16),
+        eval_num_frames=8,
+        eval_crop_size=(16, 16),
+        random_flip=False,
+        brightness_max_delta=0.0,
+        contrast_range=(1.0, 1.0),
+        shuffle_buffer=4,
+        seed=3,
+    )
+    modalities = ["rgb", "pose", "flow"]
+    bounds = [i * N_FRAMES // 8 for i in range(9)]
+    last_flow = N_FRAMES - 2  # the last frame has no flow step of its own: it repeats the last
+    ds = inputs.build_dataset(numbered_shard, modalities, training=False, batch_size=8, data=data)
+    got = frame_numbers({k: v.numpy() for k, v in next(iter(ds)).items()})
+    centres = SEGMENT_CENTRES[(N_FRAMES, 8)]
+    np.testing.assert_array_equal(got["rgb"], [centres] * 8)
+    np.testing.assert_array_equal(got["pose"], got["rgb"])
+    np.testing.assert_array_equal(got["flow"], np.minimum(got["rgb"], last_flow))
+    ds = inputs.build_dataset(numbered_shard, modalities, training=True, batch_size=8, data=data)
+    got = frame_numbers({k: v.numpy() for k, v in next(iter(ds)).items()})
+    np.testing.assert_array_equal(got["pose"], got["rgb"])
+    np.testing.assert_array_equal(got["flow"], np.minimum(got["rgb"], last_flow))
+    for clip in got["rgb"]:
+        assert all(bounds[i] <= t < bounds[i + 1] for i, t in enumerate(clip)), clip
+    assert len({tuple(clip) for clip in got["rgb"]}) > 1  # a fresh draw per clip
