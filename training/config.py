@@ -20,7 +20,7 @@ from typing import Any
 
 from schemas import media_sequence as ms
 
-BACKBONES = ("r3d50g", "s3dg", "stm")
+BACKBONES = ("r3d50g", "s3dg", "stm", "epam")
 # How a clip's frames are chosen (`training.inputs`): consecutive frames, or one per segment.
 SAMPLINGS = ("window", "segments")
 TASKS = ("teacher", "student", "finetune")
@@ -34,6 +34,13 @@ MODALITY_HEATMAP = "heatmap"
 MODALITIES = (*ms.ALL_MODALITIES, MODALITY_HEATMAP)
 # The record modality (schemas.media_sequence) each training modality is read from.
 RECORD_MODALITY = {**{m: m for m in ms.ALL_MODALITIES}, MODALITY_HEATMAP: ms.MODALITY_POSE}
+# EPAM-Net (`training.epam`): one model on two modalities of a clip, RGB frames and skeleton
+# heatmaps of the same frames (`ExperimentConfig.modality` is its RGB stream's, `rgb`).
+BACKBONE_EPAM = "epam"
+EPAM_MODALITIES = (ms.MODALITY_RGB, MODALITY_HEATMAP)
+# EPAM-Net's RGB X-ShiftNet stages (`training.epam.RGB_XSHIFTNET`); its heatmap stream has the
+# last three (5, 11, 7: `training.epam.HEATMAP_XSHIFTNET`).
+EPAM_DEPTHS = (3, 5, 11, 7)
 
 
 def _fail(name: str, value: Any, expected: str) -> None:
@@ -132,14 +139,17 @@ class ModelConfig:
     """The backbone and classifier head.
 
     Attributes:
-      backbone: `r3d50g` (Table 1 of the paper), `s3dg` (Xie et al. 2018) or `stm` (Jiang et
-        al., ICCV 2019: ResNet-50 with STM blocks, per-segment scores averaged).
+      backbone: `r3d50g` (Table 1 of the paper), `s3dg` (Xie et al. 2018), `stm` (Jiang et
+        al., ICCV 2019: ResNet-50 with STM blocks, per-segment scores averaged) or `epam`
+        (EPAM-Net, `training.epam`: RGB and skeleton-heatmap streams, pose-guided attention,
+        fused logits; reads `rgb` and `heatmap`).
       width_multiplier: scales every channel count (1.0 = the paper), > 0.
       depths: R3D50-G, STM: residual cells (blocks) per stage res2..res5 (conv2..conv5 in STM;
-        paper: 3, 4, 6, 3). S3D-G: ignored.
+        paper: 3, 4, 6, 3). EPAM-Net: blocks per stage of its RGB stream (paper: 3, 5, 11, 7,
+        `EPAM_DEPTHS`); its heatmap stream takes the last three. S3D-G: ignored.
       s3dg_blocks: S3D-G: the Inception blocks kept, in order (paper: all nine).
       gating: feature gating after each residual stage (R3D50-G) / inception branch (S3D-G);
-        STM has none (ignored).
+        STM and EPAM-Net have none (ignored).
       dropout_rate: before the classifier, in [0, 1).
       bn_momentum: moving-average momentum of batch normalization, in (0, 1).
     """
@@ -334,10 +344,12 @@ class ExperimentConfig:
 
     Attributes:
       name: the preset or a free label.
-      task: `teacher` (one modality, cross-entropy), `student` (RGB, distilled from teachers),
+      task: `teacher` (one modality, cross-entropy; EPAM-Net: rgb + heatmap, the sum of its two
+        streams' cross-entropies), `student` (RGB, distilled from teachers),
         `finetune` (cross-entropy from `init_checkpoint`'s backbone, new classifier).
       modality: the model's input (`rgb`, `flow`, `pose`, `heatmap`: MODALITIES); a student's
-        is `rgb`.
+        is `rgb`, and so is EPAM-Net's (`model.backbone: epam`), which also reads `heatmap`
+        (`model_modalities()`).
       model_dir: checkpoints, summaries and the resolved config (local or gs://).
       init_checkpoint: fine-tuning: a model directory or checkpoint path whose backbone
         initializes this model (the classifier is new).
@@ -366,15 +378,36 @@ class ExperimentConfig:
         self.optimizer.validate()
         self.train.validate()
         self.runtime.validate()
+        if self.model.backbone == BACKBONE_EPAM:
+            if self.modality != ms.MODALITY_RGB:
+                _fail(
+                    "modality",
+                    self.modality,
+                    f"model.backbone={BACKBONE_EPAM!r} reads {list(EPAM_MODALITIES)}: "
+                    f"set modality={ms.MODALITY_RGB!r}",
+                )
+            if self.task == "student":
+                _fail(
+                    "task",
+                    self.task,
+                    f"model.backbone={BACKBONE_EPAM!r} runs as task 'teacher' or 'finetune' "
+                    "(distilling an EPAM-Net student is not supported)",
+                )
         if self.task == "student":
             self.distill.validate()
         if self.task == "finetune" and not self.init_checkpoint:
             _fail("init_checkpoint", self.init_checkpoint, "fine-tuning needs a checkpoint")
         return self
 
+    def model_modalities(self) -> tuple[str, ...]:
+        """The streams the model reads: `(modality,)`, or EPAM-Net's `('rgb', 'heatmap')`."""
+        if self.model.backbone == BACKBONE_EPAM:
+            return EPAM_MODALITIES
+        return (self.modality,)
+
     def input_modalities(self) -> tuple[str, ...]:
         """The streams the training input must decode: the model's, plus every teacher's."""
-        mods = [self.modality]
+        mods = list(self.model_modalities())
         if self.task == "student":
             mods += [m for m in self.distill.teachers if m not in mods]
         return tuple(m for m in MODALITIES if m in mods)
@@ -490,6 +523,10 @@ TINY_S3DG = ModelConfig(
 TINY_STM = ModelConfig(
     backbone="stm", width_multiplier=1 / 16, depths=(1, 1, 1, 1), dropout_rate=0.0
 )
+# EPAM-Net at 1/4 width (6 base channels), one block per stage of both streams.
+TINY_EPAM = ModelConfig(
+    backbone=BACKBONE_EPAM, width_multiplier=0.25, depths=(1, 1, 1, 1), dropout_rate=0.0
+)
 # STM presets: TSN-style clips of 8 or 16 segments (`k600_stm8_*`, `k600_stm16_*`, ...).
 STM_SEGMENTS = (8, 16)
 
@@ -559,7 +596,8 @@ def _tiny(backbone: str, task: str, modality: str, teachers=(), loss="sl"):
         shuffle_buffer=16,
         cycle_length=2,
     )
-    cfg.model = dataclasses.replace(TINY_R3D50G if backbone == "r3d50g" else TINY_S3DG)
+    tiny_models = {"r3d50g": TINY_R3D50G, BACKBONE_EPAM: TINY_EPAM}
+    cfg.model = dataclasses.replace(tiny_models.get(backbone, TINY_S3DG))
     cfg.optimizer = OptimizerConfig(
         base_learning_rate=0.05, base_batch_size=8, warmup_steps=2, decay_steps=100
     )
@@ -623,6 +661,27 @@ def _stm_presets() -> dict[str, Callable[[], ExperimentConfig]]:
     return presets
 
 
+def _epam(prefix: str) -> ExperimentConfig:
+    """An EPAM-Net preset on RGB + heatmap clips (`modality` rgb, `model.backbone` epam):
+    `k600` (16 frames of 224x224, heatmaps 56x56 at `data.heatmap_stride` 4; evaluated on
+    the central 250x256x256 as the other Kinetics-600 presets), `tiny` (the CPU size of
+    `_tiny`), or fine-tuning (`ucf101`, `hmdb51`, `tiny_finetune`: `_finetune`'s crops, 16
+    training frames). Heatmaps cover the RGB frames one to one (T' = T)."""
+    if prefix == "k600":
+        cfg = _kinetics600(BACKBONE_EPAM, "teacher", ms.MODALITY_RGB)
+        # 1024 clips of 16 frames per step, as the 16-segment STM presets.
+        cfg.train = TrainConfig(global_batch_size=1024, train_steps=22000)
+    elif prefix == "tiny":
+        return _tiny(BACKBONE_EPAM, "teacher", ms.MODALITY_RGB)
+    elif prefix == "tiny_finetune":
+        return _tiny(BACKBONE_EPAM, "finetune", ms.MODALITY_RGB)
+    else:
+        cfg = _finetune(prefix, BACKBONE_EPAM)
+    cfg.model.depths = EPAM_DEPTHS
+    cfg.data.num_frames = 16
+    return cfg
+
+
 def _build_presets() -> dict[str, Callable[[], ExperimentConfig]]:
     presets: dict[str, Callable[[], ExperimentConfig]] = {}
     for backbone in ("r3d50g", "s3dg"):  # clips of consecutive frames; STM: _stm_presets
@@ -646,6 +705,11 @@ def _build_presets() -> dict[str, Callable[[], ExperimentConfig]]:
             )
         presets[f"tiny_{backbone}_finetune"] = lambda b=backbone: _tiny(b, "finetune", "rgb")
     presets.update(_stm_presets())
+    presets["k600_epam"] = lambda: _epam("k600")
+    presets["tiny_epam"] = lambda: _epam("tiny")
+    for dataset in ("ucf101", "hmdb51"):
+        presets[f"{dataset}_epam_finetune"] = lambda d=dataset: _epam(d)
+    presets["tiny_epam_finetune"] = lambda: _epam("tiny_finetune")
     return presets
 
 

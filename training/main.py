@@ -13,6 +13,11 @@ Examples:
     python -m training evaluate --data_dir gs://bucket/k600 \\
         --model rgb=gs://bucket/runs/rgb --model flow=gs://bucket/runs/flow \\
         --model pose=gs://bucket/runs/pose
+    # EPAM-Net (RGB + skeleton heatmaps), then fused with the flow teacher
+    python -m training train --preset k600_epam --data_dir gs://bucket/k600 \\
+        --model_dir gs://bucket/runs/epam --tpu local
+    python -m training evaluate --data_dir gs://bucket/k600 \\
+        --model epam=gs://bucket/runs/epam --model flow=gs://bucket/runs/flow
 
 A config is a preset (`presets` lists them) or a JSON file (`--config`, e.g. a model
 directory's config.json), then `--set section.key=value` overrides, then the flags.
@@ -125,7 +130,7 @@ def _cmd_train(args, distill: bool) -> int:
 def _cmd_evaluate(args) -> int:
     from training import distribute, inputs
     from training.evaluate import evaluate_models
-    from training.trainer import load_config, load_model, resolve_config, save_json
+    from training.trainer import load_config, load_model, model_inputs, resolve_config, save_json
 
     named = _pairs(args.model, "--model")
     if not named:
@@ -156,8 +161,11 @@ def _cmd_evaluate(args) -> int:
                     f"--model {name}={path}: {mcfg.data.num_classes} classes, the evaluation "
                     f"data has {cfg.data.num_classes}"
                 )
-            models[name] = (model, mcfg.modality)
-    modalities = sorted({mod for _, mod in models.values()})
+            models[name] = (model, model_inputs(mcfg))
+    # a one-stream model reads its modality, EPAM-Net a tuple of them
+    modalities = sorted(
+        {m for _, mod in models.values() for m in ((mod,) if isinstance(mod, str) else mod)}
+    )
     distribute.per_replica_batch(cfg.train.eval_batch_size, strategy)
     ds = inputs.build_dataset(
         inputs.split_pattern(cfg.data, "eval"),
@@ -189,7 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log TensorFlow too")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("train", help="train a teacher (one modality) or fine-tune")
+    p = sub.add_parser(
+        "train", help="train a teacher (one modality), EPAM-Net (rgb + heatmap) or fine-tune"
+    )
     _add_config_args(p, need_model_dir=True)
     p.add_argument("--init_checkpoint", help="fine-tuning: model dir or checkpoint to start from")
     p = sub.add_parser("distill", help="train the RGB student from frozen teachers")

@@ -466,6 +466,11 @@ def build_backbone(
         last feature map `[batch, T', H', W', C']`.
     """
     cfg.validate()
+    if cfg.backbone not in _BACKBONES:
+        raise ValueError(
+            f"backbone={cfg.backbone!r}: expected one of {list(_BACKBONES)} (EPAM-Net's two "
+            "streams are built by training.epam)"
+        )
     if len(input_shape) != 4:
         raise ValueError(f"input_shape={input_shape}: expected (time, height, width, channels)")
     b = _Builder(cfg, dtype)

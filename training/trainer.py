@@ -2,7 +2,9 @@
 
 One loop serves all three tasks (`ExperimentConfig.task`):
 
-- `teacher`: a classifier on one modality, softmax cross-entropy.
+- `teacher`: a classifier on one modality, softmax cross-entropy; or EPAM-Net
+  (`model.backbone: epam`) on RGB and heatmaps of the same clips, the sum of its two streams'
+  cross-entropies (`training.epam.epam_loss`), evaluated on its fused logits.
 - `student`: an RGB classifier trained with eq. (1) of the paper against frozen teachers,
   each loaded from its model directory (`config.json` + latest checkpoint) and run in
   inference mode on its modality of the *same* clips (one input pipeline decodes every stream
@@ -39,8 +41,8 @@ from collections.abc import Callable
 import keras
 import tensorflow as tf
 
-from training import distribute, inputs, losses
-from training.config import CONFIG_FILENAME, ExperimentConfig
+from training import distribute, epam, inputs, losses
+from training.config import BACKBONE_EPAM, CONFIG_FILENAME, ExperimentConfig, ModelConfig
 from training.evaluate import FusionReport, evaluate_models
 from training.models import VideoClassifier, build_classifier
 from training.schedule import build_optimizer, build_schedule
@@ -107,14 +109,46 @@ def resolve_config(cfg: ExperimentConfig) -> ExperimentConfig:
     return cfg
 
 
-def build_model(cfg: ExperimentConfig, num_classes: int, dtype=None) -> VideoClassifier:
-    """The classifier for `cfg.model` on `cfg.modality`'s channels."""
+def epam_streams(model: ModelConfig) -> tuple[epam.XShiftNetSpec, epam.XShiftNetSpec]:
+    """EPAM-Net's RGB and heatmap X-ShiftNet streams for `model` (`model.backbone: epam`): the
+    paper's, with `model.depths` blocks per RGB stage, `model.depths[1:]` per heatmap stage,
+    and the base width scaled by `model.width_multiplier`."""
+    depths = tuple(model.depths)
+    rgb = dataclasses.replace(epam.RGB_XSHIFTNET, depths=depths)
+    heatmap = dataclasses.replace(epam.HEATMAP_XSHIFTNET, depths=depths[1:])
+    return rgb.scaled(model.width_multiplier), heatmap.scaled(model.width_multiplier)
+
+
+def build_model(
+    cfg: ExperimentConfig, num_classes: int, dtype=None
+) -> VideoClassifier | epam.EPAMNet:
+    """The classifier for `cfg.model` on `cfg.modality`'s channels, or EPAM-Net (on rgb and
+    heatmap clips) for `model.backbone: epam`."""
+    if cfg.model.backbone == BACKBONE_EPAM:
+        rgb, heatmap = epam_streams(cfg.model)
+        return epam.EPAMNet(
+            num_classes,
+            rgb,
+            heatmap,
+            dropout_rate=cfg.model.dropout_rate,
+            bn_momentum=cfg.model.bn_momentum,
+            dtype=dtype,
+        )
     return build_classifier(cfg.model, num_classes, inputs.MODEL_CHANNELS[cfg.modality], dtype)
+
+
+def model_inputs(cfg: ExperimentConfig) -> str | tuple[str, ...]:
+    """What the model of `cfg` reads, as `evaluate_models` takes it: the modality of a
+    one-stream classifier, or EPAM-Net's tuple `('rgb', 'heatmap')` (a dict of both in, a dict
+    of logits out)."""
+    if cfg.model.backbone == BACKBONE_EPAM:
+        return cfg.model_modalities()
+    return cfg.modality
 
 
 def load_model(
     model_dir: str, dtype=None, checkpoint: str = ""
-) -> tuple[VideoClassifier, ExperimentConfig]:
+) -> tuple[VideoClassifier | epam.EPAMNet, ExperimentConfig]:
     """Rebuilds the model of a model directory and restores its weights (model only).
 
     Args:
@@ -138,14 +172,32 @@ def load_model(
     return model, cfg
 
 
-def restore_backbone(model: VideoClassifier, path: str) -> str:
+def backbone_parts(model: VideoClassifier | epam.EPAMNet) -> dict[str, keras.Model]:
+    """The parts of `model` that fine-tuning restores, by their checkpoint names (everything but
+    the classifier heads): `backbone`, or EPAM-Net's `rgb_backbone`, `heatmap_backbone` and
+    `attention`."""
+    if isinstance(model, epam.EPAMNet):
+        return {
+            "rgb_backbone": model.rgb_backbone,
+            "heatmap_backbone": model.heatmap_backbone,
+            "attention": model.attention,
+        }
+    return {"backbone": model.backbone}
+
+
+def restore_backbone(
+    model: VideoClassifier | epam.EPAMNet, path: str, model_config: ModelConfig | None = None
+) -> str:
     """Loads the backbone weights of checkpoint `path` (a model dir or prefix) into `model`.
 
-    The classifier head is left as it is (fine-tuning to a new label set). Raises ValueError if
-    the source holds another backbone or some backbone weight is missing. Returns the prefix.
+    The classifier head is left as it is (fine-tuning to a new label set); EPAM-Net: both
+    streams and the attention are restored, both heads left. `model_config`: `model`'s config
+    (default `model.model_config`, which a `VideoClassifier` carries). Raises ValueError if the
+    source holds another backbone or some backbone weight is missing. Returns the prefix.
     """
     if tf.io.gfile.exists(posixpath.join(path, CONFIG_FILENAME)):
-        src, dst = load_config(path).model, model.model_config
+        src = load_config(path).model
+        dst = model_config if model_config is not None else model.model_config
         fields = ("backbone", "width_multiplier", "depths", "s3dg_blocks", "gating")
         for field in fields:
             if getattr(src, field) != getattr(dst, field):
@@ -154,7 +206,8 @@ def restore_backbone(model: VideoClassifier, path: str) -> str:
                     f"this model's is {getattr(dst, field)!r}"
                 )
     prefix = resolve_checkpoint(path)
-    status = tf.train.Checkpoint(model=tf.train.Checkpoint(backbone=model.backbone)).read(prefix)
+    parts = backbone_parts(model)
+    status = tf.train.Checkpoint(model=tf.train.Checkpoint(**parts)).read(prefix)
     status.expect_partial()
     try:
         status.assert_existing_objects_matched()
@@ -188,7 +241,7 @@ class Trainer:
         self.strategy = strategy or distribute.get_strategy(self.cfg.runtime)
         self.on_loop_end = on_loop_end
         self._stop = threading.Event()
-        self.model: VideoClassifier | None = None  # set by run()
+        self.model: VideoClassifier | epam.EPAMNet | None = None  # set by run()
         self.teachers: dict[str, VideoClassifier] = {}  # set by run(): the frozen teachers
         self.per_replica_batch = distribute.per_replica_batch(
             self.cfg.train.global_batch_size, self.strategy
@@ -237,6 +290,12 @@ class Trainer:
     def _load_teachers(self) -> dict[str, VideoClassifier]:
         teachers = {}
         for modality, path in self.cfg.distill.teachers.items():
+            backbone = load_config(path).model.backbone
+            if backbone == BACKBONE_EPAM:
+                raise ValueError(
+                    f"distill.teachers[{modality!r}]={path!r}: holds model.backbone={backbone!r}, "
+                    "a two-stream model; a teacher reads one modality"
+                )
             model, tcfg = load_model(path, dtype=self.dtype)
             if tcfg.modality != modality:
                 raise ValueError(
@@ -258,7 +317,7 @@ class Trainer:
         distribute.per_replica_batch(batch, self.strategy)
         ds = inputs.build_dataset(
             pattern,
-            [self.cfg.modality],
+            list(self.cfg.model_modalities()),
             training=False,
             batch_size=batch,
             data=self.cfg.data,
@@ -298,7 +357,7 @@ class Trainer:
                 checkpoint.restore(last_ckpt).assert_existing_objects_matched()
                 log.info("resumed from %s", last_ckpt)
             elif cfg.task == "finetune":
-                restore_backbone(model, cfg.init_checkpoint)
+                restore_backbone(model, cfg.init_checkpoint, cfg.model)
         self.model, self.teachers = model, teachers
         start_step = int(optimizer.iterations.numpy())
         kernels = model.kernels()
@@ -314,24 +373,36 @@ class Trainer:
                 seed_offset=start_step,
             )
 
+        multi_stream = isinstance(model, epam.EPAMNet)
+        streams = cfg.model_modalities()
+
         def step_fn(batch):
             labels = batch["label"]
             with tf.GradientTape() as tape:
-                logits = model(batch[cfg.modality], training=True)
-                if student:
-                    teacher_logits = {m: t(batch[m], training=False) for m, t in teachers.items()}
-                    task_loss, ce, distill = losses.student_loss(
-                        labels,
-                        logits,
-                        teacher_logits,
-                        cfg.distill.loss,
-                        cfg.distill.distill_weight,
-                        global_batch,
-                    )
-                else:
-                    ce = losses.cross_entropy(labels, logits, global_batch)
+                if multi_stream:
+                    # EPAM-Net: CE(rgb logits) + CE(heatmap logits); "ce" is their sum.
+                    outputs = model({m: batch[m] for m in streams}, training=True)
+                    ce = epam.epam_loss(labels, outputs, global_batch)
                     distill = tf.constant(0.0)
                     task_loss = ce
+                else:
+                    logits = model(batch[cfg.modality], training=True)
+                    if student:
+                        teacher_logits = {
+                            m: t(batch[m], training=False) for m, t in teachers.items()
+                        }
+                        task_loss, ce, distill = losses.student_loss(
+                            labels,
+                            logits,
+                            teacher_logits,
+                            cfg.distill.loss,
+                            cfg.distill.distill_weight,
+                            global_batch,
+                        )
+                    else:
+                        ce = losses.cross_entropy(labels, logits, global_batch)
+                        distill = tf.constant(0.0)
+                        task_loss = ce
                 l2 = losses.l2_penalty(kernels, cfg.optimizer.weight_decay) / num_replicas
                 total = task_loss + l2
             grads = tape.gradient(total, model.trainable_variables)
@@ -367,7 +438,7 @@ class Trainer:
             log.info(
                 "%s %s: steps %d -> %d, global batch %d on %d replica(s), %s",
                 cfg.task,
-                cfg.modality,
+                "+".join(streams),
                 step,
                 cfg.train.train_steps,
                 global_batch,
@@ -421,10 +492,15 @@ class Trainer:
             writer.close()
         return TrainResult(cfg.model_dir, start_step, step, history, report, preempted, last_ckpt)
 
-    def _evaluate(self, model: VideoClassifier, step: int) -> FusionReport:
-        name = f"{self.cfg.modality}" + ("_student" if self.cfg.task == "student" else "")
+    def _evaluate(self, model: VideoClassifier | epam.EPAMNet, step: int) -> FusionReport:
+        """Top-1/top-5 of `model` (EPAM-Net: its fused logits, named `epam`, and each stream
+        alone: `epam:rgb`, `epam:heatmap`, also as TensorBoard scalars `top1_<modality>`)."""
+        if self.cfg.model.backbone == BACKBONE_EPAM:
+            name = BACKBONE_EPAM
+        else:
+            name = f"{self.cfg.modality}" + ("_student" if self.cfg.task == "student" else "")
         report = evaluate_models(
-            {name: (model, self.cfg.modality)},
+            {name: (model, model_inputs(self.cfg))},
             self._eval_dataset(),
             self.strategy,
             self.cfg.data.num_classes,
@@ -438,10 +514,14 @@ class Trainer:
             row.top5,
             row.clips,
         )
+        for stream in report.streams:
+            log.info("eval step %d: %s top-1 %.4f", step, stream.label, stream.top1)
         writer = tf.summary.create_file_writer(posixpath.join(self.cfg.model_dir, "eval"))
         with writer.as_default(step=step):
             write_scalar("top1", row.top1, step)
             write_scalar("top5", row.top5, step)
+            for stream in report.streams:
+                write_scalar(f"top1_{stream.label.partition(':')[2]}", stream.top1, step)
         writer.close()
         save_json(posixpath.join(self.cfg.model_dir, f"eval_{step}.json"), report.to_json())
         return report
