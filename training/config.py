@@ -31,6 +31,8 @@ CONFIG_FILENAME = "config.json"
 # The training modalities: the records' three streams and the skeleton heatmap volumes that the
 # input pipeline builds from the pose modality's keypoints (`training.heatmaps`).
 MODALITY_HEATMAP = "heatmap"
+# DataConfig fields that shape the `heatmap` modality: a model is fed heatmaps made as in training.
+HEATMAP_SETTINGS = ("heatmap_stride", "heatmap_sigma", "heatmap_score_threshold", "heatmap_limbs")
 MODALITIES = (*ms.ALL_MODALITIES, MODALITY_HEATMAP)
 # The record modality (schemas.media_sequence) each training modality is read from.
 RECORD_MODALITY = {**{m: m for m in ms.ALL_MODALITIES}, MODALITY_HEATMAP: ms.MODALITY_POSE}
@@ -132,6 +134,16 @@ class DataConfig:
             _fail("heatmap_sigma", self.heatmap_sigma, "must be > 0 (heatmap cells)")
         if not 0.0 <= self.heatmap_score_threshold <= 1.0:
             _fail("heatmap_score_threshold", self.heatmap_score_threshold, "must be in [0, 1]")
+
+    def heatmap_differences(self, other: DataConfig) -> list[str]:
+        """The `heatmap_*` settings in which `other` differs from this config, as
+        `name=mine (other: theirs)`: a model that reads heatmaps must be fed the heatmaps it was
+        trained on."""
+        return [
+            f"{name}={getattr(self, name)!r} (trained with {getattr(other, name)!r})"
+            for name in HEATMAP_SETTINGS
+            if getattr(self, name) != getattr(other, name)
+        ]
 
 
 @dataclasses.dataclass

@@ -32,7 +32,13 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from training.config import ExperimentConfig, apply_overrides, get_preset, preset_names
+from training.config import (
+    MODALITY_HEATMAP,
+    ExperimentConfig,
+    apply_overrides,
+    get_preset,
+    preset_names,
+)
 
 log = logging.getLogger("training")
 
@@ -161,7 +167,16 @@ def _cmd_evaluate(args) -> int:
                     f"--model {name}={path}: {mcfg.data.num_classes} classes, the evaluation "
                     f"data has {cfg.data.num_classes}"
                 )
-            models[name] = (model, model_inputs(mcfg))
+            reads = model_inputs(mcfg)
+            if MODALITY_HEATMAP in ((reads,) if isinstance(reads, str) else reads):
+                differ = cfg.data.heatmap_differences(mcfg.data)
+                if differ:
+                    raise ValueError(
+                        f"--model {name}={path}: reads heatmaps, which this evaluation would make "
+                        f"with {', '.join(differ)}; evaluate it with its own settings (--set "
+                        "data.heatmap_...) or apart from the models trained otherwise"
+                    )
+            models[name] = (model, reads)
     # a one-stream model reads its modality, EPAM-Net a tuple of them
     modalities = sorted(
         {m for _, mod in models.values() for m in ((mod,) if isinstance(mod, str) else mod)}

@@ -42,7 +42,13 @@ import keras
 import tensorflow as tf
 
 from training import distribute, epam, inputs, losses
-from training.config import BACKBONE_EPAM, CONFIG_FILENAME, ExperimentConfig, ModelConfig
+from training.config import (
+    BACKBONE_EPAM,
+    CONFIG_FILENAME,
+    MODALITY_HEATMAP,
+    ExperimentConfig,
+    ModelConfig,
+)
 from training.evaluate import FusionReport, evaluate_models
 from training.models import VideoClassifier, build_classifier
 from training.schedule import build_optimizer, build_schedule
@@ -306,6 +312,12 @@ class Trainer:
                 raise ValueError(
                     f"distill.teachers[{modality!r}]={path!r}: {tcfg.data.num_classes} classes, "
                     f"the student has {self.cfg.data.num_classes}"
+                )
+            differ = self.cfg.data.heatmap_differences(tcfg.data)
+            if modality == MODALITY_HEATMAP and differ:
+                raise ValueError(
+                    f"distill.teachers[{modality!r}]={path!r}: this run would make its heatmaps "
+                    f"with {', '.join(differ)}"
                 )
             model.trainable = False
             teachers[modality] = model

@@ -406,7 +406,7 @@ def test_a_preset_selects_the_heatmap_teacher():
         inputs.RecordParser(["heatmap"], 8, (24, 24), training=True, heatmap_stride=0)
 
 
-def test_the_heatmap_teacher_trains_and_evaluates(heatmap_data, tmp_path):
+def test_the_heatmap_teacher_trains_and_evaluates(heatmap_data, tmp_path, capsys):
     cfg = get_preset("tiny_r3d50g_teacher_heatmap")
     cfg.data.data_dir, cfg.model_dir = heatmap_data, str(tmp_path / "heatmap")
     cfg.train.train_steps = 2
@@ -417,6 +417,27 @@ def test_the_heatmap_teacher_trains_and_evaluates(heatmap_data, tmp_path):
     assert row.models == ("heatmap",) and row.clips == 4
     saved = load_config(cfg.model_dir)
     assert saved.modality == "heatmap" and saved.data.heatmap_stride == 4
+
+    # Fed heatmaps made otherwise, the model is refused, naming the settings that differ.
+    from training.main import main
+
+    status = main(["evaluate", "--model", f"hm={cfg.model_dir}", "--data_dir", heatmap_data,
+                   "--set", "data.heatmap_stride=2", "--set",
+                   "data.heatmap_limbs=true"])  # fmt: skip
+    assert status == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: --model hm={cfg.model_dir}: reads heatmaps, which this evaluation would make "
+        "with heatmap_stride=2 (trained with 4), heatmap_limbs=True (trained with False); "
+        "evaluate it with its own settings (--set data.heatmap_...) or apart from the models "
+        "trained otherwise"
+    )
+    student = get_preset("tiny_r3d50g_student")
+    student.data.data_dir, student.model_dir = heatmap_data, str(tmp_path / "student")
+    student.data.heatmap_sigma = 1.5
+    student.distill.teachers = {"heatmap": cfg.model_dir}
+    with pytest.raises(ValueError, match=r"this run would make its heatmaps with "
+                       r"heatmap_sigma=1\.5 \(trained with 0\.6\)"):  # fmt: skip
+        Trainer(student).run()
 
 
 def test_s3dg_takes_a_step_on_17_heatmap_channels(heatmap_data):
