@@ -13,6 +13,7 @@ are per step; batch sizes are global (summed over all replicas) unless named per
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -43,6 +44,26 @@ EPAM_MODALITIES = (ms.MODALITY_RGB, MODALITY_HEATMAP)
 # EPAM-Net's RGB X-ShiftNet stages (`training.epam.RGB_XSHIFTNET`); its heatmap stream has the
 # last three (5, 11, 7: `training.epam.HEATMAP_XSHIFTNET`).
 EPAM_DEPTHS = (3, 5, 11, 7)
+
+
+def derive_seed(name: str, modalities: Sequence[str], seed: int) -> int:
+    """A run's seed from its config name, model inputs and run seed; stable across processes.
+
+    `int.from_bytes(sha256(f"{name}/{'+'.join(modalities)}/{seed}".encode()).digest()[:4],
+    "big") & 0x7FFFFFFF`, an int in [0, 2**31 - 1] (not Python's per-process `hash()`); e.g.
+    `derive_seed("tiny_r3d50g_teacher_rgb", ["rgb"], 0)` hashes "tiny_r3d50g_teacher_rgb/rgb/0"
+    to 1341559807.
+
+    Args:
+      name: the preset (or config) name, e.g. `k600_r3d50g_teacher_pose`.
+      modalities: what the model reads, in order (`ExperimentConfig.model_modalities()`), e.g.
+        `("pose",)` or EPAM-Net's `("rgb", "heatmap")`.
+      seed: the run seed N (`--seed N`), >= 0.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed={seed!r}: expected an integer >= 0")
+    text = f"{name}/{'+'.join(modalities)}/{seed}"
+    return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:4], "big") & 0x7FFFFFFF
 
 
 def _fail(name: str, value: Any, expected: str) -> None:
@@ -81,8 +102,11 @@ class DataConfig:
       heatmap_limbs: one channel per limb (17, `training.heatmaps.LIMBS`) instead of per joint.
       shuffle_buffer: clips in the training shuffle buffer (memory: encoded clips), >= 1.
       cycle_length: shards read concurrently, >= 1.
-      seed: seed of every random choice (file order, shuffle, window, crop, flip, photometric);
-        None draws a fresh seed per run (non-deterministic).
+      seed: seed of every random choice (file order, shuffle, window, crop, flip, photometric)
+        and of the weight initialization, an int in [0, 2**31 - 1]. The train and distill jobs
+        replace it by the run's resolved seed, `derive_seed(name, model_modalities(), seed)`
+        of the ExperimentConfig (change it with `ExperimentConfig.seed`, `--seed N`); None
+        draws a fresh seed per run (non-deterministic) and is kept.
     """
 
     data_dir: str = ""
@@ -365,6 +389,9 @@ class ExperimentConfig:
       model_dir: checkpoints, summaries and the resolved config (local or gs://).
       init_checkpoint: fine-tuning: a model directory or checkpoint path whose backbone
         initializes this model (the classifier is new).
+      seed: the run seed N (`--seed N`), an int >= 0; with `name` and the model's inputs it
+        gives `data.seed` (`resolved_seed()`), so runs of one preset with different N, and
+        models of different modalities with the same N, start from different weights.
     """
 
     name: str = "custom"
@@ -378,9 +405,12 @@ class ExperimentConfig:
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     distill: DistillConfig = dataclasses.field(default_factory=DistillConfig)
     runtime: RuntimeConfig = dataclasses.field(default_factory=RuntimeConfig)
+    seed: int = 0
 
     def validate(self) -> ExperimentConfig:
         """Checks every field; raises ValueError naming the first bad one. Returns self."""
+        if self.seed < 0:
+            _fail("seed", self.seed, "must be >= 0")
         if self.task not in TASKS:
             _fail("task", self.task, f"expected one of {list(TASKS)}")
         if self.modality not in MODALITIES:
@@ -416,6 +446,14 @@ class ExperimentConfig:
         if self.model.backbone == BACKBONE_EPAM:
             return EPAM_MODALITIES
         return (self.modality,)
+
+    def resolved_seed(self) -> int | None:
+        """The seed of this run's input pipeline and weight initialization:
+        `derive_seed(name, model_modalities(), seed)`, or None if `data.seed` is None (a fresh
+        seed per run)."""
+        if self.data.seed is None:
+            return None
+        return derive_seed(self.name, self.model_modalities(), self.seed)
 
     def input_modalities(self) -> tuple[str, ...]:
         """The streams the training input must decode: the model's, plus every teacher's."""

@@ -101,6 +101,78 @@ def list_shards(pattern: str) -> list[str]:
     return sorted(files)
 
 
+class DataError(ValueError):
+    """The records cannot feed the job: a shard lacks a key a requested modality reads, holds
+    it with another type, or does not parse. The message names the key (if known) and the file."""
+
+
+_FEATURE_KIND = {tf.string: "bytes_list", tf.int64: "int64_list", tf.float32: "float_list"}
+
+
+def _required(spec) -> bool:
+    """False for a parse spec that tolerates a missing key (a default or allow_missing)."""
+    if isinstance(spec, tf.io.FixedLenFeature):
+        return spec.default_value is None
+    if isinstance(spec, tf.io.FixedLenSequenceFeature):
+        return not spec.allow_missing
+    return True
+
+
+def check_records(pattern: str, modalities: Sequence[str]) -> str:
+    """Checks the first record of the first shard of `pattern` against what `modalities` read.
+
+    The record is parsed as a plain `tf.train.SequenceExample` (no TensorFlow parse op): every
+    context and sequence key of the pipeline's parse specs for `modalities` (training
+    modalities: `rgb`, `flow`, `pose`, `heatmap`, which reads the pose keypoints `HEATMAP_KEYS`)
+    must be present, and hold bytes_list / int64_list / float_list values as
+    `schemas.media_sequence.KEYS` declares (sequence keys: checked on their first step).
+
+    Args:
+      pattern: comma-separated shard glob(s), local or gs://.
+      modalities: the training modalities the job decodes.
+
+    Returns:
+      the path of the shard checked. Raises DataError naming the first missing or mistyped key
+      and the file (and ValueError if `pattern` matches nothing).
+    """
+    path = list_shards(pattern)[0]
+    try:
+        first = next(iter(tf.data.TFRecordDataset(path).take(1)), None)
+    except tf.errors.OpError as e:
+        raise DataError(f"{path}: cannot read a record: {e.message}") from e
+    if first is None:
+        raise DataError(f"{path}: holds no record")
+    record = tf.train.SequenceExample()
+    try:
+        record.ParseFromString(first.numpy())
+    except Exception as e:  # google.protobuf.message.DecodeError
+        raise DataError(f"{path}: first record is no tf.train.SequenceExample: {e}") from e
+    ctx_spec, seq_spec = _parse_specs(modalities)
+    context = record.context.feature
+    lists = record.feature_lists.feature_list
+    wanted = ", ".join(modalities)
+    for part, spec, where in (("context", ctx_spec, context), ("sequence", seq_spec, lists)):
+        for key, feature_spec in spec.items():
+            kind = _FEATURE_KIND[feature_spec.dtype]
+            if key not in where:
+                if not _required(feature_spec):
+                    continue
+                raise DataError(
+                    f"{path}: first record has no {part} key {key!r} ({kind}), which modalities "
+                    f"[{wanted}] read; were the records made with those modalities?"
+                )
+            if part == "context":
+                found = where[key].WhichOneof("kind")
+            else:
+                steps = where[key].feature
+                found = steps[0].WhichOneof("kind") if len(steps) else None
+            if found is not None and found != kind:  # None: no values to tell
+                raise DataError(
+                    f"{path}: first record holds {part} key {key!r} as {found}, expected {kind}"
+                )
+    return path
+
+
 def split_pattern(data: DataConfig, split: str) -> str:
     """The shard glob of `split` ('train' or 'eval'): the explicit pattern or the data_dir's."""
     if split not in ("train", "eval"):
@@ -148,8 +220,9 @@ def resolve_num_classes(data: DataConfig, modalities: Sequence[str] = ()) -> int
     """The class count: the config's, checked against dataset_info.json when present.
 
     Also checks that the records hold every modality in `modalities` (training modalities:
-    `heatmap` needs the records' pose modality). Raises ValueError naming the mismatch (and,
-    for `heatmap`, the missing keys).
+    `heatmap` needs the records' pose modality). Raises DataError (a ValueError) naming the
+    missing modalities (and, for `heatmap`, the missing keys); ValueError for a class count
+    mismatch.
     """
     info = find_dataset_info(data)
     if info is not None:
@@ -162,9 +235,10 @@ def resolve_num_classes(data: DataConfig, modalities: Sequence[str] = ()) -> int
                     f"; {MODALITY_HEATMAP!r} is built from the keypoints of the records' "
                     f"{ms.MODALITY_POSE!r} modality, keys {list(HEATMAP_KEYS)}"
                 )
-            raise ValueError(
+            raise DataError(
                 f"modalities={list(modalities)}: the records hold only {list(held)}, not "
-                f"{missing}{needs}"
+                f"{missing} ({layout.DATASET_INFO} of "
+                f"{data.data_dir or split_pattern(data, 'train')!r}){needs}"
             )
         n = int(info.num_classes or 0)
         if data.num_classes and n and n != data.num_classes:

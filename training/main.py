@@ -21,8 +21,11 @@ Examples:
 
 A config is a preset (`presets` lists them) or a JSON file (`--config`, e.g. a model
 directory's config.json), then `--set section.key=value` overrides, then the flags.
-Exit status: 0 done, 1 stopped early (preempted; re-run the same command to resume),
-2 bad arguments or configuration.
+Exit status (EXIT_*): 0 done; 1 only when stopped early by SIGTERM (preempted, checkpoint
+written; re-run the same command to resume); 2 bad arguments or configuration; 3 the records
+cannot feed the job (a key a modality needs is missing or mistyped in the first record of a
+shard, or a record fails to parse while training; the message names the key and the file); 4
+any other error (the traceback is printed).
 """
 
 from __future__ import annotations
@@ -41,6 +44,13 @@ from training.config import (
 )
 
 log = logging.getLogger("training")
+
+# Exit statuses of `main`; an auto-resume wrapper re-runs the command only on EXIT_PREEMPTED.
+EXIT_OK = 0
+EXIT_PREEMPTED = 1  # SIGTERM received, checkpoint written: re-run the same command to resume
+EXIT_USAGE = 2  # bad arguments or configuration (argparse's status too)
+EXIT_DATA = 3  # records lack a key or type a modality needs, or fail to parse
+EXIT_ERROR = 4  # anything else, with the traceback on stderr
 
 
 def _pairs(values: Sequence[str], flag: str) -> dict[str, str]:
@@ -71,6 +81,12 @@ def _add_config_args(p: argparse.ArgumentParser, need_model_dir: bool) -> None:
     p.add_argument("--tpu", help="TPU name or address (`local` on a TPU VM)")
     if need_model_dir:
         p.add_argument("--model_dir", required=True, help="checkpoints and summaries go here")
+        p.add_argument(
+            "--seed",
+            type=int,
+            help="run seed N >= 0 (default: the config's `seed`, 0); the run's seed is "
+            "derive_seed(config name, model inputs, N), recorded as data.seed in config.json",
+        )
 
 
 def _build_config(args) -> ExperimentConfig:
@@ -96,6 +112,8 @@ def _build_config(args) -> ExperimentConfig:
         cfg.runtime.tpu = args.tpu
     if getattr(args, "model_dir", None):
         cfg.model_dir = args.model_dir
+    if getattr(args, "seed", None) is not None:
+        cfg.seed = args.seed
     if getattr(args, "init_checkpoint", None):
         cfg.init_checkpoint = args.init_checkpoint
     return cfg
@@ -129,8 +147,8 @@ def _cmd_train(args, distill: bool) -> int:
         print(result.eval.table())
     if result.preempted:
         print("stopped early; re-run the same command to resume")
-        return 1
-    return 0
+        return EXIT_PREEMPTED
+    return EXIT_OK
 
 
 def _cmd_evaluate(args) -> int:
@@ -201,7 +219,7 @@ def _cmd_evaluate(args) -> int:
     print(report.table())
     if args.output:
         save_json(args.output, report.to_json())
-    return 0
+    return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -252,14 +270,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if args.command == "presets":
         print("\n".join(preset_names()))
-        return 0
+        return EXIT_OK
     try:
         if args.command == "evaluate":
             return _cmd_evaluate(args)
         return _cmd_train(args, distill=args.command == "distill")
     except ValueError as e:
+        from training.inputs import DataError
+
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_DATA if isinstance(e, DataError) else EXIT_USAGE
+    except Exception as e:  # noqa: BLE001 - mapped to an exit status, never to EXIT_PREEMPTED
+        import traceback
+
+        import tensorflow as tf
+
+        if isinstance(e, (tf.errors.InvalidArgumentError, tf.errors.DataLossError)):
+            print(f"error: a record failed to parse or decode: {e.message}", file=sys.stderr)
+            return EXIT_DATA
+        traceback.print_exc()
+        print(f"error: unexpected {type(e).__name__}: {e}", file=sys.stderr)
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

@@ -242,6 +242,7 @@ class Trainer:
         if not cfg.model_dir:
             raise ValueError(f"model_dir={cfg.model_dir!r}: set where checkpoints go")
         self.cfg = resolve_config(cfg)
+        self.cfg.data.seed = self.cfg.resolved_seed()
         if not inputs.split_pattern(self.cfg.data, "train"):
             raise ValueError("data.data_dir='' and data.train_pattern='': name the training shards")
         self.strategy = strategy or distribute.get_strategy(self.cfg.runtime)
@@ -275,6 +276,14 @@ class Trainer:
                 f"model={self.cfg.model}: model_dir {self.cfg.model_dir!r} holds a different "
                 f"model ({old.model}, {old.data.num_classes} classes); use a new model_dir"
             )
+        if old.seed != self.cfg.seed:
+            raise ValueError(
+                f"seed={self.cfg.seed!r}: model_dir {self.cfg.model_dir!r} holds a run with "
+                f"seed={old.seed!r} (data.seed={old.data.seed!r}); resume it with --seed "
+                f"{old.seed} or use a new model_dir"
+            )
+        # A resumed run keeps the seed recorded when it started.
+        self.cfg.data.seed = old.data.seed
 
     def _write_config(self) -> None:
         cfg = self.cfg
@@ -292,6 +301,20 @@ class Trainer:
                 "tensorflow": tf.__version__,
             },
         )
+
+    def _build_model(self) -> VideoClassifier | epam.EPAMNet:
+        """The model of `cfg`, its weights initialized from `cfg.data.seed` (the run's resolved
+        seed: Python, numpy and TensorFlow are seeded with it first, so one seed gives the same
+        initial weights and dropout masks); a fresh draw if it is None."""
+        if self.cfg.data.seed is not None:
+            keras.utils.set_random_seed(self.cfg.data.seed)
+        with self.strategy.scope():
+            return build_model(self.cfg, self.cfg.data.num_classes, self.dtype)
+
+    def initial_weights(self) -> list:
+        """numpy arrays of the freshly initialized model's weights (before any checkpoint is
+        restored or step taken), in `model.weights` order."""
+        return [w.numpy() for w in self._build_model().weights]
 
     def _load_teachers(self) -> dict[str, VideoClassifier]:
         teachers = {}
@@ -338,21 +361,34 @@ class Trainer:
         return self.strategy.experimental_distribute_dataset(ds)
 
     # -- the run --------------------------------------------------------------------------
+    def check_data(self) -> list[str]:
+        """Checks the first record of the training shards (every input modality) and of the
+        evaluation shards (the model's modalities; when this run evaluates) before any step.
+        Raises `inputs.DataError` naming the missing or mistyped key and the file; returns the
+        files checked."""
+        cfg = self.cfg
+        checked = [
+            inputs.check_records(inputs.split_pattern(cfg.data, "train"), cfg.input_modalities())
+        ]
+        evaluates = cfg.train.eval_at_end or cfg.train.eval_every
+        if evaluates and inputs.split_pattern(cfg.data, "eval"):
+            checked.append(
+                inputs.check_records(inputs.split_pattern(cfg.data, "eval"), cfg.model_modalities())
+            )
+        return checked
+
     def run(self) -> TrainResult:
         cfg = self.cfg
         self._check_existing_config()
+        self.check_data()
         tf.io.gfile.makedirs(cfg.model_dir)
         self._write_config()
         student = cfg.task == "student"
-        num_classes = cfg.data.num_classes
         global_batch = cfg.train.global_batch_size
         num_replicas = distribute.replicas(self.strategy)
 
-        if cfg.data.seed is not None:
-            # Seeded runs also draw the same initial weights and dropout masks.
-            keras.utils.set_random_seed(cfg.data.seed)
+        model = self._build_model()
         with self.strategy.scope():
-            model = build_model(cfg, num_classes, self.dtype)
             optimizer = build_optimizer(cfg.optimizer, global_batch)
             schedule = build_schedule(cfg.optimizer, global_batch)
             optimizer.build(model.trainable_variables)
@@ -460,7 +496,14 @@ class Trainer:
             while step < cfg.train.train_steps:
                 n = min(cfg.train.steps_per_loop, cfg.train.train_steps - step)
                 t0 = time.perf_counter()
-                metrics = {k: float(v) for k, v in train_loop(iterator, tf.constant(n)).items()}
+                try:
+                    out = train_loop(iterator, tf.constant(n))
+                except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as e:
+                    raise inputs.DataError(
+                        f"{inputs.split_pattern(cfg.data, 'train')}: a record failed to parse or "
+                        f"decode at step {step}: {e.message.splitlines()[0]}"
+                    ) from e
+                metrics = {k: float(v) for k, v in out.items()}
                 elapsed = time.perf_counter() - t0
                 prev, step = step, step + n
                 metrics["learning_rate"] = float(schedule(step - 1))
