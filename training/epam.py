@@ -710,32 +710,13 @@ def profiled_flops(
       op_types: count only these op types (e.g. `("Conv2D", "DepthwiseConv2dNative",
         "MatMul")`); None counts every op TensorFlow registers a FLOP statistic for.
     """
+    from training.flops import graph_flops
+
     specs = {
         "rgb": tf.TensorSpec((1, *rgb_shape, model.rgb_spec.in_channels), tf.float32),
         "heatmap": tf.TensorSpec((1, *heatmap_shape, model.heatmap_spec.in_channels), tf.float32),
     }
-
-    @tf.function(autograph=False)
-    def infer(x):
-        return model(x, training=False)
-
-    graph = infer.get_concrete_function(specs).graph
-    opts = (
-        tf.compat.v1.profiler.ProfileOptionBuilder(
-            tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
-        )
-        .with_empty_output()
-        .build()
-    )
-    result = tf.compat.v1.profiler.profile(graph, cmd="op", options=opts)
-    if op_types is None:
-        return int(result.total_float_ops)
-    wanted, total, stack = set(op_types), 0, [result]
-    while stack:
-        node = stack.pop()
-        total += node.float_ops if node.name in wanted else 0
-        stack.extend(node.children)
-    return int(total)
+    return graph_flops(model, specs, op_types)
 
 
 def complexity_table(num_classes: int = 60, profile: bool = True) -> str:

@@ -110,13 +110,24 @@ def profiled_flops(
     import tensorflow as tf
 
     model = build_classifier(cfg, num_classes, in_channels)
-    spec = tf.TensorSpec((1, *clip_shape, in_channels), tf.float32)
+    return graph_flops(model, tf.TensorSpec((1, *clip_shape, in_channels), tf.float32), op_types)
+
+
+def graph_flops(model, input_spec, op_types: Sequence[str] | None = None) -> int:
+    """FLOPs of `model`'s inference graph for inputs of `input_spec` (a `tf.TensorSpec` or a
+    structure of them), from `tf.compat.v1.profiler`.
+
+    Args:
+      op_types: count only these op types (e.g. `("Conv3D", "MatMul")`); None counts every op
+        TensorFlow registers a FLOP statistic for.
+    """
+    import tensorflow as tf
 
     @tf.function(autograph=False)
     def infer(x):
         return model(x, training=False)
 
-    graph = infer.get_concrete_function(spec).graph
+    graph = infer.get_concrete_function(input_spec).graph
     opts = (
         tf.compat.v1.profiler.ProfileOptionBuilder(
             tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()

@@ -155,7 +155,42 @@ def centred_delta_init(shape, dtype=None):
     return ops.convert_to_tensor(kernel, dtype=dtype or "float32")
 
 
-class ChannelwiseTemporalConv(layers.Layer):
+class _ChannelwiseConv(layers.Layer):
+    """A channel-wise (depthwise) convolution with one `kernel` of `_kernel_shape`, no bias; the
+    subclasses say how it runs over a `[batch, time, height, width, channels]` clip (`call`)."""
+
+    DEFAULT_KERNEL_SIZE: int
+    default_initializer = None
+
+    def __init__(self, kernel_size: int | None = None, kernel_initializer=None, **kwargs):
+        super().__init__(**kwargs)
+        kernel_size = self.DEFAULT_KERNEL_SIZE if kernel_size is None else kernel_size
+        if kernel_size < 1:
+            raise ValueError(f"kernel_size={kernel_size}: must be >= 1")
+        self.kernel_size = int(kernel_size)
+        self.kernel_initializer = kernel_initializer or type(self).default_initializer
+
+    def _kernel_shape(self, channels: int) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        if channels is None:
+            raise ValueError(f"input_shape={input_shape}: the channel count must be known")
+        self.kernel = self.add_weight(
+            name="kernel",
+            shape=self._kernel_shape(channels),
+            initializer=self.kernel_initializer,
+        )
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "kernel_size": self.kernel_size}
+
+
+class ChannelwiseTemporalConv(_ChannelwiseConv):
     """Channel-wise (depthwise) 1D convolution over time, zero-padded ("same"), no bias.
 
     Input and output: `[batch, time, height, width, channels]`, same dtype and shape. Output
@@ -164,22 +199,11 @@ class ChannelwiseTemporalConv(layers.Layer):
     kernel over `[batch, time, height * width, channels]`.
     """
 
-    def __init__(self, kernel_size: int = STM_TEMPORAL_KERNEL, kernel_initializer=None, **kwargs):
-        super().__init__(**kwargs)
-        if kernel_size < 1:
-            raise ValueError(f"kernel_size={kernel_size}: must be >= 1")
-        self.kernel_size = int(kernel_size)
-        self.kernel_initializer = kernel_initializer or temporal_shift_init
+    DEFAULT_KERNEL_SIZE = STM_TEMPORAL_KERNEL
+    default_initializer = staticmethod(temporal_shift_init)
 
-    def build(self, input_shape):
-        channels = input_shape[-1]
-        if channels is None:
-            raise ValueError(f"input_shape={input_shape}: the channel count must be known")
-        self.kernel = self.add_weight(
-            name="kernel",
-            shape=(self.kernel_size, channels),
-            initializer=self.kernel_initializer,
-        )
+    def _kernel_shape(self, channels):
+        return (self.kernel_size, channels)
 
     def call(self, inputs):
         _, t, h, w, c = ops.shape(inputs)
@@ -188,14 +212,8 @@ class ChannelwiseTemporalConv(layers.Layer):
         y = ops.depthwise_conv(x, kernel, strides=1, padding="same")
         return ops.reshape(y, (-1, t, h, w, c))
 
-    def compute_output_shape(self, input_shape):
-        return input_shape
 
-    def get_config(self):
-        return {**super().get_config(), "kernel_size": self.kernel_size}
-
-
-class ChannelwiseSpatialConv(layers.Layer):
+class ChannelwiseSpatialConv(_ChannelwiseConv):
     """Channel-wise (depthwise) k x k convolution of every frame, zero-padded ("same"), no bias.
 
     Input and output: `[batch, time, height, width, channels]`, same dtype and shape; `kernel`
@@ -203,21 +221,11 @@ class ChannelwiseSpatialConv(layers.Layer):
     `[batch * time, height, width, channels]`.
     """
 
-    def __init__(self, kernel_size: int = STM_CMM_KERNEL, kernel_initializer=None, **kwargs):
-        super().__init__(**kwargs)
-        if kernel_size < 1:
-            raise ValueError(f"kernel_size={kernel_size}: must be >= 1")
-        self.kernel_size = int(kernel_size)
-        self.kernel_initializer = kernel_initializer or centred_delta_init
+    DEFAULT_KERNEL_SIZE = STM_CMM_KERNEL
+    default_initializer = staticmethod(centred_delta_init)
 
-    def build(self, input_shape):
-        channels = input_shape[-1]
-        if channels is None:
-            raise ValueError(f"input_shape={input_shape}: the channel count must be known")
-        k = self.kernel_size
-        self.kernel = self.add_weight(
-            name="kernel", shape=(k, k, channels), initializer=self.kernel_initializer
-        )
+    def _kernel_shape(self, channels):
+        return (self.kernel_size, self.kernel_size, channels)
 
     def call(self, inputs):
         _, t, h, w, c = ops.shape(inputs)
@@ -225,12 +233,6 @@ class ChannelwiseSpatialConv(layers.Layer):
         kernel = ops.reshape(self.kernel, (self.kernel_size, self.kernel_size, c, 1))
         y = ops.depthwise_conv(x, kernel, strides=1, padding="same")
         return ops.reshape(y, (-1, t, h, w, c))
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self):
-        return {**super().get_config(), "kernel_size": self.kernel_size}
 
 
 class MotionDifference(layers.Layer):

@@ -4,14 +4,13 @@ by hand, parameter and FLOP counts, late fusion, overfitting a batch, no Beam/Me
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import textwrap
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from training_records import run_without_pipeline_imports
 
 from training import epam
 
@@ -277,17 +276,6 @@ def test_errors_name_the_parameter():
 
 ISOLATED = textwrap.dedent(
     """
-    import importlib.abc, sys
-
-    BLOCKED = ("apache_beam", "mediapipe", "cv2")
-
-    class Blocker(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in BLOCKED:
-                raise ImportError(f"{name} is not installed on a TPU VM")
-            return None
-
-    sys.meta_path.insert(0, Blocker())
     import tensorflow as tf
     from training import epam
 
@@ -301,14 +289,6 @@ ISOLATED = textwrap.dedent(
 
 
 def test_epam_imports_and_runs_without_beam_mediapipe_or_opencv():
-    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
-    proc = subprocess.run(
-        [sys.executable, "-c", ISOLATED],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = run_without_pipeline_imports(ISOLATED)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-4000:]
     assert "epam ran (1, 3)" in proc.stdout

@@ -9,22 +9,13 @@ import sys
 import textwrap
 
 import pytest
+from training_records import run_without_pipeline_imports
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 BLOCKED_RUN = textwrap.dedent(
     """
-    import importlib, importlib.abc, pkgutil, sys
-
-    BLOCKED = ("apache_beam", "mediapipe", "cv2")
-
-    class Blocker(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in BLOCKED:
-                raise ImportError(f"{name} is not installed on a TPU VM")
-            return None
-
-    sys.meta_path.insert(0, Blocker())
+    import importlib, pkgutil
     for name in BLOCKED:
         try:
             importlib.import_module(name)
@@ -147,7 +138,7 @@ def run_python(script: str, *args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_training_imports_and_trains_without_beam_mediapipe_or_opencv(tiny_data, tmp_path):
-    proc = run_python(BLOCKED_RUN, tiny_data, str(tmp_path / "run"))
+    proc = run_without_pipeline_imports(BLOCKED_RUN, tiny_data, str(tmp_path / "run"))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "trained 1 step" in proc.stdout
 

@@ -3,14 +3,11 @@ gating, parameter and FLOP counts."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from training_records import run_without_pipeline_imports
 
 from training import flops, models
 from training.config import TINY_R3D50G, TINY_S3DG, TINY_STM, ModelConfig
@@ -377,17 +374,6 @@ def test_tiny_stm_overfits_one_batch():
 
 
 STM_WITHOUT_BEAM_MEDIAPIPE_OPENCV = """
-import importlib.abc, sys
-
-BLOCKED = ("apache_beam", "mediapipe", "cv2")
-
-class Blocker(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in BLOCKED:
-            raise ImportError(f"{name} is blocked")
-        return None
-
-sys.meta_path.insert(0, Blocker())
 import keras, tensorflow as tf
 from training import config, flops, inputs, models, trainer
 
@@ -406,15 +392,6 @@ print("stm ok")
 
 
 def test_stm_imports_and_trains_without_beam_mediapipe_or_opencv():
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env = dict(os.environ, PYTHONPATH=root, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
-    proc = subprocess.run(
-        [sys.executable, "-c", STM_WITHOUT_BEAM_MEDIAPIPE_OPENCV],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = run_without_pipeline_imports(STM_WITHOUT_BEAM_MEDIAPIPE_OPENCV)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-4000:]
     assert "stm ok" in proc.stdout

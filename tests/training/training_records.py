@@ -28,6 +28,41 @@ if ROOT not in sys.path:
 from schemas import layout  # noqa: E402
 from schemas import media_sequence as ms  # noqa: E402
 
+# What a TPU VM lacks: a script run by `run_without_pipeline_imports` fails to import these.
+BLOCKED_IMPORTS = ("apache_beam", "mediapipe", "cv2")
+_BLOCKER = f"""
+import importlib.abc, sys
+
+BLOCKED = {BLOCKED_IMPORTS!r}
+
+class Blocker(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ImportError(f"{{name}} is not installed on a TPU VM")
+        return None
+
+sys.meta_path.insert(0, Blocker())
+"""
+
+
+def run_without_pipeline_imports(script: str, *args: str):
+    """Runs `script` (Python source; `BLOCKED` and `sys` are defined for it) in a fresh process
+    where importing Beam, MediaPipe or OpenCV fails; returns the `subprocess.CompletedProcess`
+    (stdout and stderr as text), with the repository on the path and `args` as sys.argv[1:]."""
+    import subprocess
+    import textwrap
+
+    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+    return subprocess.run(
+        [sys.executable, "-c", _BLOCKER + textwrap.dedent(script), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
 HEIGHT, WIDTH = 32, 40
 NUM_CLASSES = 3
 LABELS = ("alpha", "beta", "gamma")
