@@ -58,8 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset_name", default=d["dataset_name"].default)
     p.add_argument(
         "--modalities",
-        default=",".join(ms.ALL_MODALITIES),
-        help="image streams to write, comma-separated subset of rgb,pose,flow",
+        default=",".join(ms.DEFAULT_MODALITIES),
+        help="what to write, comma-separated subset of rgb,pose,flow,keypoints (pose: the "
+        "rendered frames and the keypoints; keypoints: the keypoints alone, e.g. to render poses "
+        "at training time)",
     )
     p.add_argument(
         "--render_style",

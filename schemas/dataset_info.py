@@ -11,7 +11,7 @@ fewer):
 | dataset_name | str | the shards' name prefix (`layout.shard_name`) |
 | labels | [str] | class names, class index order |
 | num_classes | int >= 0 | len(labels) |
-| modalities | [str] | the streams of every record, a non-empty subset of rgb, pose, flow |
+| modalities | [str] | what the records carry: rgb, pose, flow, keypoints (keypoints, no frames) |
 | frame_rate | number > 0 | frames per second of every stored stream |
 | jpeg_quality | int in [1, 100] | JPEG quality of the RGB and pose-rendered frames |
 | flow | FlowInfo | how the flow stream was made |
@@ -22,7 +22,7 @@ fewer):
 | inputs | InputCounts | manifest rows: in all, written, failed (and failed by stage) |
 | failures | str | glob of the failure files, relative (`layout.FAILURES_PATTERN`) |
 | splits | {split: SplitInfo} | per split: counts and the shards, relative paths |
-| pose | {split: PoseCoverage} | pose modality only: frames with a person, persons per frame |
+| pose | {split: PoseCoverage} | with keypoints only: frames with a person, persons per frame |
 | cost | CostInfo | CPU time of the rows written per stage: core-seconds, and per clip-second |
 
 Fields this module does not know are kept (`extra`) and written back unchanged. Free-form
@@ -110,9 +110,15 @@ def _counts(value, where) -> dict[str, int]:
 
 def _modalities(value, where) -> tuple[str, ...]:
     names = _strings(value, where)
-    if not names or len(set(names)) != len(names) or not set(names) <= set(ms.ALL_MODALITIES):
-        raise _Bad(where, f"a non-empty list of distinct names of {list(ms.ALL_MODALITIES)}", value)
-    return names
+    try:
+        return ms.check_written_modalities(names)
+    except ValueError:
+        raise _Bad(
+            where,
+            f"a non-empty list of distinct names of {list(ms.ALL_MODALITIES)}, not both "
+            f"{ms.MODALITY_POSE!r} and {ms.MODALITY_KEYPOINTS!r}",
+            value,
+        ) from None
 
 
 def _per_stage(cls) -> Callable[[Any, str], dict]:

@@ -47,7 +47,16 @@ POSE_PREFIX = "POSE"
 MODALITY_RGB = "rgb"
 MODALITY_POSE = "pose"
 MODALITY_FLOW = "flow"
-ALL_MODALITIES = (MODALITY_RGB, MODALITY_POSE, MODALITY_FLOW)
+# The keypoints without the pose-rendered frames (the `pose` modality writes both): for skeleton
+# models and for rendering poses at training time.
+MODALITY_KEYPOINTS = "keypoints"
+# The modalities with an image stream, and every modality a record can carry.
+IMAGE_MODALITIES = (MODALITY_RGB, MODALITY_POSE, MODALITY_FLOW)
+ALL_MODALITIES = (*IMAGE_MODALITIES, MODALITY_KEYPOINTS)
+# What a job writes unless told otherwise.
+DEFAULT_MODALITIES = IMAGE_MODALITIES
+# The modalities whose records carry the keypoints (the keys of modality MODALITY_KEYPOINTS).
+KEYPOINT_MODALITIES = (MODALITY_POSE, MODALITY_KEYPOINTS)
 # Image stream prefix per modality.
 MODALITY_PREFIX = {
     MODALITY_RGB: RGB_PREFIX,
@@ -93,6 +102,8 @@ class Key:
         NUM_JOINTS values per person of the step).
       modality: the modality whose records carry the key; None: every record. For a stream key,
         None means every image stream of the record, a modality that modality's stream only.
+        The keypoints' keys have MODALITY_KEYPOINTS: records of `pose` carry them too
+        (KEYPOINT_MODALITIES).
       stream: an image-stream key, written once per stream under its prefix (MODALITY_PREFIX).
       bounds: (low, high) of every value, inclusive, either None for unbounded; None: no range.
       doc: what the value means, with its unit.
@@ -119,8 +130,10 @@ class Key:
             )
         if self.modality is not None and self.modality not in ALL_MODALITIES:
             raise ValueError(f"{self.name}: modality={self.modality!r}: not in {ALL_MODALITIES}")
-        if self.count in (PER_PERSON, PER_JOINT) and self.modality != MODALITY_POSE:
-            raise ValueError(f"{self.name}: per-person values need modality={MODALITY_POSE!r}")
+        if self.count in (PER_PERSON, PER_JOINT) and self.modality != MODALITY_KEYPOINTS:
+            raise ValueError(f"{self.name}: per-person values need modality={MODALITY_KEYPOINTS!r}")
+        if self.stream and self.modality not in (None, *IMAGE_MODALITIES):
+            raise ValueError(f"{self.name}: modality={self.modality!r} has no image stream")
         if self.bounds is not None and len(self.bounds) != 2:
             raise ValueError(f"{self.name}: bounds={self.bounds!r}: expected (low, high)")
 
@@ -235,13 +248,13 @@ POSE_PARTS_KEY = _declare(
     CONTEXT,
     BYTES,
     JOINTS,
-    modality=MODALITY_POSE,
+    modality=MODALITY_KEYPOINTS,
     doc="the COCO-17 joint names in order (COCO17_JOINT_NAMES)",
 )
 
 # Sequence keys: person regions (one step per RGB frame). Person p of a step is box p; its
 # keypoints are person-major, NUM_JOINTS per person (person p, joint j at 17 * p + j).
-_POSE = MODALITY_POSE
+_POSE = MODALITY_KEYPOINTS
 REGION_NUM_REGIONS_KEY = _declare(
     "region/num_regions", SEQUENCE, INT64, modality=_POSE, doc="persons in the frame"
 )
@@ -334,25 +347,55 @@ def _check_modalities(modalities: Sequence[str]) -> tuple[str, ...]:
     return modalities
 
 
+def check_written_modalities(modalities: Sequence[str]) -> tuple[str, ...]:
+    """The modalities of the records a job writes, checked: a non-empty subset of
+    ALL_MODALITIES, each once, and not both `pose` and `keypoints` (`pose` carries the keypoints
+    already).
+
+    Raises:
+      ValueError: naming `modalities` and the reason.
+    """
+    modalities = _check_modalities(modalities)
+    if len(set(modalities)) != len(modalities):
+        raise ValueError(f"modalities={list(modalities)!r}: a modality is named twice")
+    if MODALITY_POSE in modalities and MODALITY_KEYPOINTS in modalities:
+        raise ValueError(
+            f"modalities={list(modalities)!r}: {MODALITY_POSE!r} writes the keypoints with the "
+            f"rendered frames; name {MODALITY_KEYPOINTS!r} only to write the keypoints without them"
+        )
+    return modalities
+
+
+def carries_keypoints(modalities: Sequence[str]) -> bool:
+    """Whether records of these modalities carry the keypoints (`pose` or `keypoints`)."""
+    return any(m in KEYPOINT_MODALITIES for m in modalities)
+
+
 def record_keys(modalities: Sequence[str] = ALL_MODALITIES) -> dict[str, Key]:
     """Every key a record with these modalities carries: full name -> its Key, in table order
     (a stream key once per stream, in the order of `modalities`).
 
     A stream key comes with its full name (`POSE_RENDERED/image/height`) and the stream's
-    modality; the other keys as declared in KEYS.
+    modality; the other keys as declared in KEYS. The keypoints' keys come with `pose` as well as
+    with `keypoints`.
 
     Raises:
       ValueError: `modalities` is empty or names an unknown modality.
     """
     modalities = _check_modalities(modalities)
     keys: dict[str, Key] = {}
+    with_keypoints = carries_keypoints(modalities)
     for key in KEYS:
         if not key.stream:
-            if key.modality is None or key.modality in modalities:
+            if (
+                key.modality is None
+                or key.modality in modalities
+                or (key.modality == MODALITY_KEYPOINTS and with_keypoints)
+            ):
                 keys[key.name] = key
             continue
         for m in modalities:
-            if key.modality in (None, m):
+            if m in MODALITY_PREFIX and key.modality in (None, m):
                 name = prefixed(MODALITY_PREFIX[m], key.name)
                 keys[name] = dataclasses.replace(key, name=name, modality=m)
     return keys
@@ -389,13 +432,13 @@ def _region_keys(dtype: str, per_person: bool) -> tuple[str, ...]:
         for k in KEYS
         if k.part == SEQUENCE
         and not k.stream
-        and k.modality == MODALITY_POSE
+        and k.modality == MODALITY_KEYPOINTS
         and k.dtype == dtype
         and k.per_person == per_person
     )
 
 
-# The pose modality's float lists per person (boxes and scores, then keypoints), and its int64
+# The keypoints' float lists per person (boxes and scores, then keypoints), and its int64
 # values of one per step, in table order.
 REGION_FLOAT_LIST_KEYS = _region_keys(FLOAT, per_person=True)
 REGION_INT_PER_STEP_KEYS = _region_keys(INT64, per_person=False)
@@ -548,7 +591,8 @@ def _features(features: dict[str, bytes]) -> bytes:
 class SequenceExampleBuilder:
     """Builds one clip's SequenceExample step by step, holding only encoded bytes.
 
-    Usage: create with the clip context and the stream metadata of the modalities written; call
+    Usage: create with the clip context, the stream metadata of the image streams written and
+    whether the keypoints are written without the rendered frames (`keypoints`); call
     `add_frame` once per stored frame (in time order) and `add_flow` once per consecutive frame
     pair; then `serialize()` (or `build()` for the proto). Each step is kept as its serialized
     `Feature` (`feature`: the wire format written here, no TensorFlow), and the builder writes
@@ -563,8 +607,24 @@ class SequenceExampleBuilder:
         self,
         context: ClipContext,
         streams: dict[str, StreamInfo],
+        keypoints: bool = False,
     ):
-        self._modalities = _check_modalities(tuple(streams))
+        """Args:
+        context: the clip's context values.
+        streams: image modality (IMAGE_MODALITIES) -> its stream's metadata; may be empty with
+          `keypoints`.
+        keypoints: write the keypoints without the pose-rendered frames (the `keypoints`
+          modality); with a `pose` stream the keypoints are written anyway.
+        """
+        no_stream = [m for m in streams if m not in IMAGE_MODALITIES]
+        if no_stream:
+            raise ValueError(
+                f"streams: {no_stream} have no image stream; expected a subset of "
+                f"{list(IMAGE_MODALITIES)} (pass keypoints=True for the keypoints)"
+            )
+        self._modalities = check_written_modalities(
+            (*streams, MODALITY_KEYPOINTS) if keypoints else tuple(streams)
+        )
         # The keys of these modalities, with their types (the key table).
         self._keys = record_keys(self._modalities)
         # Context key -> its serialized `Feature`.
@@ -588,7 +648,7 @@ class SequenceExampleBuilder:
             self._set(prefixed(p, IMAGE_FRAME_RATE), [info.frame_rate])
         if MODALITY_FLOW in streams:
             self._set(prefixed(FORWARD_FLOW_PREFIX, IMAGE_SATURATION), [FLOW_SATURATION])
-        if MODALITY_POSE in streams:
+        if carries_keypoints(self._modalities):
             self._set(POSE_PARTS_KEY, COCO17_JOINT_NAMES)
         unset = {n for n, k in self._keys.items() if k.part == CONTEXT} - set(self._context)
         if unset:  # a key of the table that the builder does not fill
@@ -638,7 +698,7 @@ class SequenceExampleBuilder:
           boxes: float [P, 4], (ymin, xmin, ymax, xmax) normalized; clipped to [0, 1].
           box_scores: float [P] in [0, 1].
           track_ids: int [P], >= 0.
-          The pose arrays are required iff `pose` is written.
+          The pose arrays are required iff the keypoints are written (`pose` or `keypoints`).
         """
         if self._last_timestamp is not None and timestamp_us <= self._last_timestamp:
             raise ValueError(
@@ -654,7 +714,7 @@ class SequenceExampleBuilder:
             p = MODALITY_PREFIX[modality]
             self._append(prefixed(p, IMAGE_ENCODED), [data])
             self._append(prefixed(p, IMAGE_TIMESTAMP), ts)
-        if MODALITY_POSE in self._modalities:
+        if carries_keypoints(self._modalities):
             self._add_regions(ts, keypoints, keypoint_scores, boxes, box_scores, track_ids)
         self._num_frames += 1
 

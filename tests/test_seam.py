@@ -64,7 +64,7 @@ def _stored(out_dir: str, split: str):
     files = tf.io.gfile.glob(os.path.join(out_dir, split, "*.tfrecord"))
     records = [r.numpy() for r in tf.data.TFRecordDataset(files)]
     assert len(records) == 1
-    ctx_spec, seq_spec = ms.parse_specs(ms.ALL_MODALITIES)
+    ctx_spec, seq_spec = ms.parse_specs(ms.DEFAULT_MODALITIES)
     ctx, seq = tf.io.parse_single_sequence_example(records[0], ctx_spec, seq_spec)
     return ctx, seq
 
@@ -90,11 +90,11 @@ def test_evaluation_input_is_the_stored_frames_and_flow(job_output):
         eval_crop_size=crop,
         cycle_length=1,
     )
-    assert resolve_num_classes(data, ms.ALL_MODALITIES) == 2 == info["num_classes"]
+    assert resolve_num_classes(data, ms.DEFAULT_MODALITIES) == 2 == info["num_classes"]
 
     ds = build_dataset(
         split_pattern(data, "eval"),
-        ms.ALL_MODALITIES,
+        ms.DEFAULT_MODALITIES,
         training=False,
         batch_size=2,
         data=data,
@@ -142,7 +142,7 @@ def test_training_input_gives_batches_of_the_configured_shape(job_output):
         data_dir=job_output, num_frames=8, crop_size=(112, 160), shuffle_buffer=2, cycle_length=1
     )
     ds = build_dataset(
-        split_pattern(data, "train"), ms.ALL_MODALITIES, training=True, batch_size=2, data=data
+        split_pattern(data, "train"), ms.DEFAULT_MODALITIES, training=True, batch_size=2, data=data
     )
     batch = next(ds.as_numpy_iterator())
     ctx, _ = _stored(job_output, "train")

@@ -29,14 +29,15 @@ DISTILL_LOSSES = ("sl", "ul")
 PRECISIONS = ("auto", "float32", "mixed_bfloat16")
 DISTRIBUTIONS = ("auto", "default", "mirrored", "tpu")
 CONFIG_FILENAME = "config.json"
-# The training modalities: the records' three streams and the skeleton heatmap volumes that the
-# input pipeline builds from the pose modality's keypoints (`training.heatmaps`).
+# The training modalities: the records' three image streams and the skeleton heatmap volumes
+# that the input pipeline builds from the records' keypoints (`training.heatmaps`; records of
+# the `pose` or the `keypoints` modality carry them).
 MODALITY_HEATMAP = "heatmap"
 # DataConfig fields that shape the `heatmap` modality: a model is fed heatmaps made as in training.
 HEATMAP_SETTINGS = ("heatmap_stride", "heatmap_sigma", "heatmap_score_threshold", "heatmap_limbs")
-MODALITIES = (*ms.ALL_MODALITIES, MODALITY_HEATMAP)
+MODALITIES = (*ms.IMAGE_MODALITIES, MODALITY_HEATMAP)
 # The record modality (schemas.media_sequence) each training modality is read from.
-RECORD_MODALITY = {**{m: m for m in ms.ALL_MODALITIES}, MODALITY_HEATMAP: ms.MODALITY_POSE}
+RECORD_MODALITY = {**{m: m for m in ms.IMAGE_MODALITIES}, MODALITY_HEATMAP: ms.MODALITY_KEYPOINTS}
 # EPAM-Net (`training.epam`): one model on two modalities of a clip, RGB frames and skeleton
 # heatmaps of the same frames (`ExperimentConfig.modality` is its RGB stream's, `rgb`).
 BACKBONE_EPAM = "epam"

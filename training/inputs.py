@@ -75,7 +75,8 @@ MODEL_CHANNELS = {
     ms.MODALITY_FLOW: 2,
     MODALITY_HEATMAP: heatmaps.NUM_CHANNELS,
 }
-# The record keys the heatmap modality is built from (all part of the pose modality).
+# The record keys the heatmap modality is built from (the keypoints, which records of the
+# `pose` and of the `keypoints` modality carry).
 HEATMAP_KEYS = (
     ms.REGION_NUM_REGIONS_KEY,
     ms.POSE_POINT_X_KEY,
@@ -227,13 +228,14 @@ def resolve_num_classes(data: DataConfig, modalities: Sequence[str] = ()) -> int
     info = find_dataset_info(data)
     if info is not None:
         held = info.modalities if info.modalities is not None else ms.ALL_MODALITIES
-        missing = [m for m in modalities if RECORD_MODALITY.get(m, m) not in held]
+        missing = [m for m in modalities if not _holds(held, RECORD_MODALITY.get(m, m))]
         if missing:
             needs = ""
             if MODALITY_HEATMAP in missing:
                 needs = (
-                    f"; {MODALITY_HEATMAP!r} is built from the keypoints of the records' "
-                    f"{ms.MODALITY_POSE!r} modality, keys {list(HEATMAP_KEYS)}"
+                    f"; {MODALITY_HEATMAP!r} is built from the records' keypoints (their "
+                    f"{ms.MODALITY_POSE!r} or {ms.MODALITY_KEYPOINTS!r} modality), keys "
+                    f"{list(HEATMAP_KEYS)}"
                 )
             raise DataError(
                 f"modalities={list(modalities)}: the records hold only {list(held)}, not "
@@ -253,6 +255,13 @@ def resolve_num_classes(data: DataConfig, modalities: Sequence[str] = ()) -> int
             "num_classes was found beside the shards)"
         )
     return data.num_classes
+
+
+def _holds(held: Sequence[str], record_modality: str) -> bool:
+    """Whether records of modalities `held` carry `record_modality` (`pose` carries keypoints)."""
+    if record_modality == ms.MODALITY_KEYPOINTS:
+        return ms.carries_keypoints(held)
+    return record_modality in held
 
 
 def window_indices(num_steps, length, start):
@@ -292,28 +301,53 @@ def segment_indices(num_steps, num_segments: int, seed=None):
 
 
 def _prefix(modality: str) -> str:
-    """The image-stream prefix whose size a training modality's geometry refers to (the
-    heatmaps': the pose-rendered stream's, the frame the keypoints are normalized to)."""
+    """The image-stream prefix of a training modality with an image stream."""
     return ms.MODALITY_PREFIX[RECORD_MODALITY[modality]]
+
+
+# The streams whose frame size is the size the keypoints are normalized to (every image stream
+# of a record has the RGB frames' size), in the order the heatmaps' geometry takes them.
+_KEYPOINT_FRAME_PREFIXES = tuple(
+    ms.MODALITY_PREFIX[m] for m in (ms.MODALITY_POSE, ms.MODALITY_RGB, ms.MODALITY_FLOW)
+)
+
+
+def _frame_size(ctx, modality: str):
+    """(height, width) int32 scalars of the frames a training modality's geometry refers to:
+    its stream's; for `heatmap` the first image stream the record has (pose-rendered, RGB,
+    flow: all of the size the keypoints are normalized to), or -1 when it has none."""
+    if modality != MODALITY_HEATMAP:
+        p = _prefix(modality)
+        return tuple(
+            tf.cast(ctx[ms.prefixed(p, key)], tf.int32) for key in (ms.IMAGE_HEIGHT, ms.IMAGE_WIDTH)
+        )
+    height = width = tf.constant(-1, tf.int32)
+    for p in reversed(_KEYPOINT_FRAME_PREFIXES):
+        h = tf.cast(ctx[ms.prefixed(p, ms.IMAGE_HEIGHT)], tf.int32)
+        w = tf.cast(ctx[ms.prefixed(p, ms.IMAGE_WIDTH)], tf.int32)
+        found = tf.logical_and(h > 0, w > 0)
+        height, width = tf.where(found, h, height), tf.where(found, w, width)
+    return height, width
 
 
 def _parse_specs(modalities: Sequence[str]):
     """The subset of `schemas.media_sequence.parse_specs` the pipeline reads.
 
-    For `heatmap`, `region/num_regions` may be missing and (without `pose`) the pose-rendered
-    stream's size parses with a default of -1, so that records without the pose modality reach
-    the parser's check, which names the missing keys.
+    For `heatmap`, `region/num_regions` may be missing, and the image streams' sizes (any of
+    which gives the keypoints' frame size) parse with a default of -1, so that records without
+    the keypoints, or without a stream to size them, reach the parser's check, which names
+    the missing keys.
     """
     ctx_all, seq_all = ms.parse_specs(tuple(dict.fromkeys(RECORD_MODALITY[m] for m in modalities)))
     ctx_keys = [ms.CLIP_LABEL_INDEX_KEY, ms.EXAMPLE_ID_KEY]
     seq_keys = []
     for m in modalities:
-        p = _prefix(m)
-        ctx_keys += [ms.prefixed(p, ms.IMAGE_HEIGHT), ms.prefixed(p, ms.IMAGE_WIDTH)]
         if m == MODALITY_HEATMAP:
             seq_keys += HEATMAP_KEYS
-        else:
-            seq_keys.append(ms.prefixed(p, ms.IMAGE_ENCODED))
+            continue
+        p = _prefix(m)
+        ctx_keys += [ms.prefixed(p, ms.IMAGE_HEIGHT), ms.prefixed(p, ms.IMAGE_WIDTH)]
+        seq_keys.append(ms.prefixed(p, ms.IMAGE_ENCODED))
     if ms.MODALITY_FLOW in modalities:
         ctx_keys.append(ms.prefixed(ms.FORWARD_FLOW_PREFIX, ms.IMAGE_SATURATION))
     ctx = {k: ctx_all[k] for k in ctx_keys}
@@ -322,11 +356,11 @@ def _parse_specs(modalities: Sequence[str]):
         seq[ms.REGION_NUM_REGIONS_KEY] = tf.io.FixedLenSequenceFeature(
             [], tf.int64, allow_missing=True
         )
-        if ms.MODALITY_POSE not in modalities:
+        for p in _KEYPOINT_FRAME_PREFIXES:
             for key in (ms.IMAGE_HEIGHT, ms.IMAGE_WIDTH):
-                ctx[ms.prefixed(_prefix(MODALITY_HEATMAP), key)] = tf.io.FixedLenFeature(
-                    [], tf.int64, default_value=-1
-                )
+                name = ms.prefixed(p, key)
+                if name not in ctx:
+                    ctx[name] = tf.io.FixedLenFeature([], tf.int64, default_value=-1)
     return ctx, seq
 
 
@@ -442,36 +476,30 @@ class RecordParser:
     def _geometry(self, ctx, seq, seed):
         """Window start, crop offset, resized frame size and flip, shared by all streams."""
         ref = self.modalities[0]
-        p = _prefix(ref)
-        height = tf.cast(ctx[ms.prefixed(p, ms.IMAGE_HEIGHT)], tf.int32)
-        width = tf.cast(ctx[ms.prefixed(p, ms.IMAGE_WIDTH)], tf.int32)
+        height, width = _frame_size(ctx, ref)
         checks = []
         if ref == ms.MODALITY_FLOW:
-            num_steps = tf.shape(seq[ms.prefixed(p, ms.IMAGE_ENCODED)])[0] + 1
+            num_steps = tf.shape(seq[ms.prefixed(_prefix(ref), ms.IMAGE_ENCODED)])[0] + 1
         elif ref == MODALITY_HEATMAP:
             num_steps = tf.shape(seq[ms.REGION_NUM_REGIONS_KEY])[0]
         else:
-            num_steps = tf.shape(seq[ms.prefixed(p, ms.IMAGE_ENCODED)])[0]
+            num_steps = tf.shape(seq[ms.prefixed(_prefix(ref), ms.IMAGE_ENCODED)])[0]
         if MODALITY_HEATMAP in self.modalities:
-            # A record without the pose modality has none of the keypoint keys (and, with the
-            # lenient spec of `_parse_specs`, a pose-rendered frame size of -1): fail on it
+            # A record without the keypoints has none of their keys, and one without an image
+            # stream no size for them (-1 with the lenient spec of `_parse_specs`): fail on it
             # before anything uses the geometry.
-            q = _prefix(MODALITY_HEATMAP)
             regions = tf.shape(seq[ms.REGION_NUM_REGIONS_KEY])[0]
-            pose_size = [
-                tf.cast(ctx[ms.prefixed(q, key)], tf.int32)
-                for key in (ms.IMAGE_HEIGHT, ms.IMAGE_WIDTH)
-            ]
+            pose_size = _frame_size(ctx, MODALITY_HEATMAP)
             has_pose = tf.reduce_all(
                 [tf.equal(regions, num_steps), num_steps > 0, pose_size[0] > 0, pose_size[1] > 0]
             )
             check = tf.debugging.Assert(
                 has_pose,
                 [
-                    f"modality {MODALITY_HEATMAP!r} needs the keypoints of the records' "
-                    f"{ms.MODALITY_POSE!r} modality: keys {list(HEATMAP_KEYS)} (one "
-                    f"{ms.REGION_NUM_REGIONS_KEY} per frame) and "
-                    f"{ms.prefixed(q, ms.IMAGE_HEIGHT)}/width; record",
+                    f"modality {MODALITY_HEATMAP!r} needs the records' keypoints (their "
+                    f"{ms.MODALITY_POSE!r} or {ms.MODALITY_KEYPOINTS!r} modality): keys "
+                    f"{list(HEATMAP_KEYS)} (one {ms.REGION_NUM_REGIONS_KEY} per frame) and an "
+                    "image stream's image/height and image/width; record",
                     ctx[ms.EXAMPLE_ID_KEY],
                     "frames, region/num_regions steps, pose frame size:",
                     num_steps,
@@ -483,11 +511,12 @@ class RecordParser:
             with tf.control_dependencies([check]):
                 height, width, num_steps = (tf.identity(v) for v in (height, width, num_steps))
         for m in self.modalities[1:]:
-            q = _prefix(m)
-            for key, ref_value in ((ms.IMAGE_HEIGHT, height), (ms.IMAGE_WIDTH, width)):
+            for key, value, ref_value in zip(
+                (ms.IMAGE_HEIGHT, ms.IMAGE_WIDTH), _frame_size(ctx, m), (height, width)
+            ):
                 checks.append(
                     tf.debugging.assert_equal(
-                        tf.cast(ctx[ms.prefixed(q, key)], tf.int32),
+                        value,
                         ref_value,
                         message=f"stream {m!r} {key} differs from stream {ref!r}",
                     )

@@ -9,7 +9,12 @@ import math
 from flow.tvl1 import DEFAULT_FLOW_PRESET, FLOW_PRESETS, TVL1Params
 from pipelines.manifests import FORMATS
 from render import RenderStyle
-from schemas.media_sequence import ALL_MODALITIES, MODALITY_FLOW
+from schemas.media_sequence import (
+    ALL_MODALITIES,
+    DEFAULT_MODALITIES,
+    MODALITY_FLOW,
+    check_written_modalities,
+)
 
 MAX_NUM_POSES = 100  # persons per frame: far above any crowd a pose model reports (MoveNet: 6)
 MAX_NUM_SHARDS = 10_000  # shards per split: 500,000 clips at 50 a shard
@@ -28,7 +33,8 @@ class PreprocessConfig:
       split_number: UCF-101 / HMDB-51 split files: which official split, 1, 2 or 3.
       label_map: path of an explicit label map (JSON), or None to derive it from the manifest.
       dataset_name: recorded in every example and the description.
-      modalities: image streams written, a subset of ("rgb", "pose", "flow").
+      modalities: what is written, a subset of ("rgb", "pose", "flow", "keypoints"), not both
+        "pose" and "keypoints" ("pose": the rendered frames and the keypoints).
       render_style: compact `RenderStyle` spec ("" for the defaults).
       flow_preset: a key of flow.FLOW_PRESETS.
       pose_model: a pose model: a name of `pipelines.assets.POSE_MODELS` (`movenet_multipose`,
@@ -72,7 +78,7 @@ class PreprocessConfig:
     split_number: int = 1
     label_map: str | None = None
     dataset_name: str = "perfnet"
-    modalities: tuple[str, ...] = ALL_MODALITIES
+    modalities: tuple[str, ...] = DEFAULT_MODALITIES
     render_style: str = ""
     flow_preset: str = DEFAULT_FLOW_PRESET
     pose_model: str | None = None
@@ -118,8 +124,10 @@ class PreprocessConfig:
 
         check_dataset_name(self.dataset_name)  # the names of files and the patterns they match
         mods = tuple(self.modalities)
-        if not mods or any(m not in ALL_MODALITIES for m in mods) or len(set(mods)) != len(mods):
-            bad("modalities", f"expected a non-empty subset of {list(ALL_MODALITIES)}")
+        try:
+            check_written_modalities(mods)
+        except ValueError as e:
+            bad("modalities", f"expected a non-empty subset of {list(ALL_MODALITIES)}: {e}")
         _ = self.style  # parsed once, here; raises naming the bad key or value
         if self.flow_preset not in FLOW_PRESETS:
             bad("flow_preset", f"expected one of {sorted(FLOW_PRESETS)}")

@@ -77,7 +77,7 @@ def write_info(
     info["labels"] = label_names(label_map)
     info["num_classes"] = len(label_map)
     info["splits"] = splits
-    if ms.MODALITY_POSE in static_info["modalities"]:
+    if ms.carries_keypoints(static_info["modalities"]):
         info["pose"] = {
             split: pose_coverage(
                 desc["frames"],

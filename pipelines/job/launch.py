@@ -49,7 +49,7 @@ def resolve_pose_model(config: PreprocessConfig) -> tuple[str | None, dict]:
 
     The description is what `dataset_info.json` records: name, version, kind, sha256, path.
     """
-    if ms.MODALITY_POSE not in config.modalities:
+    if not ms.carries_keypoints(config.modalities):
         return None, {"name": "", "sha256": "", "path": ""}
     from pipelines import assets
     from pipelines.stages.pose import check_pose_model, load_pose_model, pose_model_kind

@@ -101,7 +101,7 @@ class ProcessVideoFn(beam.DoFn):
 
             cv2.setNumThreads(threads)
         model = None
-        if ms.MODALITY_POSE in self._settings.modalities:
+        if ms.carries_keypoints(self._settings.modalities):
             from pipelines.stages.pose import load_pose_model
 
             model, sha = load_pose_model(self._model_path)

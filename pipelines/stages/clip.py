@@ -71,7 +71,8 @@ class ClipSettings:
 
     Attributes:
       dataset_name: written into every record (`example/dataset_name`).
-      modalities: the streams written, a subset of ('rgb', 'pose', 'flow').
+      modalities: what is written, a subset of ('rgb', 'pose', 'flow', 'keypoints'), not both
+        'pose' and 'keypoints' (`schemas.media_sequence.check_written_modalities`).
       fps: frames per second of the stored streams (> 0).
       short_side: shorter side of the stored frames, pixels.
       pose_frame_side: shorter side of the pose estimator's frames, pixels (0: full resolution).
@@ -167,8 +168,13 @@ class ClipProcessor:
         if ms.MODALITY_FLOW in self.modalities and settings.flow is None:
             raise ValueError("settings.flow: the flow parameters are required to write flow")
         self._flow_algo = settings.flow.create() if ms.MODALITY_FLOW in self.modalities else None
-        if ms.MODALITY_POSE in self.modalities and not pose_model_bytes:
-            raise ValueError("pose_model_bytes are required when the pose modality is written")
+        ms.check_written_modalities(self.modalities)
+        self._keypoints = ms.carries_keypoints(self.modalities)
+        self._render = ms.MODALITY_POSE in self.modalities
+        if self._keypoints and not pose_model_bytes:
+            raise ValueError(
+                "pose_model_bytes are required when the keypoints are written (pose, keypoints)"
+            )
 
     def process(self, spec: ClipSpec) -> list[ClipRecord]:
         """All clips of one manifest row, or StageError naming the stage that failed.
@@ -208,7 +214,7 @@ class ClipProcessor:
     def _clips(self, spec: ClipSpec, local_path: str, clock: CostClock) -> Iterator[ClipRecord]:
         clock.charge(di.COST_OTHER)  # the fetch: a local copy of a remote video
         cfg = self.settings
-        pose_side = cfg.pose_frame_side if ms.MODALITY_POSE in self.modalities else None
+        pose_side = cfg.pose_frame_side if self._keypoints else None
         frames = video.iter_frames(
             local_path,
             spec.start_us,
@@ -220,7 +226,7 @@ class ClipProcessor:
             threads=cfg.threads_per_worker,
         )
         estimator = None
-        if ms.MODALITY_POSE in self.modalities:
+        if self._keypoints:
             try:
                 estimator = create_estimator(
                     self._pose_model,
@@ -268,6 +274,7 @@ class ClipProcessor:
         streams = {
             m: ms.StreamInfo(height=h, width=w, frame_rate=self.settings.fps)
             for m in self.modalities
+            if m in ms.IMAGE_MODALITIES
         }
         ctx = ms.ClipContext(
             example_id=ms.clip_id(spec.media_id, frame.timestamp_us),
@@ -280,7 +287,9 @@ class ClipProcessor:
             label=spec.label,
         )
         return _OpenClip(
-            builder=ms.SequenceExampleBuilder(ctx, streams),
+            builder=ms.SequenceExampleBuilder(
+                ctx, streams, keypoints=ms.MODALITY_KEYPOINTS in self.modalities
+            ),
             start_us=frame.timestamp_us,
             tracker=IouTracker(fps=self.settings.fps),
         )
@@ -311,18 +320,19 @@ class ClipProcessor:
             )
             track_ids = track_ids[order]
             clock.charge(di.COST_TRACKING)
-            try:
-                rendered = render_poses(
-                    frame.rgb, poses.keypoints, poses.scores, poses.boxes, self.style
-                )
-            except Exception as e:
-                raise StageError("render", e) from e
+            if self._render:
+                try:
+                    rendered = render_poses(
+                        frame.rgb, poses.keypoints, poses.scores, poses.boxes, self.style
+                    )
+                except Exception as e:
+                    raise StageError("render", e) from e
+                clock.charge(di.COST_RENDER)
             clip.persons += len(track_ids)
-            clock.charge(di.COST_RENDER)
         try:
             if ms.MODALITY_RGB in self.modalities or self._flow_algo is not None:
                 rgb_jpeg = encode_jpeg(frame.rgb, q)
-            if estimator is not None:
+            if self._render:
                 pose_jpeg = encode_jpeg(rendered, q)
             # Flow is computed from the RGB frame as stored (whether or not RGB is written), so
             # that TV-L1 on a record's decoded RGB frames gives back the record's flow.

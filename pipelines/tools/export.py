@@ -236,10 +236,10 @@ def clip_poses(example) -> ClipPoses:
 
 def _check_pose_modality(info: DatasetInfo, output_dir: str) -> None:
     modalities = info.modalities or ()
-    if ms.MODALITY_POSE not in modalities:
+    if not ms.carries_keypoints(modalities):
         raise ValueError(
             f"output_dir={output_dir!r}: no keypoints to export: its modalities are "
-            f"{list(modalities)}, without {ms.MODALITY_POSE!r}"
+            f"{list(modalities)}, without {ms.MODALITY_POSE!r} or {ms.MODALITY_KEYPOINTS!r}"
         )
 
 

@@ -113,6 +113,8 @@ def check_record(data: bytes, modalities, num_classes: int | None) -> tuple[list
 
     timestamps = flow_ts = None
     for m in modalities:
+        if m not in ms.IMAGE_MODALITIES:
+            continue
         p = ms.MODALITY_PREFIX[m]
         enc = steps(ms.prefixed(p, ms.IMAGE_ENCODED))
         ts = [v[0] if len(v) == 1 else None for v in steps(ms.prefixed(p, ms.IMAGE_TIMESTAMP))]
@@ -135,13 +137,29 @@ def check_record(data: bytes, modalities, num_classes: int | None) -> tuple[list
             f"flow: expected T-1={len(timestamps) - 1} steps stamped as frames 0..T-2, "
             f"got {len(flow_ts)}"
         )
+    with_keypoints = ms.carries_keypoints(modalities)
+    if timestamps is None and with_keypoints:  # keypoints without an RGB or pose stream
+        region_ts = steps(ms.REGION_TIMESTAMP_KEY)
+        if any(len(v) != 1 for v in region_ts):
+            errors.append("region/timestamp: expected one timestamp per step")
+        else:
+            timestamps = [v[0] for v in region_ts]
+            if any(b <= a for a, b in zip(timestamps, timestamps[1:])):
+                errors.append("region/timestamp: not strictly increasing")
+            if timestamps and not (start <= timestamps[0] and timestamps[-1] < end):
+                errors.append(f"region/timestamp: outside the clip window [{start}, {end})")
+            if flow_ts is not None and flow_ts != timestamps[:-1]:
+                errors.append(
+                    f"flow: expected T-1={len(timestamps) - 1} steps stamped as frames 0..T-2, "
+                    f"got {len(flow_ts)}"
+                )
     if timestamps is not None:
         frames = len(timestamps)
     else:  # flow only: T = flow steps + 1
         frames = len(flow_ts) + 1 if flow_ts is not None else 0
     if frames == 0:
         errors.append("no frames")
-    if ms.MODALITY_POSE in modalities and timestamps is not None:
+    if with_keypoints and timestamps is not None:
         counts = _check_regions(errors, steps, keys, timestamps)
         facts["persons"] = sum(counts)
         facts["frames_with_person"] = sum(1 for n in counts if n > 0)
@@ -268,7 +286,7 @@ def validate(output_dir: str, max_violations: int = 20) -> tuple[list[str], str]
         violations.append(
             f"failures: {len(failures)} rows, the description says {info.inputs.failed}"
         )
-    return violations, _table(stats, failures, len(violations), ms.MODALITY_POSE in modalities)
+    return violations, _table(stats, failures, len(violations), ms.carries_keypoints(modalities))
 
 
 def _missing_fields(info: DatasetInfo) -> list[str]:

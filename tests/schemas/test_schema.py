@@ -42,10 +42,10 @@ def test_key_sets_match_the_design():
         ms.context_keys(["depth"])
 
 
-def _two_frame_example(modalities=ms.ALL_MODALITIES):
+def _two_frame_example(modalities=ms.DEFAULT_MODALITIES):
     ctx = ms.ClipContext("vid_0", "demo", "a/vid.mp4", "vid", 0, 80_000, 3, "jumping")
-    streams = {m: ms.StreamInfo(height=4, width=6) for m in modalities}
-    b = ms.SequenceExampleBuilder(ctx, streams)
+    streams = {m: ms.StreamInfo(height=4, width=6) for m in modalities if m != "keypoints"}
+    b = ms.SequenceExampleBuilder(ctx, streams, keypoints="keypoints" in modalities)
     kp = np.zeros((2, 17, 2), np.float32)
     kp[0, :, 0] = np.linspace(0, 1, 17)
     kp[1, :, 1] = 0.5
@@ -127,7 +127,7 @@ def test_schema_version_check():
 
 
 @pytest.mark.parametrize(
-    "modalities", [ms.ALL_MODALITIES, ("rgb",), ("flow",), ("pose",), ("rgb", "flow")]
+    "modalities", [ms.DEFAULT_MODALITIES, ("rgb",), ("flow",), ("pose",), ("rgb", "flow")]
 )
 def test_builder_bytes_are_protobufs_deterministic_serialization(modalities):
     data = _two_frame_example(modalities)
@@ -192,7 +192,7 @@ def test_int64_steps_reads_one_key_from_the_wire_format():
 
 # The records' bytes before the key table: sha256 of `_two_frame_example(modalities)`.
 GOLDEN_SHA256 = {
-    ms.ALL_MODALITIES: "de2a88d8eab22b8aa36910696aa556c117b96ad39de98d38d407a72d4924b2ea",
+    ms.DEFAULT_MODALITIES: "de2a88d8eab22b8aa36910696aa556c117b96ad39de98d38d407a72d4924b2ea",
     ("rgb",): "eeebcd4a399ca08c9ca57d8fc2914b5fd053a893f049518ab1809c37883fd5e8",
     ("flow",): "1d7ff1bc1ab9dd350c8a4bf8a9629a2b808ddf7f1e1a8f28e9f35d608e7bae96",
     ("pose",): "892d298afcf22ebabc49fe2b451ebd7e5542f73454cd4e1ca1f66d6d29f6a29d",
@@ -306,5 +306,54 @@ def test_a_bad_key_declaration_is_refused():
         ms.Key("x/y", ms.CONTEXT, ms.FLOAT, ms.PER_PERSON)
     with pytest.raises(ValueError, match="dtype='double'"):
         ms.Key("x/y", ms.SEQUENCE, "double")
-    with pytest.raises(ValueError, match="per-person values need modality='pose'"):
+    with pytest.raises(ValueError, match="per-person values need modality='keypoints'"):
         ms.Key("x/y", ms.SEQUENCE, ms.FLOAT, ms.PER_JOINT)
+    with pytest.raises(ValueError, match="modality='keypoints' has no image stream"):
+        ms.Key("x/y", ms.CONTEXT, ms.INT64, modality=ms.MODALITY_KEYPOINTS, stream=True)
+
+
+@pytest.mark.parametrize("modalities", [("rgb", "flow"), ("rgb",), ("flow",), (), ("flow", "rgb")])
+def test_keypoints_without_rendered_frames_are_the_pose_records_less_that_stream(modalities):
+    """`keypoints` writes exactly the keys of `pose` but the POSE_RENDERED stream's, with the
+    same values, and what is written is protobuf's deterministic serialization."""
+    data = _two_frame_example((*modalities, "keypoints"))
+    ex = tf.train.SequenceExample.FromString(data)
+    assert ex.SerializeToString(deterministic=True) == data
+    full = tf.train.SequenceExample.FromString(_two_frame_example((*modalities, "pose")))
+    for name in list(full.context.feature):
+        if name.startswith("POSE_RENDERED/"):
+            del full.context.feature[name]
+    for name in list(full.feature_lists.feature_list):
+        if name.startswith("POSE_RENDERED/"):
+            del full.feature_lists.feature_list[name]
+    assert ex == full
+    keys = ms.record_keys((*modalities, "keypoints"))
+    assert set(ex.context.feature) == {n for n, k in keys.items() if k.part == ms.CONTEXT}
+    assert set(ex.feature_lists.feature_list) == {
+        n for n, k in keys.items() if k.part == ms.SEQUENCE
+    }
+    assert "POSE/region/parts" in ex.context.feature
+    assert not any(n.startswith("POSE_RENDERED/") for n in keys)
+    ctx, seq = ms.parse_specs((*modalities, "keypoints"))
+    _, s = tf.io.parse_single_sequence_example(data, ctx, seq)
+    assert s["region/num_regions"].numpy().tolist() == [2, 0]
+
+
+def test_written_modalities_are_checked():
+    assert ms.check_written_modalities(["rgb", "keypoints"]) == ("rgb", "keypoints")
+    assert ms.carries_keypoints(("flow", "keypoints")) and ms.carries_keypoints(("pose",))
+    assert not ms.carries_keypoints(("rgb", "flow"))
+    with pytest.raises(ValueError, match="'pose' writes the keypoints with the rendered frames"):
+        ms.check_written_modalities(("rgb", "pose", "keypoints"))
+    with pytest.raises(ValueError, match="named twice"):
+        ms.check_written_modalities(("rgb", "rgb"))
+    with pytest.raises(ValueError, match="expected a non-empty subset"):
+        ms.check_written_modalities(("depth",))
+    ctx = ms.ClipContext("v_0", "d", "p", "v", 0, 10, 0, "a")
+    with pytest.raises(ValueError, match=r"streams: \['keypoints'\] have no image stream"):
+        ms.SequenceExampleBuilder(ctx, {"keypoints": ms.StreamInfo(4, 4)})
+    with pytest.raises(ValueError, match="'pose' writes the keypoints"):
+        ms.SequenceExampleBuilder(ctx, {"pose": ms.StreamInfo(4, 4)}, keypoints=True)
+    b = ms.SequenceExampleBuilder(ctx, {"rgb": ms.StreamInfo(4, 4)}, keypoints=True)
+    with pytest.raises(ValueError, match="keypoints, keypoint_scores, boxes and box_scores"):
+        b.add_frame(0, rgb_jpeg=b"x")

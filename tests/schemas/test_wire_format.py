@@ -12,7 +12,7 @@ import tensorflow as tf
 from schemas import media_sequence as ms
 
 SUBSETS = [
-    ms.ALL_MODALITIES,
+    ms.DEFAULT_MODALITIES,
     ("rgb",),
     ("pose",),
     ("flow",),

@@ -73,15 +73,23 @@ def normalized(pixels: np.ndarray) -> np.ndarray:
     return (pixels + 0.5) / np.array([W, H])
 
 
-def keypoint_clip(example_id: str, label: int = 0, pose: bool = True, persons=clip_persons):
+def keypoint_clip(
+    example_id: str,
+    label: int = 0,
+    pose: bool = True,
+    persons=clip_persons,
+    rendered: bool = True,
+    rgb: bool = True,
+):
     """A record of N coordinate frames (RGB and pose-rendered) with `persons(t)`'s keypoints;
-    `pose=False`: RGB only, no keypoints."""
-    streams = {ms.MODALITY_RGB: ms.StreamInfo(H, W)}
-    if pose:
+    `pose=False`: RGB only, no keypoints; `rendered=False`: the keypoints without the
+    pose-rendered frames (the `keypoints` modality); `rgb=False`: no RGB stream."""
+    streams = {ms.MODALITY_RGB: ms.StreamInfo(H, W)} if rgb else {}
+    if pose and rendered:
         streams[ms.MODALITY_POSE] = ms.StreamInfo(H, W)
     ctx = ms.ClipContext(example_id, "kp", f"/v/{example_id}.mp4", example_id, 0, N * 40_000,
                          label, f"c{label}")  # fmt: skip
-    builder = ms.SequenceExampleBuilder(ctx, streams)
+    builder = ms.SequenceExampleBuilder(ctx, streams, keypoints=pose and not rendered)
     for t in range(N):
         frame = jpeg(coordinate_frame(t), quality=100)
         kwargs = {}
@@ -89,14 +97,14 @@ def keypoint_clip(example_id: str, label: int = 0, pose: bool = True, persons=cl
             pixels, scores = persons(t)
             num = len(scores)
             kwargs = dict(
-                pose_jpeg=frame,
+                pose_jpeg=frame if rendered else None,
                 keypoints=normalized(pixels),
                 keypoint_scores=scores,
                 boxes=np.tile([0.1, 0.1, 0.9, 0.9], (num, 1)),
                 box_scores=np.full(num, 0.9),
                 track_ids=np.arange(num),
             )
-        builder.add_frame(t * 40_000, rgb_jpeg=frame, **kwargs)
+        builder.add_frame(t * 40_000, rgb_jpeg=frame if rgb else None, **kwargs)
     return builder.serialize()
 
 
@@ -322,6 +330,43 @@ def test_evaluation_heatmaps_are_central_and_deterministic(keypoint_shard):
             np.testing.assert_allclose(heat, expected, rtol=0, atol=2e-5)
 
 
+def test_keypoints_without_rendered_frames_give_the_same_heatmaps(tmp_path):
+    """Records of `rgb,keypoints` (no pose-rendered frames) feed the heatmaps exactly as records
+    of `rgb,pose` do, in training (same seed) and evaluation, with or without the RGB stream
+    read; records with no image stream at all cannot size the heatmaps and fail naming why."""
+    both = str(tmp_path / "pose.tfrecord")
+    write_records(both, [keypoint_clip(f"kp{i}") for i in range(4)])
+    alone = str(tmp_path / "keypoints.tfrecord")
+    write_records(alone, [keypoint_clip(f"kp{i}", rendered=False) for i in range(4)])
+    data = DataConfig(
+        num_frames=8, crop_size=(24, 24), eval_num_frames=8, eval_crop_size=(24, 24), seed=3
+    )
+    for training in (True, False):
+        for modalities in (["rgb", "heatmap"], ["heatmap"]):
+            a = batches(both, modalities, data, 1, training=training)
+            b = batches(alone, modalities, data, 1, training=training)
+            for m in modalities:
+                np.testing.assert_array_equal(a[0][m], b[0][m])
+            assert a[0]["heatmap"].max() > 0.4  # the peaks are there
+    bare = str(tmp_path / "bare.tfrecord")
+    write_records(bare, [keypoint_clip("bare", rendered=False, rgb=False)])
+    with pytest.raises(
+        tf.errors.InvalidArgumentError,
+        match=r"image/height and image/width; record\] \[bare\].* \[-1\] \[-1\]",
+    ):
+        batches(bare, ["heatmap"], data, 1, batch_size=1)
+    root = str(tmp_path / "out")
+    write_records(
+        os.path.join(root, layout.shard_path("train", "kp", 0, 1)),
+        [keypoint_clip("kp", rendered=False)],
+    )
+    write_info(root, ["rgb", "keypoints"])
+    data = DataConfig(data_dir=root, num_frames=4, crop_size=(24, 24))
+    assert inputs.resolve_num_classes(data, ["rgb", "heatmap"]) == 2
+    with pytest.raises(ValueError, match=r"not \['pose'\]"):
+        inputs.resolve_num_classes(data, ["pose"])
+
+
 def write_info(root: str, modalities) -> None:
     info = {"schema_version": ms.SCHEMA_VERSION, "num_classes": 2, "modalities": modalities}
     with open(os.path.join(root, layout.DATASET_INFO), "w") as f:
@@ -371,7 +416,7 @@ def heatmap_data(tmp_path_factory) -> str:
             keypoint_clip(f"{split}{i}", i % 2, persons=class_persons(i % 2)) for i in range(count)
         ]
         write_records(os.path.join(root, layout.shard_path(split, "kp", 0, 1)), records)
-    write_info(root, list(ms.ALL_MODALITIES))
+    write_info(root, list(ms.DEFAULT_MODALITIES))
     return root
 
 

@@ -209,7 +209,7 @@ def test_class_count_comes_from_and_is_checked_against_dataset_info(tiny_data):
 def test_the_description_is_read_typed_and_checked(tiny_data, tmp_path):
     info = inputs.read_dataset_info(tiny_data)
     assert isinstance(info, DatasetInfo)
-    assert info.num_classes == 3 and info.modalities == tuple(ms.ALL_MODALITIES)
+    assert info.num_classes == 3 and info.modalities == tuple(ms.DEFAULT_MODALITIES)
     assert inputs.read_dataset_info(str(tmp_path)) is None
     assert inputs.split_pattern(DataConfig(data_dir="gs://b/d/"), "eval") == (
         "gs://b/d/validation/*.tfrecord"

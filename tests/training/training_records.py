@@ -168,7 +168,7 @@ def write_dataset(root: str, seed: int = 0) -> str:
         "dataset_name": "tiny",
         "num_classes": NUM_CLASSES,
         "labels": list(LABELS),
-        "modalities": list(ms.ALL_MODALITIES),
+        "modalities": list(ms.DEFAULT_MODALITIES),
     }
     with open(os.path.join(root, layout.DATASET_INFO), "w") as f:
         json.dump(info, f)

@@ -212,6 +212,36 @@ def test_cli_runs_and_refuses_a_bad_model_before_any_video(tmp_path, assets_read
     assert proc.returncode == 2 and "--overwrite" in proc.stderr
 
 
+@pytest.mark.slow
+def test_keypoints_without_rendered_frames(demo_run, tmp_path):
+    """`--modalities=flow,keypoints`: the flow and the keypoints of the full job, to the value,
+    without RGB or pose-rendered frames; the validator and the description agree."""
+    from pipelines.tools import validate
+
+    full_info, full_out = demo_run
+    single = assets.sample_video_path("sports2d_demo.mp4")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"path,label,start,end,split\n{single},athletics,3.0,3.5,validation\n")
+    out = tmp_path / "out"
+    info = run(
+        [f"--input={manifest}", f"--output_dir={out}", "--dataset_name=e2e",
+         "--runner=DirectRunner", "--modalities=flow,keypoints"]
+    )  # fmt: skip
+    assert info["modalities"] == ["flow", "keypoints"]
+    assert info["pose"]["validation"] == full_info["pose"]["validation"]
+    (rec,) = _records(out, "validation")[1]
+    (full,) = _records(full_out, "validation")[1]
+    ex = tf.train.SequenceExample.FromString(rec)
+    want = tf.train.SequenceExample.FromString(full)
+    lists = ex.feature_lists.feature_list
+    assert set(lists) == ms.sequence_keys(("flow", "keypoints"))
+    assert not any(k.startswith(ms.POSE_RENDERED_PREFIX) or k.startswith("image/") for k in lists)
+    for key in lists:
+        assert lists[key] == want.feature_lists.feature_list[key], key
+    assert ex.context.feature[ms.POSE_PARTS_KEY] == want.context.feature[ms.POSE_PARTS_KEY]
+    assert validate.validate(str(out))[0] == []
+
+
 def _transcode(src, dst, fourcc, fps, num_frames, size=None, step=1, start=0):
     """Writes frames start, start+step, ... of a real video into a new container at `fps`."""
     import cv2

@@ -87,6 +87,8 @@ def test_config_errors_name_the_field():
         ({"short_side": 8}, "short_side=8"),
         ({"jpeg_quality": 101}, "jpeg_quality=101"),
         ({"modalities": ("rgb", "depth")}, "modalities="),
+        ({"modalities": ("rgb", "pose", "keypoints")}, "'pose' writes the keypoints with"),
+        ({"modalities": ("rgb", "rgb")}, "named twice"),
         ({"flow_preset": "turbo"}, "flow_preset='turbo'"),
         ({"dataset_name": "a/b"}, "dataset_name='a/b'"),
         ({"max_clip_seconds": -1}, "max_clip_seconds=-1"),

@@ -43,7 +43,7 @@ WORKER_RUN = textwrap.dedent(
 
     video, model_path, out = sys.argv[1:4]
     config = PreprocessConfig(input="m.csv", output_dir=out, threads_per_worker=1)
-    assert config.modalities == ms.ALL_MODALITIES, config.modalities
+    assert config.modalities == ms.DEFAULT_MODALITIES, config.modalities
     _, sha = load_pose_model(model_path)
     fn = ProcessVideoFn(config.clip_settings(), out, model_path, sha)
     fn.setup()

@@ -92,7 +92,7 @@ def _person(rng, cx):
 
 def synthetic_record(example_id="clip_0", seed=0) -> bytes:
     rng = np.random.default_rng(seed)
-    streams = {m: ms.StreamInfo(H, W) for m in ms.ALL_MODALITIES}
+    streams = {m: ms.StreamInfo(H, W) for m in ms.DEFAULT_MODALITIES}
     builder = ms.SequenceExampleBuilder(
         ms.ClipContext(example_id, "synthetic", "/v.mp4", "v", 0, 240_000, 3, "wave"), streams
     )
@@ -131,7 +131,7 @@ def out_dir(tmp_path_factory):
         splits[split] = {"clips": len(ids), "num_shards": 1, "shards": [shard]}
     info = {
         "schema_version": ms.SCHEMA_VERSION,
-        "modalities": list(ms.ALL_MODALITIES),
+        "modalities": list(ms.DEFAULT_MODALITIES),
         "splits": splits,
     }
     (root / layout.DATASET_INFO).write_text(json.dumps(info))
