@@ -10,6 +10,7 @@ Modules:
   models      R3D50-G (paper Table 1), S3D-G, STM, feature gating, the classifier
   epam        EPAM-Net: X-ShiftNet RGB and skeleton-heatmap streams, pose-guided attention
   heatmaps    skeleton heatmap volumes from the records' keypoints (the `heatmap` modality)
+  pose_render skeletons drawn onto the RGB clip from the keypoints (the `pose_live` modality)
   losses      cross-entropy, eq. (1) separate loss (SL) and unified loss (UL), L2
   schedule    warm-up + cosine learning rate, linear in the global batch size
   distribute  TPU / Mirrored / default strategy, bfloat16 policy

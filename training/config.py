@@ -19,6 +19,7 @@ import typing
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from render.style import RenderStyle, style_from_text
 from schemas import media_sequence as ms
 
 BACKBONES = ("r3d50g", "s3dg", "stm", "epam")
@@ -29,15 +30,38 @@ DISTILL_LOSSES = ("sl", "ul")
 PRECISIONS = ("auto", "float32", "mixed_bfloat16")
 DISTRIBUTIONS = ("auto", "default", "mirrored", "tpu")
 CONFIG_FILENAME = "config.json"
+# Formats of `train.init_2d_checkpoint` (`training.inflate.FORMATS`).
+INIT_2D_FORMATS = ("auto", "tf_checkpoint", "keras", "npz")
 # The training modalities: the records' three image streams and the skeleton heatmap volumes
 # that the input pipeline builds from the records' keypoints (`training.heatmaps`; records of
 # the `pose` or the `keypoints` modality carry them).
 MODALITY_HEATMAP = "heatmap"
 # DataConfig fields that shape the `heatmap` modality: a model is fed heatmaps made as in training.
 HEATMAP_SETTINGS = ("heatmap_stride", "heatmap_sigma", "heatmap_score_threshold", "heatmap_limbs")
-MODALITIES = (*ms.IMAGE_MODALITIES, MODALITY_HEATMAP)
-# The record modality (schemas.media_sequence) each training modality is read from.
-RECORD_MODALITY = {**{m: m for m in ms.IMAGE_MODALITIES}, MODALITY_HEATMAP: ms.MODALITY_KEYPOINTS}
+# Pose-rendered frames drawn by the input pipeline from the records' keypoints onto their RGB
+# frames, in the style `data.render_style` (`training.pose_render`): a pose teacher's input that
+# needs no pose-rendered stream in the records, in any variant of the paper's Table 2.
+MODALITY_POSE_LIVE = "pose_live"
+# DataConfig fields that shape the `pose_live` modality.
+POSE_LIVE_SETTINGS = ("render_style",)
+MODALITIES = (*ms.IMAGE_MODALITIES, MODALITY_HEATMAP, MODALITY_POSE_LIVE)
+# The record modality (schemas.media_sequence) each training modality is read from (`pose_live`:
+# the RGB frames it draws on; its keypoints are `heatmap`'s, see `record_modalities`).
+RECORD_MODALITY = {
+    **{m: m for m in ms.IMAGE_MODALITIES},
+    MODALITY_HEATMAP: ms.MODALITY_KEYPOINTS,
+    MODALITY_POSE_LIVE: ms.MODALITY_RGB,
+}
+
+
+def record_modalities(modality: str) -> tuple[str, ...]:
+    """Every record modality a training modality reads: `RECORD_MODALITY[modality]`, and for
+    `pose_live` the keypoints' (`RECORD_MODALITY['heatmap']`) as well."""
+    if modality == MODALITY_POSE_LIVE:
+        return (RECORD_MODALITY[modality], RECORD_MODALITY[MODALITY_HEATMAP])
+    return (RECORD_MODALITY[modality],)
+
+
 # EPAM-Net (`training.epam`): one model on two modalities of a clip, RGB frames and skeleton
 # heatmaps of the same frames (`ExperimentConfig.modality` is its RGB stream's, `rgb`).
 BACKBONE_EPAM = "epam"
@@ -101,6 +125,10 @@ class DataConfig:
       heatmap_score_threshold: keypoints scoring below it are left out of the heatmaps, in
         [0, 1] (0.3, the skeleton renderer's default for the pose-rendered frames).
       heatmap_limbs: one channel per limb (17, `training.heatmaps.LIMBS`) instead of per joint.
+      render_style: the `pose_live` modality's skeleton style: a variant name of
+        `render.style.VARIANTS` (e.g. `rgb_dots_fine_ratio`, a Table 2 row) or a
+        `RenderStyle.parse` spec (e.g. `variant=black_bars_fine_ratio,threshold=0.5`); "" is
+        the paper's best variant, `rgb_bars_fine_ratio` (`pose_live_style()`).
       shuffle_buffer: clips in the training shuffle buffer (memory: encoded clips), >= 1.
       cycle_length: shards read concurrently, >= 1.
       seed: seed of every random choice (file order, shuffle, window, crop, flip, photometric)
@@ -128,6 +156,7 @@ class DataConfig:
     heatmap_sigma: float = 0.6
     heatmap_score_threshold: float = 0.3
     heatmap_limbs: bool = False
+    render_style: str = ""
     shuffle_buffer: int = 64
     cycle_length: int = 8
     seed: int | None = 0
@@ -159,6 +188,26 @@ class DataConfig:
             _fail("heatmap_sigma", self.heatmap_sigma, "must be > 0 (heatmap cells)")
         if not 0.0 <= self.heatmap_score_threshold <= 1.0:
             _fail("heatmap_score_threshold", self.heatmap_score_threshold, "must be in [0, 1]")
+        try:
+            self.pose_live_style()
+        except ValueError as e:
+            _fail("data.render_style", self.render_style, f"not a render style: {e}")
+
+    def pose_live_style(self) -> RenderStyle:
+        """The `pose_live` modality's style, from `render_style` (`render.style.style_from_text`);
+        raises ValueError naming the bad item."""
+        return style_from_text(self.render_style)
+
+    def modality_differences(self, other: DataConfig, modality: str) -> list[str]:
+        """The settings shaping `modality` in which `other` differs from this config, as
+        `name=mine (trained with theirs)`: `heatmap_differences` for `heatmap`, the resolved
+        render style for `pose_live` (a variant name and its spec are the same style), none
+        for the records' streams."""
+        if modality == MODALITY_HEATMAP:
+            return self.heatmap_differences(other)
+        if modality == MODALITY_POSE_LIVE and self.pose_live_style() != other.pose_live_style():
+            return [f"render_style={self.render_style!r} (trained with {other.render_style!r})"]
+        return []
 
     def heatmap_differences(self, other: DataConfig) -> list[str]:
         """The `heatmap_*` settings in which `other` differs from this config, as
@@ -282,10 +331,18 @@ class TrainConfig:
       checkpoint_every: steps between checkpoints (rounded up to a loop boundary).
       max_checkpoints: checkpoints kept.
       summary_every: steps between TensorBoard scalars (rounded up to a loop boundary).
-      eval_batch_size: global clips per evaluation step.
+      eval_batch_size: global clips per evaluation step, divisible by the replicas; 0 (the
+        default): as many as fit the device's memory (`training.memory.eval_batch`).
+      eval_batch_per_replica: clips per replica and evaluation step (the global batch is this
+        times the replicas); 0: `eval_batch_size` decides. Set one or the other.
       eval_every: steps between evaluations during training; 0 evaluates only at the end.
       eval_at_end: evaluate after the last step when an eval split is given.
       max_eval_clips: stop evaluating after this many clips; 0 evaluates every clip.
+      init_2d_checkpoint: ImageNet-pretrained 2D weights (Inception-v1 for S3D-G, ResNet50
+        for R3D50-G and STM) inflated into the backbone when a run starts from scratch (not on
+        resume, not in fine-tuning); `training.inflate`. Empty: no 2D initialization.
+      init_2d_format: the file's format, `auto` (by its name), `tf_checkpoint`, `keras`
+        (keras.applications.ResNet50 weights) or `npz` (`INIT_2D_FORMATS`).
     """
 
     global_batch_size: int = 2048
@@ -294,10 +351,13 @@ class TrainConfig:
     checkpoint_every: int = 1000
     max_checkpoints: int = 3
     summary_every: int = 100
-    eval_batch_size: int = 256
+    eval_batch_size: int = 0
+    eval_batch_per_replica: int = 0
     eval_every: int = 0
     eval_at_end: bool = True
     max_eval_clips: int = 0
+    init_2d_checkpoint: str = ""
+    init_2d_format: str = "auto"
 
     def validate(self) -> None:
         for name in (
@@ -307,13 +367,20 @@ class TrainConfig:
             "checkpoint_every",
             "max_checkpoints",
             "summary_every",
-            "eval_batch_size",
         ):
             if getattr(self, name) < 1:
                 _fail(name, getattr(self, name), "must be >= 1")
-        for name in ("eval_every", "max_eval_clips"):
+        if self.init_2d_format not in INIT_2D_FORMATS:
+            _fail("train.init_2d_format", self.init_2d_format, f"expected {list(INIT_2D_FORMATS)}")
+        for name in ("eval_every", "max_eval_clips", "eval_batch_size", "eval_batch_per_replica"):
             if getattr(self, name) < 0:
                 _fail(name, getattr(self, name), "must be >= 0")
+        if self.eval_batch_size and self.eval_batch_per_replica:
+            _fail(
+                "train.eval_batch_per_replica",
+                self.eval_batch_per_replica,
+                f"set it or train.eval_batch_size (={self.eval_batch_size}), not both",
+            )
 
 
 @dataclasses.dataclass
@@ -360,11 +427,14 @@ class RuntimeConfig:
       distribution: `auto` (TPU if named, MirroredStrategy on GPUs, else default), `default`,
         `mirrored` (all GPUs, or all logical CPUs when there is no GPU), `tpu`.
       precision: `auto` (mixed_bfloat16 on TPU, float32 elsewhere) or a Keras dtype policy.
+      device_memory_gib: memory of one replica's device in GiB, which the evaluation batch is
+        fitted to; 0: found out (`training.memory.device_memory`).
     """
 
     tpu: str = ""
     distribution: str = "auto"
     precision: str = "auto"
+    device_memory_gib: float = 0.0
 
     def validate(self) -> None:
         if self.distribution not in DISTRIBUTIONS:
@@ -373,6 +443,9 @@ class RuntimeConfig:
             _fail("runtime.tpu", self.tpu, "distribution='tpu' needs a TPU name")
         if self.precision not in PRECISIONS:
             _fail("runtime.precision", self.precision, f"expected one of {list(PRECISIONS)}")
+        m = self.device_memory_gib
+        if isinstance(m, bool) or not isinstance(m, (int, float)) or not 0 <= m < 1e6:
+            _fail("runtime.device_memory_gib", m, "must be a number of GiB >= 0 (0: found out)")
 
 
 @dataclasses.dataclass
@@ -440,6 +513,15 @@ class ExperimentConfig:
             self.distill.validate()
         if self.task == "finetune" and not self.init_checkpoint:
             _fail("init_checkpoint", self.init_checkpoint, "fine-tuning needs a checkpoint")
+        if self.train.init_2d_checkpoint and (
+            self.task == "finetune" or self.model.backbone == BACKBONE_EPAM
+        ):
+            _fail(
+                "train.init_2d_checkpoint",
+                self.train.init_2d_checkpoint,
+                "2D initialization is for R3D50-G, S3D-G and STM runs from scratch (fine-tuning "
+                "starts from init_checkpoint; EPAM-Net has no 2D mapping)",
+            )
         return self
 
     def model_modalities(self) -> tuple[str, ...]:
@@ -598,7 +680,7 @@ def _kinetics600(backbone: str, task: str, modality: str, teachers=(), loss="sl"
         cfg.train = TrainConfig(global_batch_size=2048, train_steps=22000)
     else:
         # 51 GPUs x 6 clips (paper, section 4); the rate scales linearly from 1.6 at 2048.
-        cfg.train = TrainConfig(global_batch_size=306, train_steps=22000, eval_batch_size=51)
+        cfg.train = TrainConfig(global_batch_size=306, train_steps=22000)
         cfg.model.dropout_rate = 0.5
     if task == "student":
         cfg.distill = DistillConfig(teachers={t: "" for t in teachers}, loss=loss)
@@ -629,7 +711,6 @@ def _finetune(dataset: str, backbone: str):
         steps_per_loop=50,
         checkpoint_every=500,
         summary_every=50,
-        eval_batch_size=16,
     )
     cfg.optimizer = OptimizerConfig(warmup_steps=steps // 20, decay_steps=steps - steps // 20)
     return cfg

@@ -15,6 +15,7 @@ Element of the batched dataset, a dict:
 | `pose` | float32 | [B, T, H, W, 3] | pose-rendered frames, same scaling and jitter as `rgb` |
 | `flow` | float32 | [B, T, H, W, 2] | (x, y) displacement / 20 in [-1, 1]; see below |
 | `heatmap` | float32 | [B, T, H/s, W/s, 17] | skeleton heatmaps in [0, 1]; see below |
+| `pose_live` | float32 | [B, T, H, W, 3] | skeletons drawn on the `rgb` clip (`pose_render`) |
 | `label` | int32 | [B] | class index in [0, num_classes) |
 | `mask` | float32 | [B] | evaluation only: 1 for a real clip, 0 for padding of the last batch |
 | `example_id` | string | [B] | only with `with_ids=True` (strings cannot go to a TPU) |
@@ -62,11 +63,20 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
+from render.style import DEFAULT_STYLE, RenderStyle
 from schemas import layout
 from schemas import media_sequence as ms
 from schemas.dataset_info import DatasetInfo
-from training import heatmaps
-from training.config import MODALITIES, MODALITY_HEATMAP, RECORD_MODALITY, SAMPLINGS, DataConfig
+from training import heatmaps, pose_render
+from training.config import (
+    MODALITIES,
+    MODALITY_HEATMAP,
+    MODALITY_POSE_LIVE,
+    RECORD_MODALITY,
+    SAMPLINGS,
+    DataConfig,
+    record_modalities,
+)
 
 # Input channels of a model per training modality (`training.config.MODALITIES`).
 MODEL_CHANNELS = {
@@ -74,6 +84,7 @@ MODEL_CHANNELS = {
     ms.MODALITY_POSE: 3,
     ms.MODALITY_FLOW: 2,
     MODALITY_HEATMAP: heatmaps.NUM_CHANNELS,
+    MODALITY_POSE_LIVE: 3,
 }
 # The record keys the heatmap modality is built from (the keypoints, which records of the
 # `pose` and of the `keypoints` modality carry).
@@ -119,6 +130,16 @@ def _required(spec) -> bool:
     return True
 
 
+# The person boxes `pose_live` sizes ratio-aware markers by; records without them are read
+# (the markers are then sized by the extent of each person's keypoints, as offline).
+POSE_LIVE_BOX_KEYS = (
+    ms.REGION_BBOX_YMIN_KEY,
+    ms.REGION_BBOX_XMIN_KEY,
+    ms.REGION_BBOX_YMAX_KEY,
+    ms.REGION_BBOX_XMAX_KEY,
+)
+
+
 def check_records(pattern: str, modalities: Sequence[str]) -> str:
     """Checks the first record of the first shard of `pattern` against what `modalities` read.
 
@@ -156,7 +177,7 @@ def check_records(pattern: str, modalities: Sequence[str]) -> str:
         for key, feature_spec in spec.items():
             kind = _FEATURE_KIND[feature_spec.dtype]
             if key not in where:
-                if not _required(feature_spec):
+                if not _required(feature_spec) or key in POSE_LIVE_BOX_KEYS:
                     continue
                 raise DataError(
                     f"{path}: first record has no {part} key {key!r} ({kind}), which modalities "
@@ -228,7 +249,13 @@ def resolve_num_classes(data: DataConfig, modalities: Sequence[str] = ()) -> int
     info = find_dataset_info(data)
     if info is not None:
         held = info.modalities if info.modalities is not None else ms.ALL_MODALITIES
-        missing = [m for m in modalities if not _holds(held, RECORD_MODALITY.get(m, m))]
+        missing = [
+            m
+            for m in modalities
+            if not all(
+                _holds(held, r) for r in (record_modalities(m) if m in RECORD_MODALITY else (m,))
+            )
+        ]
         if missing:
             needs = ""
             if MODALITY_HEATMAP in missing:
@@ -236,6 +263,12 @@ def resolve_num_classes(data: DataConfig, modalities: Sequence[str] = ()) -> int
                     f"; {MODALITY_HEATMAP!r} is built from the records' keypoints (their "
                     f"{ms.MODALITY_POSE!r} or {ms.MODALITY_KEYPOINTS!r} modality), keys "
                     f"{list(HEATMAP_KEYS)}"
+                )
+            if MODALITY_POSE_LIVE in missing:
+                needs += (
+                    f"; {MODALITY_POSE_LIVE!r} draws the records' keypoints (their "
+                    f"{ms.MODALITY_POSE!r} or {ms.MODALITY_KEYPOINTS!r} modality) onto their "
+                    f"{ms.MODALITY_RGB!r} frames"
                 )
             raise DataError(
                 f"modalities={list(modalities)}: the records hold only {list(held)}, not "
@@ -338,7 +371,9 @@ def _parse_specs(modalities: Sequence[str]):
     the keypoints, or without a stream to size them, reach the parser's check, which names
     the missing keys.
     """
-    ctx_all, seq_all = ms.parse_specs(tuple(dict.fromkeys(RECORD_MODALITY[m] for m in modalities)))
+    ctx_all, seq_all = ms.parse_specs(
+        tuple(dict.fromkeys(r for m in modalities for r in record_modalities(m)))
+    )
     ctx_keys = [ms.CLIP_LABEL_INDEX_KEY, ms.EXAMPLE_ID_KEY]
     seq_keys = []
     for m in modalities:
@@ -348,6 +383,8 @@ def _parse_specs(modalities: Sequence[str]):
         p = _prefix(m)
         ctx_keys += [ms.prefixed(p, ms.IMAGE_HEIGHT), ms.prefixed(p, ms.IMAGE_WIDTH)]
         seq_keys.append(ms.prefixed(p, ms.IMAGE_ENCODED))
+        if m == MODALITY_POSE_LIVE:  # the RGB frames, their keypoints and boxes
+            seq_keys += [*HEATMAP_KEYS, *POSE_LIVE_BOX_KEYS]
     if ms.MODALITY_FLOW in modalities:
         ctx_keys.append(ms.prefixed(ms.FORWARD_FLOW_PREFIX, ms.IMAGE_SATURATION))
     ctx = {k: ctx_all[k] for k in ctx_keys}
@@ -361,7 +398,19 @@ def _parse_specs(modalities: Sequence[str]):
                 name = ms.prefixed(p, key)
                 if name not in ctx:
                     ctx[name] = tf.io.FixedLenFeature([], tf.int64, default_value=-1)
+    if MODALITY_POSE_LIVE in modalities:  # missing keypoints: the parser's check names them
+        seq[ms.REGION_NUM_REGIONS_KEY] = tf.io.FixedLenSequenceFeature(
+            [], tf.int64, allow_missing=True
+        )
     return ctx, seq
+
+
+# Columns decoded on either side of a crop and cut off: decoding the crop alone leaves the
+# chroma upsampling of its first and last columns without their neighbours, and with
+# subsampled chroma (4:2:0 JPEGs) they differ from the fully decoded frame's (by up to ~30
+# levels). Two chroma samples of 4x-subsampled chroma suffice; the decode and crop of
+# `_decode_window` so equals `crop_frames` of the decoded frames exactly.
+_CROP_MARGIN = 8
 
 
 def _decode_window(encoded, indices, height, width, crop_hw, offset, resized_hw):
@@ -376,7 +425,9 @@ def _decode_window(encoded, indices, height, width, crop_hw, offset, resized_hw)
         unless the frame is smaller than the crop, in which case frames are resized to it.
 
     Returns:
-      float32 [T, crop_h, crop_w, 3], values in [0, 255] (the JPEG's samples).
+      float32 [T, crop_h, crop_w, 3], values in [0, 255]: the samples of the fully decoded
+      JPEG (`tf.io.decode_jpeg`), though only the crop and `_CROP_MARGIN` columns either side
+      of it are decoded.
     """
     ch, cw = crop_hw
     frames = tf.gather(encoded, indices)
@@ -384,33 +435,154 @@ def _decode_window(encoded, indices, height, width, crop_hw, offset, resized_hw)
         tf.not_equal(resized_hw[0], tf.cast(height, tf.int32)),
         tf.not_equal(resized_hw[1], tf.cast(width, tf.int32)),
     )
-    window = tf.stack([offset[0], offset[1], ch, cw])
+    x0 = tf.maximum(offset[1] - _CROP_MARGIN, 0)
+    x1 = tf.minimum(offset[1] + cw + _CROP_MARGIN, tf.cast(width, tf.int32))
+    window = tf.stack([offset[0], x0, ch, x1 - x0])
     spec = tf.TensorSpec([ch, cw, 3], tf.float32)
 
     def crop_only():
         def one(jpeg):
             img = tf.io.decode_and_crop_jpeg(jpeg, window, channels=3)
+            img = img[:, offset[1] - x0 : offset[1] - x0 + cw]
             return tf.cast(tf.ensure_shape(img, [ch, cw, 3]), tf.float32)
 
         return tf.map_fn(one, frames, fn_output_signature=spec, parallel_iterations=16)
 
     def resize_then_crop():
         def one(jpeg):
-            img = tf.image.resize(tf.io.decode_jpeg(jpeg, channels=3), resized_hw)
-            return tf.ensure_shape(
-                tf.slice(img, [offset[0], offset[1], 0], [ch, cw, 3]), spec.shape
-            )
+            return resize_and_crop(tf.io.decode_jpeg(jpeg, channels=3), resized_hw, offset, crop_hw)
 
         return tf.map_fn(one, frames, fn_output_signature=spec, parallel_iterations=16)
 
     return tf.cond(needs_resize, resize_then_crop, crop_only)
 
 
+# The rules of a clip's geometry and values, shared by the pipeline (`RecordParser`, on JPEG
+# records) and by `RecordParser.decoded_clip` (decoded frames: `training.export`'s serving
+# function), so that both feed a model the same numbers.
+def resize_target(height, width, crop_hw):
+    """int32 [2]: the frame size a crop of `crop_hw` is taken from. (height, width) when the
+    frame covers the crop; else the frame resized up with its aspect ratio kept,
+    `max(crop, ceil(size * s))` per axis, s = max(crop_h / height, crop_w / width)."""
+    ch, cw = crop_hw
+    height, width = tf.cast(height, tf.int32), tf.cast(width, tf.int32)
+    scale = tf.maximum(
+        1.0,
+        tf.maximum(
+            ch / tf.cast(height, tf.float32),
+            cw / tf.cast(width, tf.float32),
+        ),
+    )
+    resized = tf.stack(
+        [
+            tf.maximum(ch, tf.cast(tf.math.ceil(tf.cast(height, tf.float32) * scale), tf.int32)),
+            tf.maximum(cw, tf.cast(tf.math.ceil(tf.cast(width, tf.float32) * scale), tf.int32)),
+        ]
+    )
+    return tf.where(scale > 1.0, resized, tf.stack([height, width]))
+
+
+def central_offset(resized_hw, crop_hw):
+    """int32 [2]: (y, x) of the evaluation's central crop, floor((resized - crop) / 2)."""
+    return (resized_hw - tf.constant([int(crop_hw[0]), int(crop_hw[1])])) // 2
+
+
+def clip_frame_indices(num_steps, num_frames: int, sampling: str, start=None, seed=None):
+    """int32 [num_frames]: the frames of a clip of `num_steps` frames that feed the model.
+
+    `window`: `window_indices` from `start` (None: `central_start`, the evaluation's window);
+    `segments`: `segment_indices` with `seed` (None: the segments' centres, evaluation).
+    """
+    if sampling == "segments":
+        return segment_indices(num_steps, num_frames, seed)
+    if start is None:
+        start = central_start(num_steps, num_frames)
+    return window_indices(num_steps, num_frames, start)
+
+
+def resize_and_crop(images, resized_hw, offset, crop_hw):
+    """float32 [..., crop_h, crop_w, C]: decoded frames [..., H, W, C] resized (bilinear
+    `tf.image.resize`) to `resized_hw`, then cropped at `offset` (y, x) to `crop_hw`."""
+    ch, cw = crop_hw
+    img = tf.image.resize(images, resized_hw)
+    img = img[..., offset[0] : offset[0] + ch, offset[1] : offset[1] + cw, :]
+    return tf.ensure_shape(img, [*images.shape[:-3], ch, cw, images.shape[-1]])
+
+
+def crop_frames(frames, resized_hw, offset, crop_hw):
+    """`_decode_window` on decoded frames: float32 [T, crop_h, crop_w, C] of uint8
+    [T, H, W, C]: the crop at `offset`, after `resize_and_crop`'s resize when `resized_hw` is
+    not (H, W)."""
+    ch, cw = crop_hw
+    size = tf.shape(frames)[1:3]
+    needs_resize = tf.reduce_any(tf.not_equal(tf.cast(resized_hw, tf.int32), size))
+
+    def crop_only():
+        q = frames[:, offset[0] : offset[0] + ch, offset[1] : offset[1] + cw, :]
+        return tf.ensure_shape(tf.cast(q, tf.float32), [frames.shape[0], ch, cw, frames.shape[-1]])
+
+    return tf.cond(
+        needs_resize, lambda: resize_and_crop(frames, resized_hw, offset, crop_hw), crop_only
+    )
+
+
+def scale_image(q, delta=None, factor=None):
+    """uint8-valued float [..., 3] -> float32 in [-1, 1]: `x * 2 - 1`, x = q / 255 after the
+    brightness shift `delta` and contrast `factor` (training jitter; None: none), clipped."""
+    x = q / 255.0
+    if delta is not None:
+        x = tf.image.adjust_brightness(x, delta)
+    if factor is not None:
+        x = tf.image.adjust_contrast(x, factor)
+    if delta is not None or factor is not None:
+        x = tf.clip_by_value(x, 0.0, 1.0)
+    return x * 2.0 - 1.0
+
+
+def flow_window(
+    crop_steps, num_flows, frame_indices, saturation, height, width, resized_hw, crop_hw
+):
+    """float32 [T, crop_h, crop_w, 2]: the flow of a clip's window frames in pixels per frame of
+    the resized frames (not yet divided by FLOW_SATURATION, not mirrored).
+
+    Window frame t takes flow step min(frame_indices[t], num_flows - 1) (the last frame repeats
+    the last step); a clip without flow steps gets zeros.
+
+    Args:
+      crop_steps: fn(int32 [T] step indices) -> float [T, crop_h, crop_w, >= 2] the quantized
+        samples of those steps' images (x in channel 0, y in 1), cropped as the frames.
+      num_flows: int32 scalar, the clip's flow steps (its frames - 1).
+      frame_indices: int32 [T], the window's frames.
+      saturation: float32 scalar, the quantization bound s in pixels:
+        v = (q / 255 - 0.5) * 2 * s, then times the resize factors (x: resized_w / width,
+        y: resized_h / height).
+      height, width, resized_hw, crop_hw: the clip's geometry.
+    """
+    ch, cw = crop_hw
+
+    def decode():
+        q = crop_steps(tf.minimum(frame_indices, num_flows - 1))
+        v = (q[..., :2] / 255.0 - 0.5) * (2.0 * saturation)
+        scale = tf.stack(
+            [
+                tf.cast(resized_hw[1], tf.float32) / tf.cast(width, tf.float32),
+                tf.cast(resized_hw[0], tf.float32) / tf.cast(height, tf.float32),
+            ]
+        )
+        return v * scale
+
+    return tf.cond(
+        num_flows > 0,
+        decode,
+        lambda: tf.zeros([frame_indices.shape[0], ch, cw, 2], tf.float32),
+    )
+
+
 class RecordParser:
     """Parses one serialized record and returns the model inputs of one clip.
 
     Args:
-      modalities: streams to decode, a subset of ('rgb', 'pose', 'flow', 'heatmap').
+      modalities: streams to decode, a subset of ('rgb', 'pose', 'flow', 'heatmap', 'pose_live').
       num_frames: T, frames per clip, >= 1.
       crop_size: (height, width) of the crop in pixels.
       training: random window/crop/flip/photometric jitter if True; central window and crop,
@@ -421,6 +593,8 @@ class RecordParser:
         segments, `segment_indices`); the same frames for every stream.
       heatmap_stride, heatmap_sigma, heatmap_score_threshold, heatmap_limbs: the heatmap
         volumes (DataConfig, `training.heatmaps.clip_heatmaps`).
+      render_style: the `pose_live` skeletons (`render.style.RenderStyle`, or a variant name
+        or spec, `DataConfig.render_style`; `training.pose_render.render_clip`).
     """
 
     def __init__(
@@ -438,6 +612,7 @@ class RecordParser:
         heatmap_sigma: float = DataConfig.heatmap_sigma,
         heatmap_score_threshold: float = DataConfig.heatmap_score_threshold,
         heatmap_limbs: bool = DataConfig.heatmap_limbs,
+        render_style: RenderStyle | str = DEFAULT_STYLE,
     ):
         self.modalities = tuple(m for m in MODALITIES if m in set(modalities))
         if not self.modalities or len(self.modalities) != len(set(modalities)):
@@ -471,6 +646,9 @@ class RecordParser:
         self.heatmap_sigma = float(heatmap_sigma)
         self.heatmap_score_threshold = float(heatmap_score_threshold)
         self.heatmap_limbs = bool(heatmap_limbs)
+        if isinstance(render_style, str):
+            render_style = DataConfig(render_style=render_style).pose_live_style()
+        self.render_style = render_style
         self.context_spec, self.sequence_spec = _parse_specs(self.modalities)
 
     def _geometry(self, ctx, seq, seed):
@@ -510,6 +688,23 @@ class RecordParser:
             )
             with tf.control_dependencies([check]):
                 height, width, num_steps = (tf.identity(v) for v in (height, width, num_steps))
+        if MODALITY_POSE_LIVE in self.modalities:
+            # Records without the keypoints (the `pose` or `keypoints` modality): name the keys.
+            regions = tf.shape(seq[ms.REGION_NUM_REGIONS_KEY])[0]
+            check = tf.debugging.Assert(
+                tf.logical_and(tf.equal(regions, num_steps), num_steps > 0),
+                [
+                    f"modality {MODALITY_POSE_LIVE!r} needs the records' keypoints (their "
+                    f"{ms.MODALITY_POSE!r} or {ms.MODALITY_KEYPOINTS!r} modality): keys "
+                    f"{list(HEATMAP_KEYS)} (one {ms.REGION_NUM_REGIONS_KEY} per frame); record",
+                    ctx[ms.EXAMPLE_ID_KEY],
+                    "frames, region/num_regions steps:",
+                    num_steps,
+                    regions,
+                ],
+            )
+            with tf.control_dependencies([check]):
+                height, width, num_steps = (tf.identity(v) for v in (height, width, num_steps))
         for m in self.modalities[1:]:
             for key, value, ref_value in zip(
                 (ms.IMAGE_HEIGHT, ms.IMAGE_WIDTH), _frame_size(ctx, m), (height, width)
@@ -522,22 +717,7 @@ class RecordParser:
                     )
                 )
         ch, cw = self.crop_size
-        scale = tf.maximum(
-            1.0,
-            tf.maximum(
-                ch / tf.cast(height, tf.float32),
-                cw / tf.cast(width, tf.float32),
-            ),
-        )
-        resized = tf.stack(
-            [
-                tf.maximum(
-                    ch, tf.cast(tf.math.ceil(tf.cast(height, tf.float32) * scale), tf.int32)
-                ),
-                tf.maximum(cw, tf.cast(tf.math.ceil(tf.cast(width, tf.float32) * scale), tf.int32)),
-            ]
-        )
-        resized = tf.where(scale > 1.0, resized, tf.stack([height, width]))
+        resized = resize_target(height, width, self.crop_size)
         slack = resized - tf.constant([ch, cw])
         seeds = tf.random.experimental.stateless_split(seed, num=6)
         if self.training:
@@ -555,7 +735,7 @@ class RecordParser:
             offset = tf.stack([oy, ox])
         else:
             start = central_start(num_steps, self.num_frames)
-            offset = slack // 2
+            offset = central_offset(resized, self.crop_size)
         if self.random_flip:
             flip = tf.random.stateless_uniform([], seeds[3]) < 0.5
         else:
@@ -584,11 +764,10 @@ class RecordParser:
         )
         seed = tf.stack([tf.cast(base_seed, tf.int64), tf.cast(index, tf.int64)])
         g = self._geometry(ctx, seq, seed)
-        if self.sampling == "segments":
-            frame_seed = g["frame_seed"] if self.training else None
-            indices = segment_indices(g["num_steps"], self.num_frames, frame_seed)
-        else:
-            indices = window_indices(g["num_steps"], self.num_frames, g["start"])
+        frame_seed = g["frame_seed"] if self.training else None
+        indices = clip_frame_indices(
+            g["num_steps"], self.num_frames, self.sampling, g["start"], frame_seed
+        )
         out = {}
         if self.brightness > 0:
             delta = tf.random.stateless_uniform(
@@ -601,15 +780,21 @@ class RecordParser:
             factor = tf.random.stateless_uniform([], g["photometric_seeds"][1], lo, hi)
         else:
             factor = None
+        frames = {}  # record modality -> its cropped, mirrored window, before jitter
         for m in self.modalities:
             if m == MODALITY_HEATMAP:
                 out[m] = self._heatmap(seq, indices, g)
                 continue
-            p = ms.MODALITY_PREFIX[m]
+            if m == MODALITY_POSE_LIVE and self.render_style.background != "rgb":
+                out[m] = self._image(self._pose_live(seq, None, indices, g), delta, factor)
+                continue
+            r = RECORD_MODALITY[m]
+            p = ms.MODALITY_PREFIX[r]
             encoded = seq[ms.prefixed(p, ms.IMAGE_ENCODED)]
             if m == ms.MODALITY_FLOW:
                 out[m] = self._flow(encoded, ctx, indices, g)
-            else:
+                continue
+            if r not in frames:
                 q = _decode_window(
                     encoded,
                     indices,
@@ -619,8 +804,11 @@ class RecordParser:
                     g["offset"],
                     g["resized"],
                 )
-                q = tf.cond(g["flip"], lambda q=q: tf.reverse(q, axis=[2]), lambda q=q: q)
-                out[m] = self._image(q, delta, factor)
+                frames[r] = tf.cond(g["flip"], lambda q=q: tf.reverse(q, axis=[2]), lambda q=q: q)
+            q = frames[r]
+            if m == MODALITY_POSE_LIVE:
+                q = self._pose_live(seq, q, indices, g)
+            out[m] = self._image(q, delta, factor)
         out["label"] = tf.cast(ctx[ms.CLIP_LABEL_INDEX_KEY], tf.int32)
         if self.with_ids:
             out["example_id"] = ctx[ms.EXAMPLE_ID_KEY]
@@ -628,15 +816,51 @@ class RecordParser:
 
     @staticmethod
     def _image(q, delta, factor):
-        """uint8-valued float [T, H, W, 3] -> jittered float32 in [-1, 1]."""
-        x = q / 255.0
-        if delta is not None:
-            x = tf.image.adjust_brightness(x, delta)
-        if factor is not None:
-            x = tf.image.adjust_contrast(x, factor)
-        if delta is not None or factor is not None:
-            x = tf.clip_by_value(x, 0.0, 1.0)
-        return x * 2.0 - 1.0
+        """uint8-valued float [T, H, W, 3] -> jittered float32 in [-1, 1] (`scale_image`)."""
+        return scale_image(q, delta, factor)
+
+    def _pose_live(self, seq, frames, frame_indices, g):
+        """float32 [T, crop_h, crop_w, 3] in [0, 255]: the window's skeletons drawn in the
+        parser's render style onto `frames` (the cropped, mirrored RGB window; None under a
+        black background), under the clip's geometry (`training.pose_render.render_clip`)."""
+        num_steps = g["num_steps"]
+
+        def dense(key, width):
+            v = tf.sparse.to_dense(seq[key])  # [n, width * P_max], persons padded with 0
+            return tf.reshape(tf.gather(v, frame_indices), [self.num_frames, -1, width])
+
+        x = dense(ms.POSE_POINT_X_KEY, ms.NUM_JOINTS)
+        people = tf.shape(x)[1]
+        sides = [tf.sparse.to_dense(seq[key]) for key in POSE_LIVE_BOX_KEYS]  # [n, P] each
+        stored = tf.reduce_all(
+            [tf.equal(tf.shape(v)[0], num_steps) & tf.equal(tf.shape(v)[1], people) for v in sides]
+        )
+        boxes = tf.cond(
+            stored,
+            lambda: tf.gather(tf.stack(sides, axis=-1), frame_indices),
+            lambda: tf.fill(tf.stack([self.num_frames, people, 4]), float("nan")),
+        )  # no boxes: NaN, the keypoints' extent sizes the markers
+        y = dense(ms.POSE_POINT_Y_KEY, ms.NUM_JOINTS)
+        scores = dense(ms.POSE_CONFIDENCE_KEY, ms.NUM_JOINTS)
+        return self._render_pose_live(frames, x, y, scores, boxes, g)
+
+    def _render_pose_live(self, frames, x, y, scores, boxes, g):
+        """`pose_render.render_clip` of the window's keypoints x, y, scores [T, P, 17] and
+        boxes [T, P, 4] onto `frames` (None: black) under the clip's geometry `g`, in this
+        parser's render style."""
+        return pose_render.render_clip(
+            frames,
+            x,
+            y,
+            scores,
+            boxes,
+            style=self.render_style,
+            frame_hw=tf.stack([g["height"], g["width"]]),
+            resized_hw=g["resized"],
+            offset=g["offset"],
+            crop_hw=self.crop_size,
+            flip=g["flip"],
+        )
 
     def _heatmap(self, seq, frame_indices, g):
         """float32 [T, ceil(H / stride), ceil(W / stride), 17] in [0, 1]: the heatmap volume
@@ -647,10 +871,20 @@ class RecordParser:
             v = tf.gather(v, frame_indices)
             return tf.reshape(v, [self.num_frames, -1, ms.NUM_JOINTS])
 
-        return heatmaps.clip_heatmaps(
+        return self._clip_heatmaps(
             dense(ms.POSE_POINT_X_KEY),
             dense(ms.POSE_POINT_Y_KEY),
             dense(ms.POSE_CONFIDENCE_KEY),
+            g,
+        )
+
+    def _clip_heatmaps(self, x, y, scores, g):
+        """`heatmaps.clip_heatmaps` of the window's keypoints x, y, scores [T, P, 17] under the
+        clip's geometry `g`, with this parser's heatmap settings."""
+        return heatmaps.clip_heatmaps(
+            x,
+            y,
+            scores,
             resized_hw=g["resized"],
             offset=g["offset"],
             crop_hw=self.crop_size,
@@ -663,28 +897,21 @@ class RecordParser:
 
     def _flow(self, encoded, ctx, frame_indices, g):
         """float32 [T, H, W, 2]: dequantized, geometry-transformed flow / FLOW_SATURATION."""
-        ch, cw = self.crop_size
-        num_flows = tf.shape(encoded)[0]
-        saturation = ctx[ms.prefixed(ms.FORWARD_FLOW_PREFIX, ms.IMAGE_SATURATION)]
 
-        def decode():
-            idx = tf.minimum(frame_indices, num_flows - 1)
-            q = _decode_window(
+        def crop_steps(idx):
+            return _decode_window(
                 encoded, idx, g["height"], g["width"], self.crop_size, g["offset"], g["resized"]
             )
-            v = (q[..., :2] / 255.0 - 0.5) * (2.0 * saturation)
-            scale = tf.stack(
-                [
-                    tf.cast(g["resized"][1], tf.float32) / tf.cast(g["width"], tf.float32),
-                    tf.cast(g["resized"][0], tf.float32) / tf.cast(g["height"], tf.float32),
-                ]
-            )
-            return v * scale
 
-        v = tf.cond(
-            num_flows > 0,
-            decode,
-            lambda: tf.zeros([self.num_frames, ch, cw, 2], tf.float32),
+        v = flow_window(
+            crop_steps,
+            tf.shape(encoded)[0],
+            frame_indices,
+            ctx[ms.prefixed(ms.FORWARD_FLOW_PREFIX, ms.IMAGE_SATURATION)],
+            g["height"],
+            g["width"],
+            g["resized"],
+            self.crop_size,
         )
         v = tf.cond(
             g["flip"],
@@ -692,6 +919,139 @@ class RecordParser:
             lambda: v,
         )
         return v / ms.FLOW_SATURATION
+
+    def decoded_clip(self, streams, frame_size=None, flow_saturation=ms.FLOW_SATURATION):
+        """Evaluation on decoded frames: the model inputs `__call__` returns (training=False) for
+        a record whose frames are these, without the record (`training.export`'s serving
+        function).
+
+        Args:
+          streams: modality -> the whole clip of n frames as a record holds it, decoded:
+            `rgb`, `pose`: uint8 [n, H, W, 3]; `flow`: uint8 [n - 1, H, W, 2], the quantized
+            samples of the flow steps (the R = x and G = y channels of the stored JPEGs);
+            `heatmap`: (x, y, scores), float32 [n, P, 17] each, keypoints normalized to the
+            H x W frames (as the records store them), padding persons with score 0;
+            `pose_live`: (frames, x, y, scores, boxes): the RGB frames uint8 [n, H, W, 3] the
+            skeletons are drawn on (None under a style with a black background), the keypoints
+            as for `heatmap`, and the person boxes float32 [n, P, 4], normalized (ymin, xmin,
+            ymax, xmax) as stored (None: none stored; a box with a NaN or non-positive side
+            sizes its person's markers by the keypoints' extent, as the pipeline does).
+          frame_size: int32 [2] (H, W): the frames' size when no stream has frames (keypoints
+            alone: heatmaps, `pose_live` on black); else ignored.
+          flow_saturation: the flow's quantization bound s (the records'
+            `FORWARD_FLOW/image/saturation`).
+
+        Returns:
+          modality -> float32 model input of one clip (no batch axis).
+        """
+        if self.training:
+            raise ValueError("decoded_clip: evaluation only (a parser with training=False)")
+        if set(streams) != set(self.modalities):
+            raise ValueError(f"streams={sorted(streams)}: expected {list(self.modalities)}")
+        on_rgb = self.render_style.background == "rgb"
+        framed = {}  # modality -> its frames; the first one's size and length give the geometry
+        keypoints = {}  # modality -> (x, y, scores [, boxes])
+        for m in self.modalities:
+            if m == MODALITY_HEATMAP:
+                keypoints[m] = tuple(streams[m])
+            elif m == MODALITY_POSE_LIVE:
+                frames, x, y, scores, boxes = streams[m]
+                keypoints[m] = (x, y, scores, boxes)
+                if frames is not None:
+                    framed[m] = frames
+                elif on_rgb:
+                    raise ValueError(
+                        f"streams[{m!r}]: the RGB frames are needed, the style draws on them"
+                    )
+            else:
+                framed[m] = streams[m]
+        images = list(framed)
+        checks = []
+        if images:
+            shape = tf.shape(framed[images[0]])
+            height, width = shape[1], shape[2]
+            num_steps = shape[0] + (1 if images[0] == ms.MODALITY_FLOW else 0)
+            for m in images[1:]:
+                checks.append(
+                    tf.debugging.assert_equal(
+                        tf.shape(framed[m])[1:3],
+                        shape[1:3],
+                        message=f"stream {m!r} frame size differs from stream {images[0]!r}",
+                    )
+                )
+        else:
+            if frame_size is None:
+                raise ValueError("frame_size: needed for keypoints without image frames")
+            height, width = tf.cast(frame_size[0], tf.int32), tf.cast(frame_size[1], tf.int32)
+            num_steps = tf.shape(next(iter(keypoints.values()))[0])[0]
+        checks.append(tf.debugging.assert_positive(num_steps, message="a clip of no frame"))
+        for m, (x, *rest) in keypoints.items():
+            boxes = rest[2] if m == MODALITY_POSE_LIVE else None
+            checks.append(
+                tf.debugging.assert_equal(
+                    tf.shape(x)[0], num_steps, message="keypoints: one step per frame expected"
+                )
+            )
+            if boxes is not None:
+                checks.append(
+                    tf.debugging.assert_equal(
+                        tf.shape(boxes)[:2],
+                        tf.shape(x)[:2],
+                        message="boxes: one per person and frame of the keypoints expected",
+                    )
+                )
+        with tf.control_dependencies(checks):
+            num_steps = tf.identity(num_steps)
+        resized = resize_target(height, width, self.crop_size)
+        g = {
+            "height": height,
+            "width": width,
+            "offset": central_offset(resized, self.crop_size),
+            "resized": resized,
+            "flip": tf.constant(False),
+        }
+        indices = clip_frame_indices(num_steps, self.num_frames, self.sampling)
+        out = {}
+        for m in self.modalities:
+            if m == MODALITY_HEATMAP:
+                x, y, scores = (tf.gather(v, indices) for v in streams[m])
+                out[m] = self._clip_heatmaps(x, y, scores, g)
+            elif m == MODALITY_POSE_LIVE:
+                x, y, scores, boxes = keypoints[m]
+                x, y, scores = (tf.gather(tf.cast(v, tf.float32), indices) for v in (x, y, scores))
+                if boxes is None:  # as the pipeline: NaN, the keypoints' extent sizes the markers
+                    boxes = tf.fill(tf.concat([tf.shape(x)[:2], [4]], 0), float("nan"))
+                else:
+                    boxes = tf.gather(tf.cast(boxes, tf.float32), indices)
+                q = None
+                if on_rgb:
+                    q = crop_frames(
+                        tf.gather(framed[m], indices), resized, g["offset"], self.crop_size
+                    )
+                out[m] = scale_image(self._render_pose_live(q, x, y, scores, boxes, g))
+            elif m == ms.MODALITY_FLOW:
+                flows = streams[m]
+                out[m] = (
+                    flow_window(
+                        lambda idx, f=flows: crop_frames(
+                            tf.gather(f, idx), resized, g["offset"], self.crop_size
+                        ),
+                        tf.shape(flows)[0],
+                        indices,
+                        tf.constant(flow_saturation, tf.float32),
+                        height,
+                        width,
+                        resized,
+                        self.crop_size,
+                    )
+                    / ms.FLOW_SATURATION
+                )
+            else:
+                q = crop_frames(
+                    tf.gather(streams[m], indices), resized, g["offset"], self.crop_size
+                )
+                out[m] = scale_image(q)
+        return out
 
 
 def _pad_batch(batch, batch_size):
@@ -786,6 +1146,7 @@ def build_dataset(
         heatmap_sigma=data.heatmap_sigma,
         heatmap_score_threshold=data.heatmap_score_threshold,
         heatmap_limbs=data.heatmap_limbs,
+        render_style=data.pose_live_style(),
     )
     seed_t = tf.constant(base_seed + 2, tf.int64)
     ds = ds.enumerate().map(

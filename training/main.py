@@ -1,4 +1,4 @@
-"""Command line: `python -m training {train,distill,evaluate,presets}` (console: perfnet-train).
+"""Command line: `python -m training {train,distill,evaluate,export,presets}` (perfnet-train).
 
 Examples:
 
@@ -18,6 +18,8 @@ Examples:
         --model_dir gs://bucket/runs/epam --tpu local
     python -m training evaluate --data_dir gs://bucket/k600 \\
         --model epam=gs://bucket/runs/epam --model flow=gs://bucket/runs/flow
+    # a SavedModel of a trained model: uint8 frames of one clip in, logits and top-5 out
+    python -m training export --model_dir gs://bucket/runs/perfnet --export_dir gs://bucket/serving/perfnet
 
 A config is a preset (`presets` lists them) or a JSON file (`--config`, e.g. a model
 directory's config.json), then `--set section.key=value` overrides, then the flags.
@@ -37,6 +39,7 @@ from collections.abc import Sequence
 
 from training.config import (
     MODALITY_HEATMAP,
+    MODALITY_POSE_LIVE,
     ExperimentConfig,
     apply_overrides,
     get_preset,
@@ -79,6 +82,20 @@ def _add_config_args(p: argparse.ArgumentParser, need_model_dir: bool) -> None:
     p.add_argument("--train_data", help="glob(s) of training shards, comma separated")
     p.add_argument("--eval_data", help="glob(s) of evaluation shards, comma separated")
     p.add_argument("--tpu", help="TPU name or address (`local` on a TPU VM)")
+    p.add_argument(
+        "--eval_batch_per_replica",
+        type=int,
+        metavar="N",
+        help="evaluation clips per replica (train.eval_batch_per_replica; default: as many as "
+        "fit the device's memory, see docs/training.md)",
+    )
+    p.add_argument(
+        "--device_memory_gib",
+        type=float,
+        metavar="G",
+        help="memory of one replica's device, which the evaluation batch is fitted to "
+        "(runtime.device_memory_gib; default: found out)",
+    )
     if need_model_dir:
         p.add_argument("--model_dir", required=True, help="checkpoints and summaries go here")
         p.add_argument(
@@ -87,6 +104,24 @@ def _add_config_args(p: argparse.ArgumentParser, need_model_dir: bool) -> None:
             help="run seed N >= 0 (default: the config's `seed`, 0); the run's seed is "
             "derive_seed(config name, model inputs, N), recorded as data.seed in config.json",
         )
+        p.add_argument(
+            "--init_2d",
+            metavar="PATH",
+            help="ImageNet 2D weights inflated into the backbone of a run from scratch "
+            "(train.init_2d_checkpoint: slim inception_v1 checkpoint for S3D-G, Keras ResNet50 "
+            ".h5 for R3D50-G/STM, or .npz; see docs/training.md)",
+        )
+
+
+def _apply_device_flags(cfg: ExperimentConfig, args) -> None:
+    """--tpu, --eval_batch_per_replica and --device_memory_gib into `cfg` (validated with it)."""
+    if args.tpu:
+        cfg.runtime.tpu = args.tpu
+    if args.eval_batch_per_replica is not None:
+        cfg.train.eval_batch_per_replica = args.eval_batch_per_replica
+        cfg.train.eval_batch_size = 0
+    if args.device_memory_gib is not None:
+        cfg.runtime.device_memory_gib = args.device_memory_gib
 
 
 def _build_config(args) -> ExperimentConfig:
@@ -108,14 +143,15 @@ def _build_config(args) -> ExperimentConfig:
         cfg.data.train_pattern = args.train_data
     if args.eval_data:
         cfg.data.eval_pattern = args.eval_data
-    if args.tpu:
-        cfg.runtime.tpu = args.tpu
+    _apply_device_flags(cfg, args)
     if getattr(args, "model_dir", None):
         cfg.model_dir = args.model_dir
     if getattr(args, "seed", None) is not None:
         cfg.seed = args.seed
     if getattr(args, "init_checkpoint", None):
         cfg.init_checkpoint = args.init_checkpoint
+    if getattr(args, "init_2d", None):
+        cfg.train.init_2d_checkpoint = args.init_2d
     return cfg
 
 
@@ -152,7 +188,9 @@ def _cmd_train(args, distill: bool) -> int:
 
 
 def _cmd_evaluate(args) -> int:
-    from training import distribute, inputs
+    import dataclasses
+
+    from training import distribute, inputs, memory
     from training.evaluate import evaluate_models
     from training.trainer import load_config, load_model, model_inputs, resolve_config, save_json
 
@@ -168,8 +206,7 @@ def _cmd_evaluate(args) -> int:
         for flag, field in (("data_dir", "data_dir"), ("eval_data", "eval_pattern")):
             if getattr(args, flag):
                 setattr(cfg.data, field, getattr(args, flag))
-        if args.tpu:
-            cfg.runtime.tpu = args.tpu
+        _apply_device_flags(cfg, args)
     if not inputs.split_pattern(cfg.data, "eval"):
         raise ValueError("--eval_data: name the evaluation shards (or --data_dir)")
     cfg.task = "teacher"
@@ -177,9 +214,11 @@ def _cmd_evaluate(args) -> int:
     strategy = distribute.get_strategy(cfg.runtime)
     dtype = distribute.precision_policy(cfg.runtime, strategy)
     models = {}
+    configs = []
     with strategy.scope():
         for name, path in named.items():
             model, mcfg = load_model(path, dtype=dtype)
+            configs.append(mcfg)
             if mcfg.data.num_classes != cfg.data.num_classes:
                 raise ValueError(
                     f"--model {name}={path}: {mcfg.data.num_classes} classes, the evaluation "
@@ -194,17 +233,26 @@ def _cmd_evaluate(args) -> int:
                         f"with {', '.join(differ)}; evaluate it with its own settings (--set "
                         "data.heatmap_...) or apart from the models trained otherwise"
                     )
+            if MODALITY_POSE_LIVE in ((reads,) if isinstance(reads, str) else reads):
+                differ = cfg.data.modality_differences(mcfg.data, MODALITY_POSE_LIVE)
+                if differ:
+                    raise ValueError(
+                        f"--model {name}={path}: reads pose frames drawn in the input pipeline, "
+                        f"which this evaluation would draw with {', '.join(differ)}; evaluate it "
+                        "with its own style (--set data.render_style=...) or apart"
+                    )
             models[name] = (model, reads)
     # a one-stream model reads its modality, EPAM-Net a tuple of them
     modalities = sorted(
         {m for _, mod in models.values() for m in ((mod,) if isinstance(mod, str) else mod)}
     )
-    distribute.per_replica_batch(cfg.train.eval_batch_size, strategy)
+    plan = memory.eval_batch(configs, strategy, cfg.train, cfg.runtime, data=cfg.data)
+    log.info("evaluation batch %d (%d per replica): %s", *dataclasses.astuple(plan))
     ds = inputs.build_dataset(
         inputs.split_pattern(cfg.data, "eval"),
         modalities,
         training=False,
-        batch_size=cfg.train.eval_batch_size,
+        batch_size=plan.global_size,
         data=cfg.data,
         max_clips=cfg.train.max_eval_clips,
     )
@@ -214,11 +262,34 @@ def _cmd_evaluate(args) -> int:
     print(
         f"central crop {cfg.data.eval_num_frames}x{cfg.data.eval_crop_size[0]}x"
         f"{cfg.data.eval_crop_size[1]}, {report.rows[0].clips} clips, "
-        f"{report.seconds:.1f} s"
+        f"batch {plan.global_size} ({plan.per_replica} per replica), {report.seconds:.1f} s"
     )
     print(report.table())
     if args.output:
         save_json(args.output, report.to_json())
+    return EXIT_OK
+
+
+def _cmd_export(args) -> int:
+    from training.export import export_model
+
+    result = export_model(
+        args.model_dir,
+        args.export_dir,
+        data_dir=args.data_dir or "",
+        checkpoint=args.checkpoint or "",
+        overrides=args.set,
+        overwrite=args.overwrite,
+    )
+    info = result.info
+    print(f"export_dir: {result.export_dir}")
+    print(f"checkpoint: {result.checkpoint}")
+    print(
+        f"signature {info['signature']}: inputs "
+        + ", ".join(f"{n} {s['dtype']} {s['shape']}" for n, s in info["inputs"].items())
+        + f"; central {info['num_frames']}x{info['crop_size'][0]}x{info['crop_size'][1]}, "
+        f"{info['num_classes']} classes"
+    )
     return EXIT_OK
 
 
@@ -254,6 +325,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="a model directory to evaluate (repeatable); NAME labels it in the table",
     )
     p.add_argument("--output", help="also write the report as JSON here")
+    p = sub.add_parser(
+        "export", help="a SavedModel of a trained model: frames of a clip in, top-5 classes out"
+    )
+    p.add_argument("--model_dir", required=True, help="the model directory to export")
+    p.add_argument("--export_dir", required=True, help="where the SavedModel goes")
+    p.add_argument(
+        "--data_dir",
+        help="a preprocessing output dir whose dataset_info.json names the classes "
+        "(default: the model's training data)",
+    )
+    p.add_argument("--checkpoint", help="a checkpoint prefix (default: the latest)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="another clip than the model's evaluation clip: data.eval_num_frames=N, "
+        "data.eval_crop_size=[H,W]",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --export_dir")
     sub.add_parser("presets", help="list the presets")
     return parser
 
@@ -274,6 +365,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "evaluate":
             return _cmd_evaluate(args)
+        if args.command == "export":
+            return _cmd_export(args)
         return _cmd_train(args, distill=args.command == "distill")
     except ValueError as e:
         from training.inputs import DataError

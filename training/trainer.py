@@ -41,11 +41,12 @@ from collections.abc import Callable
 import keras
 import tensorflow as tf
 
-from training import distribute, epam, inputs, losses
+from training import distribute, epam, inflate, inputs, losses, memory
 from training.config import (
     BACKBONE_EPAM,
     CONFIG_FILENAME,
     MODALITY_HEATMAP,
+    MODALITY_POSE_LIVE,
     ExperimentConfig,
     ModelConfig,
 )
@@ -316,6 +317,16 @@ class Trainer:
         restored or step taken), in `model.weights` order."""
         return [w.numpy() for w in self._build_model().weights]
 
+    def _init_from_2d(self, model: VideoClassifier) -> inflate.InflationReport:
+        """Inflates `train.init_2d_checkpoint` into the fresh model's backbone (a run from
+        scratch, before the first step; outside the strategy scope, so that a Keras ResNet50
+        read for its weights is a plain model); the report goes to MODEL_DIR/init_2d.json."""
+        train = self.cfg.train
+        report = inflate.inflate_into(model, train.init_2d_checkpoint, format=train.init_2d_format)
+        path = posixpath.join(self.cfg.model_dir, inflate.REPORT_FILENAME)
+        save_json(path, {"init_2d_checkpoint": train.init_2d_checkpoint, **report.to_dict()})
+        return report
+
     def _load_teachers(self) -> dict[str, VideoClassifier]:
         teachers = {}
         for modality, path in self.cfg.distill.teachers.items():
@@ -342,14 +353,23 @@ class Trainer:
                     f"distill.teachers[{modality!r}]={path!r}: this run would make its heatmaps "
                     f"with {', '.join(differ)}"
                 )
+            if modality == MODALITY_POSE_LIVE:
+                differ = self.cfg.data.modality_differences(tcfg.data, modality)
+                if differ:
+                    raise ValueError(
+                        f"distill.teachers[{modality!r}]={path!r}: this run would draw its pose "
+                        f"frames with {', '.join(differ)}"
+                    )
             model.trainable = False
             teachers[modality] = model
         return teachers
 
     def _eval_dataset(self):
         pattern = inputs.split_pattern(self.cfg.data, "eval")
-        batch = self.cfg.train.eval_batch_size
-        distribute.per_replica_batch(batch, self.strategy)
+        cfg = self.cfg
+        plan = memory.eval_batch([cfg], self.strategy, cfg.train, cfg.runtime)
+        log.info("evaluation batch %d (%d per replica): %s", *dataclasses.astuple(plan))
+        batch = plan.global_size
         ds = inputs.build_dataset(
             pattern,
             list(self.cfg.model_modalities()),
@@ -406,6 +426,8 @@ class Trainer:
                 log.info("resumed from %s", last_ckpt)
             elif cfg.task == "finetune":
                 restore_backbone(model, cfg.init_checkpoint, cfg.model)
+        if not last_ckpt and cfg.train.init_2d_checkpoint:
+            self._init_from_2d(model)
         self.model, self.teachers = model, teachers
         start_step = int(optimizer.iterations.numpy())
         kernels = model.kernels()

@@ -437,7 +437,7 @@ def test_a_preset_selects_the_heatmap_teacher():
     student = get_preset("tiny_r3d50g_student")
     student.distill.teachers = {"heatmap": "/runs/heatmap", "flow": "/runs/flow"}
     assert student.validate().input_modalities() == ("rgb", "flow", "heatmap")
-    assert MODALITIES == ("rgb", "pose", "flow", "heatmap")
+    assert MODALITIES == ("rgb", "pose", "flow", "heatmap", "pose_live")
     cases = {
         "data.heatmap_stride=0": "heatmap_stride=0",
         "data.heatmap_sigma=0": "heatmap_sigma=0.0",

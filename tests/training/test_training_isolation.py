@@ -31,6 +31,20 @@ BLOCKED_RUN = textwrap.dedent(
             importlib.import_module(name)
     leaked = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
     assert not leaked, leaked
+    # The styles come from render's OpenCV-free modules, never from render.skeleton (OpenCV).
+    assert "render.style" in sys.modules and "render.skeleton" not in sys.modules
+
+    import tensorflow as tf
+    from render.style import VARIANTS
+    from training.pose_render import render_clip
+
+    drawn = render_clip(
+        tf.zeros([1, 16, 16, 3]), tf.fill([1, 1, 17], 0.5), tf.fill([1, 1, 17], 0.5),
+        tf.ones([1, 1, 17]), tf.constant([[[0.0, 0.0, 1.0, 1.0]]]),
+        style=VARIANTS["rgb_dots_fine_ratio"], frame_hw=[16, 16], resized_hw=[16, 16],
+        offset=[0, 0], crop_hw=(16, 16), flip=tf.constant(False),
+    )
+    assert float(tf.reduce_max(drawn)) > 0
 
     from training.config import get_preset
     from training.trainer import Trainer

@@ -123,7 +123,7 @@ def test_evaluate_prints_top1_top5_and_the_fusion_table(runs, capsys):
         argv += ["--model", f"{name}={root / name}"]
     assert cli.main(argv) == 0
     printed = capsys.readouterr().out
-    assert "central crop 8x32x32, 6 clips" in printed
+    assert "central crop 8x32x32, 6 clips, batch 4 (4 per replica)" in printed
     assert "| streams" in printed and "top-1 (%)" in printed and "top-3 (%)" in printed
     with open(root / "fusion.json") as f:
         report = json.load(f)
@@ -142,6 +142,27 @@ def test_evaluate_prints_top1_top5_and_the_fusion_table(runs, capsys):
     # the single-model rows are the numbers the training jobs reported
     assert report["rows"][0]["top1"] == pytest.approx(runs["flow"].eval.rows[0].top1)
     assert report["rows"][2]["top1"] == pytest.approx(runs["student"].eval.rows[0].top1)
+    # The batch changes nothing but the batch: one per replica, or what fits a memory made for
+    # 3 clips (the weights and 3.5 clips in 80 % of it).
+    from training import memory
+    from training.trainer import load_config
+
+    flow = str(root / "flow")
+    count = memory.clip_memory([load_config(flow)])
+    gib = (count.weight_bytes + 3.5 * count.per_clip) / 0.8 / memory.GIB
+    for flags, batch in (
+        (["--eval_batch_per_replica", "1"], "batch 1 (1 per replica)"),
+        (["--set", "train.eval_batch_size=0", "--device_memory_gib", f"{gib:.9f}"], None),
+    ):
+        out = str(root / "one.json")
+        argv = ["evaluate", "--data_dir", runs["data"], "--model", f"flow={flow}", "--output", out]
+        assert cli.main(argv + flags) == 0
+        printed = capsys.readouterr().out
+        if batch is None:
+            batch = "batch 3 (3 per replica)"
+        assert f"6 clips, {batch}" in printed
+        with open(out) as f:
+            assert json.load(f)["rows"][0]["top1"] == report["rows"][0]["top1"]
 
 
 def test_finetuning_restores_the_backbone_and_not_the_head(runs):
