@@ -10,9 +10,10 @@ frames), frames smaller than the crop resized up (aspect ratio kept), the centra
 `data.eval_crop_size` crop, the records' value scaling; heatmaps built from the keypoints as in
 training (`training.heatmaps`, the model's `data.heatmap_*`); `pose_live` skeletons drawn from
 the keypoints and boxes onto the cropped RGB frames (or black) as in training
-(`training.pose_render`, the model's `data.render_style`, marker sizes from the given frame
-size). The rules are the input pipeline's own (`training.inputs.RecordParser.decoded_clip`), so
-the logits equal the evaluation's on the same clip (measured: docs/training.md, "Export").
+(`training.pose_render`, the model's `data.render_style`, recorded in `export_info.json`;
+marker sizes from the given frame size). The rules are the input pipeline's own
+(`training.inputs.RecordParser.decoded_clip`), so the logits equal the evaluation's on the same
+clip (measured: docs/training.md, "Export").
 
 Inputs (by the model's modalities; T frames, H x W pixels, P persons, any of them):
 
@@ -26,7 +27,7 @@ Inputs (by the model's modalities; T frames, H x W pixels, P persons, any of the
   `keypoint_scores` float32 [T, P, 17] in [0, 1] (`POSE/region/label/confidence`), 0 for
   padding persons;
 - `pose_live` models also `boxes` float32 [T, P, 4]: the persons' boxes (ymin, xmin, ymax,
-  xmax) normalized to the frame (`POSE/region/bbox/*`), which size ratio-aware markers; a box
+  xmax) normalized to the frame (`region/bbox/*`), which size ratio-aware markers; a box
   with a NaN or non-positive side (records without boxes: all NaN) sizes them by the extent of
   the person's keypoints, as the input pipeline does;
 - keypoints without any frame input (heatmaps alone, `pose_live` on a black background): also
