@@ -37,7 +37,13 @@ INIT_2D_FORMATS = ("auto", "tf_checkpoint", "keras", "npz")
 # the `pose` or the `keypoints` modality carry them).
 MODALITY_HEATMAP = "heatmap"
 # DataConfig fields that shape the `heatmap` modality: a model is fed heatmaps made as in training.
-HEATMAP_SETTINGS = ("heatmap_stride", "heatmap_sigma", "heatmap_score_threshold", "heatmap_limbs")
+HEATMAP_SETTINGS = (
+    "heatmap_stride",
+    "heatmap_sigma",
+    "heatmap_score_threshold",
+    "heatmap_limbs",
+    "heatmap_frame_ratio",
+)
 # Pose-rendered frames drawn by the input pipeline from the records' keypoints onto their RGB
 # frames, in the style `data.render_style` (`training.pose_render`): a pose teacher's input that
 # needs no pose-rendered stream in the records, in any variant of the paper's Table 2.
@@ -125,6 +131,9 @@ class DataConfig:
       heatmap_score_threshold: keypoints scoring below it are left out of the heatmaps, in
         [0, 1] (0.3, the skeleton renderer's default for the pose-rendered frames).
       heatmap_limbs: one channel per limb (17, `training.heatmaps.LIMBS`) instead of per joint.
+      heatmap_frame_ratio: k in 1..16. With `heatmap` read, a clip spans k x num_frames stored
+        frames: the heatmaps take them all, the other streams every k-th (EPAM-Net's paper
+        input, 48 heatmap frames against 16 RGB frames, is k = 3). 1: the same T frames for all.
       render_style: the `pose_live` modality's skeleton style: a variant name of
         `render.style.VARIANTS` (e.g. `rgb_dots_fine_ratio`, a Table 2 row) or a
         `RenderStyle.parse` spec (e.g. `variant=black_bars_fine_ratio,threshold=0.5`); "" is
@@ -156,6 +165,7 @@ class DataConfig:
     heatmap_sigma: float = 0.6
     heatmap_score_threshold: float = 0.3
     heatmap_limbs: bool = False
+    heatmap_frame_ratio: int = 1
     render_style: str = ""
     shuffle_buffer: int = 64
     cycle_length: int = 8
@@ -188,6 +198,9 @@ class DataConfig:
             _fail("heatmap_sigma", self.heatmap_sigma, "must be > 0 (heatmap cells)")
         if not 0.0 <= self.heatmap_score_threshold <= 1.0:
             _fail("heatmap_score_threshold", self.heatmap_score_threshold, "must be in [0, 1]")
+        k = self.heatmap_frame_ratio
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 16:
+            _fail("heatmap_frame_ratio", k, "must be an integer in 1..16")
         try:
             self.pose_live_style()
         except ValueError as e:
@@ -814,6 +827,18 @@ def _epam(prefix: str) -> ExperimentConfig:
     return cfg
 
 
+def _epam_paper(prefix: str) -> ExperimentConfig:
+    """EPAM-Net on the paper's input: T RGB frames and 3T heatmap frames sampled uniformly over
+    the whole clip (TSN segments, `data.heatmap_frame_ratio` 3): k600 16 + 48 frames, in
+    training and in evaluation (the segments' centres); tiny 4 + 12."""
+    cfg = _epam(prefix)
+    cfg.data.sampling = "segments"
+    cfg.data.heatmap_frame_ratio = 3
+    frames = 16 if prefix == "k600" else 4
+    cfg.data.num_frames = cfg.data.eval_num_frames = frames
+    return cfg
+
+
 def _build_presets() -> dict[str, Callable[[], ExperimentConfig]]:
     presets: dict[str, Callable[[], ExperimentConfig]] = {}
     for backbone in ("r3d50g", "s3dg"):  # clips of consecutive frames; STM: _stm_presets
@@ -842,6 +867,8 @@ def _build_presets() -> dict[str, Callable[[], ExperimentConfig]]:
     for dataset in ("ucf101", "hmdb51"):
         presets[f"{dataset}_epam_finetune"] = lambda d=dataset: _epam(d)
     presets["tiny_epam_finetune"] = lambda: _epam("tiny_finetune")
+    presets["k600_epam_paper"] = lambda: _epam_paper("k600")
+    presets["tiny_epam_paper"] = lambda: _epam_paper("tiny")
     return presets
 
 

@@ -109,20 +109,7 @@ def input_specs(cfg: ExperimentConfig) -> dict[str, tf.TensorSpec]:
 
 def eval_parser(cfg: ExperimentConfig) -> inputs.RecordParser:
     """The evaluation's parser of the model's modalities, as `inputs.build_dataset` makes it."""
-    data = cfg.data
-    return inputs.RecordParser(
-        cfg.model_modalities(),
-        data.eval_num_frames,
-        data.eval_crop_size,
-        training=False,
-        random_flip=data.random_flip,
-        sampling=data.sampling,
-        heatmap_stride=data.heatmap_stride,
-        heatmap_sigma=data.heatmap_sigma,
-        heatmap_score_threshold=data.heatmap_score_threshold,
-        heatmap_limbs=data.heatmap_limbs,
-        render_style=data.pose_live_style(),
-    )
+    return inputs.RecordParser.for_data(cfg.model_modalities(), cfg.data, training=False)
 
 
 def class_names(cfg: ExperimentConfig, data_dir: str = "") -> tuple[list[str], str]:

@@ -595,7 +595,35 @@ class RecordParser:
         volumes (DataConfig, `training.heatmaps.clip_heatmaps`).
       render_style: the `pose_live` skeletons (`render.style.RenderStyle`, or a variant name
         or spec, `DataConfig.render_style`; `training.pose_render.render_clip`).
+      heatmap_frame_ratio: k >= 1, with `heatmap` only: the clip spans k x `num_frames` stored
+        frames (its window, or k x T segments); the heatmaps take every one of them, the other
+        streams every k-th (frames 0, k, 2k, ... of the span: EPAM-Net's 48 heatmap frames
+        against 16 RGB frames at k = 3). 1: all streams the same T frames.
     """
+
+    @classmethod
+    def for_data(
+        cls, modalities: Sequence[str], data: DataConfig, training: bool, with_ids: bool = False
+    ) -> RecordParser:
+        """The parser of `data`'s settings, training (`num_frames`, `crop_size`) or evaluation
+        (`eval_num_frames`, `eval_crop_size`): the one `build_dataset` and the export use."""
+        return cls(
+            modalities,
+            data.num_frames if training else data.eval_num_frames,
+            data.crop_size if training else data.eval_crop_size,
+            training=training,
+            random_flip=data.random_flip,
+            brightness_max_delta=data.brightness_max_delta,
+            contrast_range=data.contrast_range,
+            with_ids=with_ids,
+            sampling=data.sampling,
+            heatmap_stride=data.heatmap_stride,
+            heatmap_sigma=data.heatmap_sigma,
+            heatmap_score_threshold=data.heatmap_score_threshold,
+            heatmap_limbs=data.heatmap_limbs,
+            render_style=data.pose_live_style(),
+            heatmap_frame_ratio=data.heatmap_frame_ratio,
+        )
 
     def __init__(
         self,
@@ -613,6 +641,7 @@ class RecordParser:
         heatmap_score_threshold: float = DataConfig.heatmap_score_threshold,
         heatmap_limbs: bool = DataConfig.heatmap_limbs,
         render_style: RenderStyle | str = DEFAULT_STYLE,
+        heatmap_frame_ratio: int = 1,
     ):
         self.modalities = tuple(m for m in MODALITIES if m in set(modalities))
         if not self.modalities or len(self.modalities) != len(set(modalities)):
@@ -646,6 +675,11 @@ class RecordParser:
         self.heatmap_sigma = float(heatmap_sigma)
         self.heatmap_score_threshold = float(heatmap_score_threshold)
         self.heatmap_limbs = bool(heatmap_limbs)
+        if isinstance(heatmap_frame_ratio, bool) or not 1 <= int(heatmap_frame_ratio) <= 16:
+            raise ValueError(f"heatmap_frame_ratio={heatmap_frame_ratio}: must be in 1..16")
+        # Stored frames a clip spans, and the step between the image streams' frames.
+        self.frame_step = int(heatmap_frame_ratio) if MODALITY_HEATMAP in self.modalities else 1
+        self.span = self.num_frames * self.frame_step
         if isinstance(render_style, str):
             render_style = DataConfig(render_style=render_style).pose_live_style()
         self.render_style = render_style
@@ -721,8 +755,8 @@ class RecordParser:
         slack = resized - tf.constant([ch, cw])
         seeds = tf.random.experimental.stateless_split(seed, num=6)
         if self.training:
-            lo = tf.minimum(0, num_steps - self.num_frames)
-            hi = tf.maximum(0, num_steps - self.num_frames)
+            lo = tf.minimum(0, num_steps - self.span)
+            hi = tf.maximum(0, num_steps - self.span)
             start = tf.random.stateless_uniform(
                 [], seeds[0], minval=lo, maxval=hi + 1, dtype=tf.int32
             )
@@ -734,7 +768,7 @@ class RecordParser:
             )
             offset = tf.stack([oy, ox])
         else:
-            start = central_start(num_steps, self.num_frames)
+            start = central_start(num_steps, self.span)
             offset = central_offset(resized, self.crop_size)
         if self.random_flip:
             flip = tf.random.stateless_uniform([], seeds[3]) < 0.5
@@ -765,9 +799,8 @@ class RecordParser:
         seed = tf.stack([tf.cast(base_seed, tf.int64), tf.cast(index, tf.int64)])
         g = self._geometry(ctx, seq, seed)
         frame_seed = g["frame_seed"] if self.training else None
-        indices = clip_frame_indices(
-            g["num_steps"], self.num_frames, self.sampling, g["start"], frame_seed
-        )
+        span = clip_frame_indices(g["num_steps"], self.span, self.sampling, g["start"], frame_seed)
+        indices = span[:: self.frame_step]
         out = {}
         if self.brightness > 0:
             delta = tf.random.stateless_uniform(
@@ -783,7 +816,7 @@ class RecordParser:
         frames = {}  # record modality -> its cropped, mirrored window, before jitter
         for m in self.modalities:
             if m == MODALITY_HEATMAP:
-                out[m] = self._heatmap(seq, indices, g)
+                out[m] = self._heatmap(seq, span, g)
                 continue
             if m == MODALITY_POSE_LIVE and self.render_style.background != "rgb":
                 out[m] = self._image(self._pose_live(seq, None, indices, g), delta, factor)
@@ -863,13 +896,14 @@ class RecordParser:
         )
 
     def _heatmap(self, seq, frame_indices, g):
-        """float32 [T, ceil(H / stride), ceil(W / stride), 17] in [0, 1]: the heatmap volume
-        of the window's keypoints under the clip's geometry (`training.heatmaps`)."""
+        """float32 [k T, ceil(H / stride), ceil(W / stride), 17] in [0, 1]: the heatmap volume
+        of the span's keypoints (k = `heatmap_frame_ratio`) under the clip's geometry
+        (`training.heatmaps`)."""
 
         def dense(key):
             v = tf.sparse.to_dense(seq[key])  # [n, 17 * P_max], persons padded with 0
             v = tf.gather(v, frame_indices)
-            return tf.reshape(v, [self.num_frames, -1, ms.NUM_JOINTS])
+            return tf.reshape(v, [self.span, -1, ms.NUM_JOINTS])
 
         return self._clip_heatmaps(
             dense(ms.POSE_POINT_X_KEY),
@@ -1010,11 +1044,12 @@ class RecordParser:
             "resized": resized,
             "flip": tf.constant(False),
         }
-        indices = clip_frame_indices(num_steps, self.num_frames, self.sampling)
+        span = clip_frame_indices(num_steps, self.span, self.sampling)
+        indices = span[:: self.frame_step]
         out = {}
         for m in self.modalities:
             if m == MODALITY_HEATMAP:
-                x, y, scores = (tf.gather(v, indices) for v in streams[m])
+                x, y, scores = (tf.gather(v, span) for v in streams[m])
                 out[m] = self._clip_heatmaps(x, y, scores, g)
             elif m == MODALITY_POSE_LIVE:
                 x, y, scores, boxes = keypoints[m]
@@ -1132,22 +1167,7 @@ def build_dataset(
         ds = ds.shuffle(data.shuffle_buffer, seed=base_seed + 1, reshuffle_each_iteration=True)
     elif max_clips:
         ds = ds.take(max_clips)
-    processor = RecordParser(
-        modalities,
-        data.num_frames if training else data.eval_num_frames,
-        data.crop_size if training else data.eval_crop_size,
-        training=training,
-        random_flip=data.random_flip,
-        brightness_max_delta=data.brightness_max_delta,
-        contrast_range=data.contrast_range,
-        with_ids=with_ids,
-        sampling=data.sampling,
-        heatmap_stride=data.heatmap_stride,
-        heatmap_sigma=data.heatmap_sigma,
-        heatmap_score_threshold=data.heatmap_score_threshold,
-        heatmap_limbs=data.heatmap_limbs,
-        render_style=data.pose_live_style(),
-    )
+    processor = RecordParser.for_data(modalities, data, training, with_ids=with_ids)
     seed_t = tf.constant(base_seed + 2, tf.int64)
     ds = ds.enumerate().map(
         lambda i, rec: processor(i, rec, seed_t),

@@ -152,7 +152,9 @@ def _backbones(
         hh, hw = -(-h // stride), -(-w // stride)
         return [
             epam.build_xshiftnet(rgb, (t, h, w, 3), name="rgb"),
-            epam.build_xshiftnet(heat, (t, hh, hw, heatmaps.NUM_CHANNELS), name="heatmap"),
+            epam.build_xshiftnet(
+                heat, (t * data.heatmap_frame_ratio, hh, hw, heatmaps.NUM_CHANNELS), name="heatmap"
+            ),
         ]
     channels = inputs.MODEL_CHANNELS[cfg.modality]
     if cfg.modality == MODALITY_HEATMAP:  # a heatmap teacher reads the strided volumes
@@ -162,16 +164,17 @@ def _backbones(
 
 def input_bytes(modalities: Sequence[str], data: DataConfig, clip_shape: Sequence[int]) -> int:
     """Bytes of one clip of each of `modalities` as the input pipeline hands it over: float32
-    [T, H, W, C], heatmaps at `data.heatmap_stride`."""
+    [T, H, W, C], heatmaps [k T, ...] at `data.heatmap_stride` (k = `data.heatmap_frame_ratio`)."""
     from training import inputs
 
     t, h, w = (int(v) for v in clip_shape)
     total = 0
     for m in modalities:
-        mh, mw = h, w
-        if m == MODALITY_HEATMAP:
+        mt, mh, mw = t, h, w
+        if m == MODALITY_HEATMAP:  # k T frames (`heatmap_frame_ratio`) at the heatmap stride
+            mt = t * data.heatmap_frame_ratio
             mh, mw = -(-h // data.heatmap_stride), -(-w // data.heatmap_stride)
-        total += 4 * t * mh * mw * inputs.MODEL_CHANNELS[m]
+        total += 4 * mt * mh * mw * inputs.MODEL_CHANNELS[m]
     return total
 
 

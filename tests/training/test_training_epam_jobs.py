@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from training import epam
+from training import epam, inputs
 from training import main as cli
 from training.config import EPAM_DEPTHS, apply_overrides, get_preset
 from training.models import build_classifier
@@ -194,3 +194,19 @@ def test_epam_refuses_other_modalities_and_the_student_task(epam_runs, capsys):
     argv += ["--model_dir", str(root / "d3d"), "--teacher", f"rgb={root / 'epam'}"]
     assert cli.main(argv) == 2
     assert "distill.teachers['rgb']=" in capsys.readouterr().err
+
+
+def test_the_paper_input_trains_on_three_heatmap_frames_per_rgb_frame(tiny_data, tmp_path):
+    """`tiny_epam_paper`: 4 RGB frames and 12 heatmap frames per clip, TSN segments; two steps
+    train and evaluate (the attention reads heatmap frames 0, 3, 6, 9)."""
+    cfg = tiny("tiny_epam_paper", tiny_data, str(tmp_path / "paper"), train_steps=2)
+    pattern = inputs.split_pattern(cfg.data, "train")
+    ds = inputs.build_dataset(
+        pattern, ["rgb", "heatmap"], training=True, batch_size=2, data=cfg.data
+    )
+    batch = next(iter(ds))
+    assert batch["rgb"].shape[1] == 4 and batch["heatmap"].shape[1] == 12
+    result = Trainer(cfg).run()
+    assert result.eval is not None and result.eval.rows[0].clips == 6
+    assert all(np.isfinite(m["loss"]) for _, m in result.history)
+    assert load_config(str(tmp_path / "paper")).data.heatmap_frame_ratio == 3

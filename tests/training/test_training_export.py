@@ -389,13 +389,15 @@ def test_decoded_clip_equals_the_pipeline_exactly(exported):
     the pipeline on the records give identical model inputs, stream by stream."""
     data = DataConfig(eval_num_frames=8, eval_crop_size=(32, 32), heatmap_score_threshold=0.3)
     cases = (
-        (["rgb", "pose", "flow", "heatmap"], ""),  # the RGB stream's geometry
-        (["flow"], ""),  # the flow stream's: frames = flow steps + 1
-        (["heatmap"], ""),  # keypoints alone: frame_size given
-        (["heatmap", "pose_live"], "rgb_dots_coarse_uniform"),  # drawn on the RGB frames
-        (["pose_live"], "black_bars_fine_ratio"),  # keypoints and boxes alone
+        (["rgb", "pose", "flow", "heatmap"], "", {}),  # the RGB stream's geometry
+        (["flow"], "", {}),  # the flow stream's: frames = flow steps + 1
+        (["heatmap"], "", {}),  # keypoints alone: frame_size given
+        (["heatmap", "pose_live"], "rgb_dots_coarse_uniform", {}),  # drawn on the RGB frames
+        (["pose_live"], "black_bars_fine_ratio", {}),  # keypoints and boxes alone
+        # EPAM-Net's paper input: 3 heatmap frames per RGB frame over 3 x 8 segments
+        (["rgb", "heatmap"], "", {"heatmap_frame_ratio": 3, "sampling": "segments"}),
     )
-    for modalities, style in cases:
+    for modalities, style, extra in cases:
         parser = inputs.RecordParser(
             modalities,
             8,
@@ -403,6 +405,7 @@ def test_decoded_clip_equals_the_pipeline_exactly(exported):
             training=False,
             heatmap_stride=data.heatmap_stride,
             render_style=style,
+            **extra,
         )
         for raw in tf.data.TFRecordDataset(exported["shards"]):
             piped = parser(tf.constant(0, tf.int64), raw, tf.constant(0, tf.int64))

@@ -367,6 +367,54 @@ def test_keypoints_without_rendered_frames_give_the_same_heatmaps(tmp_path):
         inputs.resolve_num_classes(data, ["pose"])
 
 
+@pytest.mark.parametrize("sampling", ["window", "segments"])
+def test_three_heatmap_frames_per_rgb_frame(keypoint_shard, sampling):
+    """heatmap_frame_ratio 3: the clip spans 3T stored frames, the heatmaps take all of them and
+    the RGB frames every third (0, 3, 6, ... of the span), under the same crop and flip; in
+    evaluation the span is central (window) or the 3T segments' centres."""
+    data = DataConfig(
+        num_frames=4, crop_size=(24, 24), eval_num_frames=4, eval_crop_size=(24, 24),
+        heatmap_stride=1, heatmap_frame_ratio=3, sampling=sampling, seed=5, **NO_JITTER,
+    )  # fmt: skip
+    starts = set()
+    for training in (True, False):
+        for b in batches(keypoint_shard, ["rgb", "heatmap"], data, 2, training=training):
+            assert b["rgb"].shape[1] == 4 and b["heatmap"].shape[1] == 12
+            for clip_rgb, heat in zip(b["rgb"], b["heatmap"]):
+                ts, offset, flipped = rgb_geometry(clip_rgb, 24)
+                # the heatmaps of the RGB frames are every third one of the span
+                np.testing.assert_allclose(
+                    heat[::3],
+                    reference(ts, crop=(24, 24), offset=offset, flip=flipped),
+                    rtol=0,
+                    atol=2e-5,
+                )
+                if sampling == "window":
+                    span = range(ts[0], ts[0] + 12)
+                    assert list(ts) == list(span[::3])
+                    np.testing.assert_allclose(
+                        heat,
+                        reference(span, crop=(24, 24), offset=offset, flip=flipped),
+                        rtol=0,
+                        atol=2e-5,
+                    )
+                    if not training:
+                        assert ts[0] == (N - 12) // 2  # the central 12 of 20 frames
+                else:  # 12 segments of 20 frames; the RGB frames in segments 0, 3, 6, 9
+                    bounds = [(20 * i) // 12 for i in range(13)]
+                    for i, t in enumerate(ts):
+                        assert bounds[3 * i] <= t < bounds[3 * i + 1]
+                starts.add(int(ts[0]))
+    # random spans; (the 4 RGB segments of 20 frames in 12 hold one frame each: no choice)
+    assert len(starts) > 1 or sampling == "segments"
+    with pytest.raises(ValueError, match="heatmap_frame_ratio=0"):
+        DataConfig(heatmap_frame_ratio=0).validate()
+    paper = get_preset("k600_epam_paper")
+    paper.validate()
+    assert (paper.data.num_frames, paper.data.heatmap_frame_ratio) == (16, 3)
+    assert paper.data.sampling == "segments"
+
+
 def write_info(root: str, modalities) -> None:
     info = {"schema_version": ms.SCHEMA_VERSION, "num_classes": 2, "modalities": modalities}
     with open(os.path.join(root, layout.DATASET_INFO), "w") as f:

@@ -55,6 +55,14 @@ def test_a_clip_costs_in_proportion_to_its_frames(preset):
     )
 
 
+def test_epam_on_the_paper_input_counts_three_heatmap_frames_per_rgb_frame():
+    paper = get_preset("tiny_epam_paper")
+    count = memory.clip_memory([paper], (4, 32, 32))
+    assert count.input_bytes == 4 * 4 * 32 * 32 * 3 + 4 * 12 * 8 * 8 * 17
+    one = memory.clip_memory([get_preset("tiny_epam")], (4, 32, 32))
+    assert count.activation_bytes > one.activation_bytes
+
+
 def test_models_evaluated_together_share_the_inputs_and_add_their_weights():
     rgb, flow = get_preset("tiny_r3d50g_teacher_rgb"), get_preset("tiny_r3d50g_teacher_flow")
     a, b = memory.clip_memory([rgb]), memory.clip_memory([flow])
