@@ -75,6 +75,17 @@ EPAM_MODALITIES = (ms.MODALITY_RGB, MODALITY_HEATMAP)
 # EPAM-Net's RGB X-ShiftNet stages (`training.epam.RGB_XSHIFTNET`); its heatmap stream has the
 # last three (5, 11, 7: `training.epam.HEATMAP_XSHIFTNET`).
 EPAM_DEPTHS = (3, 5, 11, 7)
+# The `distill.teachers` key of an EPAM-Net teacher (`--teacher epam=DIR`, as `evaluate --model
+# epam=DIR`): it reads two modalities, `EPAM_MODALITIES`; every other teacher is keyed by its one
+# modality.
+TEACHER_EPAM = BACKBONE_EPAM
+TEACHER_KEYS = (*MODALITIES, TEACHER_EPAM)
+
+
+def teacher_modalities(key: str) -> tuple[str, ...]:
+    """The modalities a `distill.teachers` key reads: `EPAM_MODALITIES` for `epam`, else
+    `(key,)`."""
+    return EPAM_MODALITIES if key == TEACHER_EPAM else (key,)
 
 
 def derive_seed(name: str, modalities: Sequence[str], seed: int) -> int:
@@ -401,9 +412,12 @@ class DistillConfig:
     """Distillation of the student from frozen teachers (paper, eq. 1).
 
     Attributes:
-      teachers: modality -> teacher model directory (its `config.json` and checkpoints). The
-        keys say which teachers take part (PERF-Net: flow and pose; D3D: flow only); the
-        directories are filled in at run time (`--teacher flow=DIR`).
+      teachers: key -> teacher model directory (its `config.json` and checkpoints). A one-stream
+        teacher is keyed by its modality (`rgb`, `flow`, `pose`, `heatmap`, `pose_live`), an
+        EPAM-Net teacher (`model.backbone: epam`, reads `rgb` + `heatmap`; its fused logits
+        are the teacher logits) by `epam` (`TEACHER_KEYS`). The keys say which teachers take
+        part (PERF-Net: flow and pose; D3D: flow only); the directories are filled in at run
+        time (`--teacher flow=DIR`, `--teacher epam=DIR`).
       loss: `sl` (separate loss: sum over teachers of MSE(teacher, student), the paper's) or
         `ul` (unified loss: MSE(sum of teacher logits, student), the ablation).
       distill_weight: factor on the distillation term (paper: 1), >= 0.
@@ -416,14 +430,19 @@ class DistillConfig:
     def validate(self) -> None:
         if not self.teachers:
             _fail("distill.teachers", self.teachers, "a student needs at least one teacher")
-        for modality, path in self.teachers.items():
-            if modality not in MODALITIES:
-                _fail("distill.teachers", modality, f"expected keys in {MODALITIES}")
+        for key, path in self.teachers.items():
+            if key not in TEACHER_KEYS:
+                _fail(
+                    "distill.teachers",
+                    key,
+                    f"expected keys in {TEACHER_KEYS} (a modality, or {TEACHER_EPAM!r} for an "
+                    "EPAM-Net teacher)",
+                )
             if not path:
                 _fail(
-                    f"distill.teachers[{modality!r}]",
+                    f"distill.teachers[{key!r}]",
                     path,
-                    f"set the teacher's model directory (--teacher {modality}=DIR)",
+                    f"set the teacher's model directory (--teacher {key}=DIR)",
                 )
         if self.loss not in DISTILL_LOSSES:
             _fail("distill.loss", self.loss, f"expected one of {list(DISTILL_LOSSES)}")
@@ -468,7 +487,8 @@ class ExperimentConfig:
     Attributes:
       name: the preset or a free label.
       task: `teacher` (one modality, cross-entropy; EPAM-Net: rgb + heatmap, the sum of its two
-        streams' cross-entropies), `student` (RGB, distilled from teachers),
+        streams' cross-entropies), `student` (RGB, distilled from teachers; EPAM-Net: its
+        two cross-entropies plus the distillation term on its fused logits),
         `finetune` (cross-entropy from `init_checkpoint`'s backbone, new classifier).
       modality: the model's input (`rgb`, `flow`, `pose`, `heatmap`: MODALITIES); a student's
         is `rgb`, and so is EPAM-Net's (`model.backbone: epam`), which also reads `heatmap`
@@ -515,13 +535,6 @@ class ExperimentConfig:
                     f"model.backbone={BACKBONE_EPAM!r} reads {list(EPAM_MODALITIES)}: "
                     f"set modality={ms.MODALITY_RGB!r}",
                 )
-            if self.task == "student":
-                _fail(
-                    "task",
-                    self.task,
-                    f"model.backbone={BACKBONE_EPAM!r} runs as task 'teacher' or 'finetune' "
-                    "(distilling an EPAM-Net student is not supported)",
-                )
         if self.task == "student":
             self.distill.validate()
         if self.task == "finetune" and not self.init_checkpoint:
@@ -552,10 +565,12 @@ class ExperimentConfig:
         return derive_seed(self.name, self.model_modalities(), self.seed)
 
     def input_modalities(self) -> tuple[str, ...]:
-        """The streams the training input must decode: the model's, plus every teacher's."""
+        """The streams the training input must decode: the model's, plus every teacher's (an
+        EPAM-Net teacher, key `epam`: `rgb` and `heatmap`), in `MODALITIES` order."""
         mods = list(self.model_modalities())
         if self.task == "student":
-            mods += [m for m in self.distill.teachers if m not in mods]
+            for key in self.distill.teachers:
+                mods += [m for m in teacher_modalities(key) if m not in mods]
         return tuple(m for m in MODALITIES if m in mods)
 
     def to_dict(self) -> dict:
@@ -806,18 +821,19 @@ def _stm_presets() -> dict[str, Callable[[], ExperimentConfig]]:
     return presets
 
 
-def _epam(prefix: str) -> ExperimentConfig:
+def _epam(prefix: str, task: str = "teacher", teachers: Sequence[str] = ()) -> ExperimentConfig:
     """An EPAM-Net preset on RGB + heatmap clips (`modality` rgb, `model.backbone` epam):
     `k600` (16 frames of 224x224, heatmaps 56x56 at `data.heatmap_stride` 4; evaluated on
     the central 250x256x256 as the other Kinetics-600 presets), `tiny` (the CPU size of
     `_tiny`), or fine-tuning (`ucf101`, `hmdb51`, `tiny_finetune`: `_finetune`'s crops, 16
-    training frames). Heatmaps cover the RGB frames one to one (T' = T)."""
+    training frames). Heatmaps cover the RGB frames one to one (T' = T). `task` `student`
+    (k600, tiny): EPAM-Net distilled from `teachers` (SL) on the same clips."""
     if prefix == "k600":
-        cfg = _kinetics600(BACKBONE_EPAM, "teacher", ms.MODALITY_RGB)
+        cfg = _kinetics600(BACKBONE_EPAM, task, ms.MODALITY_RGB, teachers)
         # 1024 clips of 16 frames per step, as the 16-segment STM presets.
         cfg.train = TrainConfig(global_batch_size=1024, train_steps=22000)
     elif prefix == "tiny":
-        return _tiny(BACKBONE_EPAM, "teacher", ms.MODALITY_RGB)
+        return _tiny(BACKBONE_EPAM, task, ms.MODALITY_RGB, teachers)
     elif prefix == "tiny_finetune":
         return _tiny(BACKBONE_EPAM, "finetune", ms.MODALITY_RGB)
     else:
@@ -864,6 +880,10 @@ def _build_presets() -> dict[str, Callable[[], ExperimentConfig]]:
     presets.update(_stm_presets())
     presets["k600_epam"] = lambda: _epam("k600")
     presets["tiny_epam"] = lambda: _epam("tiny")
+    # PERF-Net x EPAM-Net: EPAM-Net distilled from the flow teacher (RGB + skeleton at test
+    # time, flow knowledge from training).
+    for prefix in ("k600", "tiny"):
+        presets[f"{prefix}_epam_student"] = lambda p=prefix: _epam(p, "student", ("flow",))
     for dataset in ("ucf101", "hmdb51"):
         presets[f"{dataset}_epam_finetune"] = lambda d=dataset: _epam(d)
     presets["tiny_epam_finetune"] = lambda: _epam("tiny_finetune")

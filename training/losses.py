@@ -8,7 +8,9 @@ and the ablation (Table 4, "UL"), regression towards the late-fusion logits:
 
     L = L_c(S) + MSE(sum_i T_i, S)
 
-L_c is the softmax cross-entropy with the ground-truth label, averaged over the batch. MSE is
+L_c is the softmax cross-entropy with the ground-truth label, averaged over the batch (an
+EPAM-Net student: the sum of its two streams' cross-entropies, `epam.epam_loss`, with S its
+fused logits; `with_distillation`). MSE is
 the mean over the batch and the classes of the squared difference of logits (Keras's
 `mean_squared_error` averaged over the batch). Logits are float32 `[batch, classes]`.
 
@@ -116,6 +118,26 @@ def student_loss(
 ):
     """Eq. (1): returns (total, cross_entropy, distillation), float32 scalars."""
     ce = cross_entropy(labels, student_logits, global_batch_size)
+    return with_distillation(
+        ce, student_logits, teacher_logits, mode, distill_weight, global_batch_size
+    )
+
+
+def with_distillation(
+    ce,
+    student_logits,
+    teacher_logits,
+    mode: str = "sl",
+    distill_weight: float = 1.0,
+    global_batch_size: int | None = None,
+):
+    """Eq. (1) on a student's own classification loss `ce` (a float32 scalar): returns
+    (ce + distill_weight * distillation, ce, distillation).
+
+    `student_loss` is this with `ce` = `cross_entropy(labels, student_logits)`; an EPAM-Net
+    student passes `training.epam.epam_loss` (CE of its rgb stream + CE of its heatmap stream)
+    and its `fused` logits as `student_logits`.
+    """
     distill = distillation_loss(student_logits, teacher_logits, mode, global_batch_size)
     return ce + distill_weight * distill, ce, distill
 

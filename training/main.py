@@ -18,6 +18,9 @@ Examples:
         --model_dir gs://bucket/runs/epam --tpu local
     python -m training evaluate --data_dir gs://bucket/k600 \\
         --model epam=gs://bucket/runs/epam --model flow=gs://bucket/runs/flow
+    # EPAM-Net distilled from the flow teacher; an EPAM-Net teacher is given as epam=DIR
+    python -m training distill --preset k600_epam_student --data_dir gs://bucket/k600 \\
+        --model_dir gs://bucket/runs/epam_student --teacher flow=gs://bucket/runs/flow
     # a SavedModel of a trained model: uint8 frames of one clip in, logits and top-5 out
     python -m training export --model_dir gs://bucket/runs/perfnet --export_dir gs://bucket/serving/perfnet
 
@@ -306,14 +309,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_config_args(p, need_model_dir=True)
     p.add_argument("--init_checkpoint", help="fine-tuning: model dir or checkpoint to start from")
-    p = sub.add_parser("distill", help="train the RGB student from frozen teachers")
+    p = sub.add_parser("distill", help="train the student (RGB, or EPAM-Net) from frozen teachers")
     _add_config_args(p, need_model_dir=True)
     p.add_argument(
         "--teacher",
         action="append",
         default=[],
-        metavar="MODALITY=MODEL_DIR",
-        help="a teacher's model directory (repeatable); replaces the preset's teacher set",
+        metavar="KEY=MODEL_DIR",
+        help="a teacher's model directory, keyed by its modality (flow=DIR) or, an EPAM-Net "
+        "teacher, by epam (epam=DIR) (repeatable); replaces the preset's teacher set",
     )
     p = sub.add_parser("evaluate", help="top-1/top-5 of each model and their late fusion")
     _add_config_args(p, need_model_dir=False)

@@ -8,7 +8,10 @@ One loop serves all three tasks (`ExperimentConfig.task`):
 - `student`: an RGB classifier trained with eq. (1) of the paper against frozen teachers,
   each loaded from its model directory (`config.json` + latest checkpoint) and run in
   inference mode on its modality of the *same* clips (one input pipeline decodes every stream
-  with one window, crop and flip).
+  with one window, crop and flip). A teacher is keyed by its modality, or `epam` for an
+  EPAM-Net teacher, which reads `rgb` and `heatmap` and gives its `fused` logits. An EPAM-Net
+  student (`model.backbone: epam`) is trained with `epam_loss` (CE of both streams) plus the
+  distillation term on its `fused` logits.
 - `finetune`: cross-entropy only, the backbone initialized from `init_checkpoint`, a new
   classifier head.
 
@@ -45,10 +48,13 @@ from training import distribute, epam, inflate, inputs, losses, memory
 from training.config import (
     BACKBONE_EPAM,
     CONFIG_FILENAME,
+    EPAM_MODALITIES,
     MODALITY_HEATMAP,
     MODALITY_POSE_LIVE,
+    TEACHER_EPAM,
     ExperimentConfig,
     ModelConfig,
+    teacher_modalities,
 )
 from training.evaluate import FusionReport, evaluate_models
 from training.models import VideoClassifier, build_classifier
@@ -250,7 +256,8 @@ class Trainer:
         self.on_loop_end = on_loop_end
         self._stop = threading.Event()
         self.model: VideoClassifier | epam.EPAMNet | None = None  # set by run()
-        self.teachers: dict[str, VideoClassifier] = {}  # set by run(): the frozen teachers
+        # set by run(): the frozen teachers, by their `distill.teachers` key
+        self.teachers: dict[str, VideoClassifier | epam.EPAMNet] = {}
         self.per_replica_batch = distribute.per_replica_batch(
             self.cfg.train.global_batch_size, self.strategy
         )
@@ -327,42 +334,93 @@ class Trainer:
         save_json(path, {"init_2d_checkpoint": train.init_2d_checkpoint, **report.to_dict()})
         return report
 
-    def _load_teachers(self) -> dict[str, VideoClassifier]:
+    def _load_teachers(self) -> dict[str, VideoClassifier | epam.EPAMNet]:
+        """The frozen teachers of `distill.teachers`, by key: a one-stream teacher under its
+        modality, an EPAM-Net under `epam` (`TEACHER_EPAM`). Raises ValueError naming the key
+        and the setting when a teacher cannot be fed this run's clips (another modality, class
+        count, heatmap or pose-rendering settings)."""
         teachers = {}
-        for modality, path in self.cfg.distill.teachers.items():
-            backbone = load_config(path).model.backbone
-            if backbone == BACKBONE_EPAM:
+        for key, path in self.cfg.distill.teachers.items():
+            where = f"distill.teachers[{key!r}]={path!r}"
+            found = load_config(path)
+            backbone = found.model.backbone
+            if key == TEACHER_EPAM and backbone != BACKBONE_EPAM:
                 raise ValueError(
-                    f"distill.teachers[{modality!r}]={path!r}: holds model.backbone={backbone!r}, "
-                    "a two-stream model; a teacher reads one modality"
+                    f"{where}: holds model.backbone={backbone!r} trained on "
+                    f"{found.modality!r}; key {TEACHER_EPAM!r} is for an EPAM-Net teacher, give "
+                    f"this one as --teacher {found.modality}=DIR"
+                )
+            if key != TEACHER_EPAM and backbone == BACKBONE_EPAM:
+                raise ValueError(
+                    f"{where}: holds model.backbone={backbone!r}, which reads "
+                    f"{list(EPAM_MODALITIES)}; give an EPAM-Net teacher as "
+                    f"--teacher {TEACHER_EPAM}=DIR"
                 )
             model, tcfg = load_model(path, dtype=self.dtype)
-            if tcfg.modality != modality:
-                raise ValueError(
-                    f"distill.teachers[{modality!r}]={path!r}: that model was trained on "
-                    f"{tcfg.modality!r}"
-                )
+            if key != TEACHER_EPAM and tcfg.modality != key:
+                raise ValueError(f"{where}: that model was trained on {tcfg.modality!r}")
             if tcfg.data.num_classes != self.cfg.data.num_classes:
                 raise ValueError(
-                    f"distill.teachers[{modality!r}]={path!r}: {tcfg.data.num_classes} classes, "
+                    f"{where}: {tcfg.data.num_classes} classes, "
                     f"the student has {self.cfg.data.num_classes}"
                 )
             differ = self.cfg.data.heatmap_differences(tcfg.data)
-            if modality == MODALITY_HEATMAP and differ:
+            if MODALITY_HEATMAP in teacher_modalities(key) and differ:
                 raise ValueError(
-                    f"distill.teachers[{modality!r}]={path!r}: this run would make its heatmaps "
-                    f"with {', '.join(differ)}"
+                    f"{where}: this run would make its heatmaps with {', '.join(differ)}"
                 )
-            if modality == MODALITY_POSE_LIVE:
-                differ = self.cfg.data.modality_differences(tcfg.data, modality)
+            if key == MODALITY_POSE_LIVE:
+                differ = self.cfg.data.modality_differences(tcfg.data, key)
                 if differ:
                     raise ValueError(
-                        f"distill.teachers[{modality!r}]={path!r}: this run would draw its pose "
-                        f"frames with {', '.join(differ)}"
+                        f"{where}: this run would draw its pose frames with {', '.join(differ)}"
                     )
             model.trainable = False
-            teachers[modality] = model
+            teachers[key] = model
         return teachers
+
+    def teacher_logits(self, batch) -> dict[str, tf.Tensor]:
+        """Each frozen teacher's float32 [B, classes] logits on `batch` (inference mode), by
+        key: a one-stream teacher on its modality, an EPAM-Net teacher on `rgb` and `heatmap`
+        (its `fused` logits)."""
+        out = {}
+        for key, teacher in self.teachers.items():
+            if key == TEACHER_EPAM:
+                out[key] = teacher({m: batch[m] for m in EPAM_MODALITIES}, training=False)["fused"]
+            else:
+                out[key] = teacher(batch[key], training=False)
+        return out
+
+    def step_losses(self, batch, training: bool = True, global_batch_size: int | None = None):
+        """(task loss, ce, distill), float32 scalars, of `self.model` on `batch` (a dict of the
+        input modalities and `label`), sums over its clips divided by `global_batch_size`
+        (default `train.global_batch_size`; the training step's):
+
+        - ce: cross-entropy of the logits; EPAM-Net: `epam_loss`, CE(rgb) + CE(heatmap).
+        - distill (task `student`, else 0): `losses.distillation_loss` of the student's logits
+          (EPAM-Net: `fused`) against `teacher_logits(batch)`, `distill.loss` SL or UL.
+        - task loss: ce + `distill.distill_weight` * distill (no weight decay).
+        """
+        cfg, model = self.cfg, self.model
+        gb = global_batch_size or cfg.train.global_batch_size
+        labels = batch["label"]
+        if isinstance(model, epam.EPAMNet):
+            outputs = model({m: batch[m] for m in EPAM_MODALITIES}, training=training)
+            ce = epam.epam_loss(labels, outputs, gb)
+            logits = outputs["fused"]
+        else:
+            logits = model(batch[cfg.modality], training=training)
+            ce = losses.cross_entropy(labels, logits, gb)
+        if cfg.task != "student":
+            return ce, ce, tf.constant(0.0)
+        return losses.with_distillation(
+            ce,
+            logits,
+            self.teacher_logits(batch),
+            cfg.distill.loss,
+            cfg.distill.distill_weight,
+            gb,
+        )
 
     def _eval_dataset(self):
         pattern = inputs.split_pattern(self.cfg.data, "eval")
@@ -443,36 +501,12 @@ class Trainer:
                 seed_offset=start_step,
             )
 
-        multi_stream = isinstance(model, epam.EPAMNet)
         streams = cfg.model_modalities()
 
         def step_fn(batch):
-            labels = batch["label"]
             with tf.GradientTape() as tape:
-                if multi_stream:
-                    # EPAM-Net: CE(rgb logits) + CE(heatmap logits); "ce" is their sum.
-                    outputs = model({m: batch[m] for m in streams}, training=True)
-                    ce = epam.epam_loss(labels, outputs, global_batch)
-                    distill = tf.constant(0.0)
-                    task_loss = ce
-                else:
-                    logits = model(batch[cfg.modality], training=True)
-                    if student:
-                        teacher_logits = {
-                            m: t(batch[m], training=False) for m, t in teachers.items()
-                        }
-                        task_loss, ce, distill = losses.student_loss(
-                            labels,
-                            logits,
-                            teacher_logits,
-                            cfg.distill.loss,
-                            cfg.distill.distill_weight,
-                            global_batch,
-                        )
-                    else:
-                        ce = losses.cross_entropy(labels, logits, global_batch)
-                        distill = tf.constant(0.0)
-                        task_loss = ce
+                # ce: EPAM-Net's is CE(rgb logits) + CE(heatmap logits); distill: 0 unless student
+                task_loss, ce, distill = self.step_losses(batch, True, global_batch)
                 l2 = losses.l2_penalty(kernels, cfg.optimizer.weight_decay) / num_replicas
                 total = task_loss + l2
             grads = tape.gradient(total, model.trainable_variables)
@@ -570,12 +604,12 @@ class Trainer:
         return TrainResult(cfg.model_dir, start_step, step, history, report, preempted, last_ckpt)
 
     def _evaluate(self, model: VideoClassifier | epam.EPAMNet, step: int) -> FusionReport:
-        """Top-1/top-5 of `model` (EPAM-Net: its fused logits, named `epam`, and each stream
-        alone: `epam:rgb`, `epam:heatmap`, also as TensorBoard scalars `top1_<modality>`)."""
-        if self.cfg.model.backbone == BACKBONE_EPAM:
-            name = BACKBONE_EPAM
-        else:
-            name = f"{self.cfg.modality}" + ("_student" if self.cfg.task == "student" else "")
+        """Top-1/top-5 of `model` (EPAM-Net: its fused logits, named `epam` (a student:
+        `epam_student`), and each stream alone: `epam:rgb`, `epam:heatmap`, also as TensorBoard
+        scalars `top1_<modality>`)."""
+        name = BACKBONE_EPAM if self.cfg.model.backbone == BACKBONE_EPAM else self.cfg.modality
+        if self.cfg.task == "student":
+            name += "_student"
         report = evaluate_models(
             {name: (model, model_inputs(self.cfg))},
             self._eval_dataset(),

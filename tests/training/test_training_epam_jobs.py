@@ -1,7 +1,7 @@
 """EPAM-Net as a job on the tiny records: the `tiny_epam` preset trains (SIGTERM at step 3,
 resumed from the command line to step 8), checkpoints, evaluates its fused logits and each
 stream; `evaluate` fuses it with a one-stream teacher; fine-tuning restores its streams; its
-presets and the combinations that are refused."""
+presets and the combinations that are refused (distillation: test_training_epam_distill.py)."""
 
 from __future__ import annotations
 
@@ -171,17 +171,21 @@ def test_epam_presets_build_the_papers_streams():
         assert (ft.data.num_frames, ft.data.crop_size) == (16, (224, 298))
 
 
-def test_epam_refuses_other_modalities_and_the_student_task(epam_runs, capsys):
+def test_epam_refuses_other_modalities_and_teacher_keys_but_its_own(epam_runs, capsys):
     cases = {
         "modality=flow": r"modality='flow': model.backbone='epam' reads \['rgb', 'heatmap'\]",
         "modality=heatmap": "modality='heatmap'",
-        "task=student": "task='student': model.backbone='epam'",
     }
     for override, message in cases.items():
-        cfg = apply_overrides(get_preset("tiny_epam"), [override])
-        cfg.distill.teachers = {"flow": "/runs/flow"}
-        with pytest.raises(ValueError, match=message):
-            cfg.validate()
+        for task in ("teacher", "student"):
+            cfg = apply_overrides(get_preset("tiny_epam"), [override, f"task={task}"])
+            cfg.distill.teachers = {"flow": "/runs/flow"}
+            with pytest.raises(ValueError, match=message):
+                cfg.validate()
+    # an EPAM-Net student is valid (distillation: tests/training/test_training_epam_distill.py)
+    cfg = apply_overrides(get_preset("tiny_epam"), ["task=student"])
+    cfg.distill.teachers = {"flow": "/runs/flow"}
+    assert cfg.validate().input_modalities() == ("rgb", "flow", "heatmap")
     with pytest.raises(ValueError, match="backbone='epam'"):
         build_classifier(get_preset("tiny_epam").model, 3, 3)
     # on the command line: exit status 2, the parameter named
@@ -189,11 +193,12 @@ def test_epam_refuses_other_modalities_and_the_student_task(epam_runs, capsys):
     argv = ["train", "--preset", "tiny_epam", "--data_dir", data, "--model_dir", "x"]
     assert cli.main([*argv, "--set", "modality=pose"]) == 2
     assert "modality='pose'" in capsys.readouterr().err
-    # an EPAM-Net is no distillation teacher (it reads two modalities)
+    # an EPAM-Net teacher reads two modalities: it is keyed `epam`, not by a modality
     argv = ["distill", "--preset", "tiny_r3d50g_d3d", "--data_dir", data]
     argv += ["--model_dir", str(root / "d3d"), "--teacher", f"rgb={root / 'epam'}"]
     assert cli.main(argv) == 2
-    assert "distill.teachers['rgb']=" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "distill.teachers['rgb']=" in err and "--teacher epam=DIR" in err
 
 
 def test_the_paper_input_trains_on_three_heatmap_frames_per_rgb_frame(tiny_data, tmp_path):
