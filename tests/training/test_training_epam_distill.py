@@ -12,6 +12,7 @@ import math
 import numpy as np
 import pytest
 import tensorflow as tf
+from training_records import tiny
 
 from training import epam, inputs
 from training import main as cli
@@ -20,15 +21,6 @@ from training.models import VideoClassifier
 from training.trainer import Trainer, load_config, load_model
 
 DISTILL_WEIGHT = 0.5  # of the EPAM-Net student, to see the weight in its loss
-
-
-def tiny(name: str, data_dir: str, model_dir: str, **train):
-    cfg = get_preset(name)
-    cfg.data.data_dir = data_dir
-    cfg.model_dir = model_dir
-    for key, value in train.items():
-        setattr(cfg.train, key, value)
-    return cfg
 
 
 @pytest.fixture(scope="module")

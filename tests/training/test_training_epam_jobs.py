@@ -15,6 +15,7 @@ import signal
 import numpy as np
 import pytest
 import tensorflow as tf
+from training_records import tiny
 
 from training import epam, inputs
 from training import main as cli
@@ -28,15 +29,6 @@ from training.trainer import (
     load_model,
     restore_backbone,
 )
-
-
-def tiny(name: str, data_dir: str, model_dir: str, **train):
-    cfg = get_preset(name)
-    cfg.data.data_dir = data_dir
-    cfg.model_dir = model_dir
-    for key, value in train.items():
-        setattr(cfg.train, key, value)
-    return cfg
 
 
 def scalars(folder: str) -> dict[str, dict[int, float]]:

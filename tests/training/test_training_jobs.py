@@ -11,20 +11,12 @@ import signal
 import numpy as np
 import pytest
 import tensorflow as tf
+from training_records import tiny
 
 from training import main as cli
 from training.config import get_preset
 from training.models import build_classifier
 from training.trainer import Trainer, load_config, load_model, restore_backbone
-
-
-def tiny(name: str, data_dir: str, model_dir: str, **train):
-    cfg = get_preset(name)
-    cfg.data.data_dir = data_dir
-    cfg.model_dir = model_dir
-    for key, value in train.items():
-        setattr(cfg.train, key, value)
-    return cfg
 
 
 def mean_loss(history, steps):

@@ -173,3 +173,15 @@ def write_dataset(root: str, seed: int = 0) -> str:
     with open(os.path.join(root, layout.DATASET_INFO), "w") as f:
         json.dump(info, f)
     return root
+
+
+def tiny(name: str, data_dir: str, model_dir: str, **train):
+    """Preset `name` on `data_dir`, writing to `model_dir`, with `train.<key>=value` overrides."""
+    from training.config import get_preset
+
+    cfg = get_preset(name)
+    cfg.data.data_dir = data_dir
+    cfg.model_dir = model_dir
+    for key, value in train.items():
+        setattr(cfg.train, key, value)
+    return cfg
