@@ -249,6 +249,9 @@ def _cmd_evaluate(args) -> int:
     modalities = sorted(
         {m for _, mod in models.values() for m in ((mod,) if isinstance(mod, str) else mod)}
     )
+    # The records are checked before any model runs: a missing key exits EXIT_DATA, named.
+    checked = inputs.check_records(inputs.split_pattern(cfg.data, "eval"), modalities)
+    log.info("records checked: %s", checked)
     plan = memory.eval_batch(configs, strategy, cfg.train, cfg.runtime, data=cfg.data)
     log.info("evaluation batch %d (%d per replica): %s", *dataclasses.astuple(plan))
     ds = inputs.build_dataset(
@@ -262,9 +265,13 @@ def _cmd_evaluate(args) -> int:
     report = evaluate_models(
         models, strategy.experimental_distribute_dataset(ds), strategy, cfg.data.num_classes
     )
+    h, w = cfg.data.eval_crop_size
+    if cfg.data.sampling == "segments":
+        clip = f"{cfg.data.eval_num_frames} segment centres, central crop {h}x{w}"
+    else:
+        clip = f"central crop {cfg.data.eval_num_frames}x{h}x{w}"
     print(
-        f"central crop {cfg.data.eval_num_frames}x{cfg.data.eval_crop_size[0]}x"
-        f"{cfg.data.eval_crop_size[1]}, {report.rows[0].clips} clips, "
+        f"{clip}, {report.rows[0].clips} clips, "
         f"batch {plan.global_size} ({plan.per_replica} per replica), {report.seconds:.1f} s"
     )
     print(report.table())

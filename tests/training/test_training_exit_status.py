@@ -65,6 +65,26 @@ def test_missing_modality_exits_with_the_data_status(no_pose, tmp_path, capsys, 
     assert not model_dir.exists()  # nothing trained, nothing written
 
 
+def test_evaluation_checks_its_records_first(no_pose, tmp_path, capsys):
+    """`evaluate` on records without the model's modality exits EXIT_DATA naming the key and
+    the file, before any model runs; on records with it the model evaluates."""
+    from training_records import write_dataset
+
+    model_dir = str(tmp_path / "pose")
+    data = write_dataset(str(tmp_path / "data"))
+    argv = ["train", "--preset", "tiny_r3d50g_teacher_pose", "--data_dir", data]
+    argv += ["--model_dir", model_dir, "--set", "train.train_steps=1"]
+    assert cli.main(argv) == cli.EXIT_OK
+    capsys.readouterr()
+    argv = ["evaluate", "--model", f"pose={model_dir}", "--eval_data", no_pose]
+    assert cli.main(argv) == cli.EXIT_DATA
+    err = capsys.readouterr().err
+    key = ms.prefixed(ms.POSE_RENDERED_PREFIX, ms.IMAGE_HEIGHT)
+    assert repr(key) in err and no_pose in err and "Traceback" not in err
+    assert cli.main(["evaluate", "--model", f"pose={model_dir}", "--data_dir", data]) == 0
+    assert "central crop 8x32x32, 6 clips" in capsys.readouterr().out
+
+
 def test_check_records_names_a_mistyped_key(tmp_path):
     seq = tf.train.SequenceExample.FromString(
         serialize_clip("c", 0, [inputs_jpeg()] * 3, pose=[inputs_jpeg()] * 3)
