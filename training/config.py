@@ -75,6 +75,8 @@ EPAM_MODALITIES = (ms.MODALITY_RGB, MODALITY_HEATMAP)
 # EPAM-Net's RGB X-ShiftNet stages (`training.epam.RGB_XSHIFTNET`); its heatmap stream has the
 # last three (5, 11, 7: `training.epam.HEATMAP_XSHIFTNET`).
 EPAM_DEPTHS = (3, 5, 11, 7)
+# ResNet-50 residual cells per stage: R3D50-G (Table 1) and STM.
+RESNET50_DEPTHS = (3, 4, 6, 3)
 # The `distill.teachers` key of an EPAM-Net teacher (`--teacher epam=DIR`, as `evaluate --model
 # epam=DIR`): it reads two modalities, `EPAM_MODALITIES`; every other teacher is keyed by its one
 # modality.
@@ -256,7 +258,9 @@ class ModelConfig:
       width_multiplier: scales every channel count (1.0 = the paper), > 0.
       depths: R3D50-G, STM: residual cells (blocks) per stage res2..res5 (conv2..conv5 in STM;
         paper: 3, 4, 6, 3). EPAM-Net: blocks per stage of its RGB stream (paper: 3, 5, 11, 7,
-        `EPAM_DEPTHS`); its heatmap stream takes the last three. S3D-G: ignored.
+        `EPAM_DEPTHS`); its heatmap stream takes the last three. S3D-G: ignored. () (the
+        default): the backbone's paper depths (`stage_depths()`; a job's `config.json` records
+        them), so that switching `backbone` does not keep another backbone's depths.
       s3dg_blocks: S3D-G: the Inception blocks kept, in order (paper: all nine).
       gating: feature gating after each residual stage (R3D50-G) / inception branch (S3D-G);
         STM and EPAM-Net have none (ignored).
@@ -266,7 +270,7 @@ class ModelConfig:
 
     backbone: str = "r3d50g"
     width_multiplier: float = 1.0
-    depths: tuple[int, ...] = (3, 4, 6, 3)
+    depths: tuple[int, ...] = ()
     s3dg_blocks: tuple[str, ...] = (
         "3b",
         "3c",
@@ -282,13 +286,20 @@ class ModelConfig:
     dropout_rate: float = 0.5
     bn_momentum: float = 0.9
 
+    def stage_depths(self) -> tuple[int, ...]:
+        """`depths`, or the backbone's paper depths when it is () (EPAM-Net: `EPAM_DEPTHS`;
+        R3D50-G and STM: `RESNET50_DEPTHS`)."""
+        if self.depths:
+            return tuple(self.depths)
+        return EPAM_DEPTHS if self.backbone == BACKBONE_EPAM else RESNET50_DEPTHS
+
     def validate(self) -> None:
         if self.backbone not in BACKBONES:
             _fail("backbone", self.backbone, f"expected one of {list(BACKBONES)}")
         if self.width_multiplier <= 0:
             _fail("width_multiplier", self.width_multiplier, "must be > 0")
-        if len(self.depths) != 4 or min(self.depths) < 1:
-            _fail("depths", self.depths, "expected 4 stage depths, each >= 1")
+        if self.depths and (len(self.depths) != 4 or min(self.depths) < 1):
+            _fail("depths", self.depths, "expected 4 stage depths >= 1, or () for the paper's")
         known = ModelConfig().s3dg_blocks
         unknown = [b for b in self.s3dg_blocks if b not in known]
         if unknown or not self.s3dg_blocks:

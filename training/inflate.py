@@ -89,7 +89,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from training.config import INIT_2D_FORMATS
+from training.config import INIT_2D_FORMATS, RESNET50_DEPTHS  # blocks per stage conv2..conv5
 
 log = logging.getLogger(__name__)
 
@@ -176,8 +176,6 @@ S3DG_INCEPTION_V1_TABLE: tuple[tuple[str, str, str], ...] = (
     ("Mixed_5c_b3", "Mixed_5c/Branch_3/Conv2d_0b_1x1", CONV),
 )
 
-# ResNet50's residual blocks per stage conv2..conv5.
-RESNET50_DEPTHS = (3, 4, 6, 3)
 # R3D50-G <- Keras ResNet50, per residual cell: 3D suffix -> 2D suffix of the same block
 # (`res{s}_cell{i}_{a,b,c,proj}` <- `conv{s}_block{i}_{1,2,3,0}`; `proj` in cell 1 only), each
 # `_conv.kernel <- _conv/kernel` (with `_conv/bias` folded into the batch norm) and

@@ -294,7 +294,7 @@ def _r3d50g(b: _Builder, inputs):
     x = layers.MaxPooling3D((1, 3, 3), (1, 2, 2), padding="same", name="pool1", dtype=b.dtype)(x)
     b.endpoints["pool1"] = x
     for stage, (filters, depth, stride) in enumerate(
-        zip(R3D50G_STAGE_FILTERS, cfg.depths, R3D50G_STAGE_STRIDES), start=2
+        zip(R3D50G_STAGE_FILTERS, cfg.stage_depths(), R3D50G_STAGE_STRIDES), start=2
     ):
         inner = b.width(filters)
         out = 4 * inner
@@ -393,7 +393,7 @@ def _stm(b: _Builder, inputs):
     x = layers.MaxPooling3D((1, 3, 3), (1, 2, 2), "same", name="pool1_pool", dtype=b.dtype)(x)
     b.endpoints["pool1"] = x
     for stage, (filters, depth, stride) in enumerate(
-        zip(STM_STAGE_FILTERS, cfg.depths, STM_STAGE_STRIDES), start=2
+        zip(STM_STAGE_FILTERS, cfg.stage_depths(), STM_STAGE_STRIDES), start=2
     ):
         inner = b.width(filters)
         out = 4 * inner

@@ -115,9 +115,11 @@ def resolve_checkpoint(path: str) -> str:
 
 
 def resolve_config(cfg: ExperimentConfig) -> ExperimentConfig:
-    """Validates `cfg` and fills in `data.num_classes` from dataset_info.json if it is 0."""
+    """Validates `cfg`, fills in the backbone's paper depths where `model.depths` is () and
+    `data.num_classes` from dataset_info.json if it is 0."""
     cfg = ExperimentConfig.from_dict(cfg.to_dict())
     cfg.validate()
+    cfg.model.depths = cfg.model.stage_depths()  # recorded in config.json as built
     cfg.data.num_classes = inputs.resolve_num_classes(cfg.data, cfg.input_modalities())
     return cfg
 
@@ -126,7 +128,7 @@ def epam_streams(model: ModelConfig) -> tuple[epam.XShiftNetSpec, epam.XShiftNet
     """EPAM-Net's RGB and heatmap X-ShiftNet streams for `model` (`model.backbone: epam`): the
     paper's, with `model.depths` blocks per RGB stage, `model.depths[1:]` per heatmap stage,
     and the base width scaled by `model.width_multiplier`."""
-    depths = tuple(model.depths)
+    depths = model.stage_depths()
     rgb = dataclasses.replace(epam.RGB_XSHIFTNET, depths=depths)
     heatmap = dataclasses.replace(epam.HEATMAP_XSHIFTNET, depths=depths[1:])
     return rgb.scaled(model.width_multiplier), heatmap.scaled(model.width_multiplier)

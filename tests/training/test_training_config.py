@@ -40,7 +40,7 @@ def test_every_preset_validates_and_round_trips_through_json(name):
 def test_kinetics_presets_are_the_papers_runs():
     cfg = get_preset("k600_r3d50g_teacher_flow")
     assert (cfg.task, cfg.modality, cfg.model.backbone) == ("teacher", "flow", "r3d50g")
-    assert cfg.model.depths == (3, 4, 6, 3) and cfg.model.width_multiplier == 1.0
+    assert cfg.model.stage_depths() == (3, 4, 6, 3) and cfg.model.width_multiplier == 1.0
     assert (cfg.data.num_classes, cfg.data.num_frames, cfg.data.crop_size) == (600, 64, (224, 224))
     assert (cfg.data.eval_num_frames, cfg.data.eval_crop_size) == (250, (256, 256))
     assert cfg.train.global_batch_size == 2048
@@ -139,7 +139,8 @@ def test_stm_presets_are_segment_clips_for_teachers_students_and_fine_tuning():
             "flow",
             "stm",
         )
-        assert teacher.model.depths == (3, 4, 6, 3) and teacher.model.width_multiplier == 1.0
+        assert teacher.model.stage_depths() == (3, 4, 6, 3)
+        assert teacher.model.width_multiplier == 1.0
         data = teacher.data
         assert (data.sampling, data.num_frames, data.eval_num_frames) == (
             "segments",
@@ -280,3 +281,21 @@ def test_segment_sampling_in_the_pipeline_gives_every_stream_the_same_frames(num
     for clip in got["rgb"]:
         assert all(bounds[i] <= t < bounds[i + 1] for i, t in enumerate(clip)), clip
     assert len({tuple(clip) for clip in got["rgb"]}) > 1  # a fresh draw per clip
+
+
+def test_default_depths_are_the_backbones_own_and_recorded_when_resolved(tiny_data):
+    """depths () means the backbone's paper depths, so switching the backbone does not keep
+    another backbone's depths; a resolved config (what config.json records) holds them."""
+    from training.config import EPAM_DEPTHS, ModelConfig
+    from training.trainer import resolve_config
+
+    assert ModelConfig().stage_depths() == (3, 4, 6, 3)
+    assert ModelConfig(backbone="epam").stage_depths() == EPAM_DEPTHS == (3, 5, 11, 7)
+    assert ModelConfig(backbone="epam", depths=(1, 1, 1, 1)).stage_depths() == (1, 1, 1, 1)
+    cfg = apply_overrides(get_preset("k600_r3d50g_teacher_rgb"), ['model.backbone="epam"'])
+    assert cfg.model.stage_depths() == EPAM_DEPTHS
+    cfg.data.data_dir = tiny_data
+    cfg.data.num_classes = 0
+    assert resolve_config(cfg).model.depths == EPAM_DEPTHS
+    with pytest.raises(ValueError, match=r"depths=\(1, 2\)"):
+        ModelConfig(depths=(1, 2)).validate()
