@@ -241,6 +241,17 @@ def _memory_child(path: str, short_side: int, preset: str, clip_seconds: float) 
     )
 
 
+def _child_json(*argv: str) -> dict:
+    """Runs this script with `argv` in a fresh process; the JSON object its last line prints."""
+    out = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), *argv],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def memory_report(args) -> str:
     tmp = tempfile.mkdtemp(prefix="perfnet-mem-")
     rows = []
@@ -248,15 +259,11 @@ def memory_report(args) -> str:
     runs.append((max(args.memory_seconds), min(args.memory_seconds)))
     for seconds, clip_seconds in runs:
         path = write_panning_video(os.path.join(tmp, f"pan_{seconds:g}s.mp4"), seconds)
-        out = subprocess.run(
-            [sys.executable, os.path.abspath(__file__), "--_memory_child", path]
-            + ["--short_side", str(args.memory_short_side), "--preset", args.memory_preset]
-            + ["--_memory_clip_seconds", str(clip_seconds)],
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        r = json.loads(out.stdout.strip().splitlines()[-1])
+        r = _child_json(
+            "--_memory_child", path,
+            "--short_side", str(args.memory_short_side), "--preset", args.memory_preset,
+            "--_memory_clip_seconds", str(clip_seconds),
+        )  # fmt: skip
         r["seconds"], r["clip_seconds"] = seconds, clip_seconds
         rows.append(r)
         os.remove(path)
@@ -378,14 +385,10 @@ def worker_report(args) -> str:
     runs += [(m.split(","), ["tensorflow"]) for m in args.worker_modalities if args.worker_with_tf]
     rows = []
     for modalities, preload in runs:
-        out = subprocess.run(
-            [sys.executable, os.path.abspath(__file__), "--_worker_child", path]
-            + ["--_modalities", ",".join(modalities), "--_preload", ",".join(preload)],
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        r = json.loads(out.stdout.strip().splitlines()[-1])
+        r = _child_json(
+            "--_worker_child", path, "--_modalities", ",".join(modalities),
+            "--_preload", ",".join(preload),
+        )  # fmt: skip
         r["modalities"], r["preload"] = modalities, preload
         rows.append(r)
     os.remove(path)

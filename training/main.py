@@ -71,16 +71,15 @@ def _pairs(values: Sequence[str], flag: str) -> dict[str, str]:
     return out
 
 
+def _add_set_arg(p: argparse.ArgumentParser, text: str) -> None:
+    """The repeatable `--set KEY=VALUE` config override."""
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=text)
+
+
 def _add_config_args(p: argparse.ArgumentParser, need_model_dir: bool) -> None:
     p.add_argument("--preset", help="a preset name (see `presets`)")
     p.add_argument("--config", help="a JSON ExperimentConfig (e.g. a model_dir's config.json)")
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override, e.g. train.train_steps=100 or data.crop_size=[112,112] (repeatable)",
-    )
+    _add_set_arg(p, "override, e.g. train.train_steps=100 or data.crop_size=[112,112] (repeatable)")
     p.add_argument("--data_dir", help="preprocessing output dir (local or gs://)")
     p.add_argument("--train_data", help="glob(s) of training shards, comma separated")
     p.add_argument("--eval_data", help="glob(s) of evaluation shards, comma separated")
@@ -347,12 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: the model's training data)",
     )
     p.add_argument("--checkpoint", help="a checkpoint prefix (default: the latest)")
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="another clip than the model's evaluation clip: data.eval_num_frames=N, "
+    _add_set_arg(
+        p,
+        "another clip than the model's evaluation clip: data.eval_num_frames=N, "
         "data.eval_crop_size=[H,W]",
     )
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --export_dir")

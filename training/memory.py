@@ -119,18 +119,19 @@ def activation_bytes(model: keras.Model, batch: int = 1) -> int:
     outputs = {id(t) for t in tf.nest.flatten(model.outputs)}
     for t in tf.nest.flatten(model.inputs):
         size(t)  # its shape must be known too
-    live: dict[int, int] = {}
-    peak = 0
+    live: dict[int, int] = {}  # tensor -> its bytes, while it is alive
+    total = peak = 0  # total == sum(live.values())
     for node in nodes:
         if node.is_input:
             continue
         for t in node.outputs:
             live[id(t)] = size(t)
-        peak = max(peak, sum(live.values()))
+            total += live[id(t)]
+        peak = max(peak, total)
         for t in node.input_tensors:
             consumers[id(t)] -= 1
             if consumers[id(t)] == 0 and id(t) not in outputs:
-                live.pop(id(t), None)
+                total -= live.pop(id(t), 0)
     return peak
 
 

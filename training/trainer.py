@@ -33,6 +33,7 @@ checkpointed).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import posixpath
@@ -424,12 +425,18 @@ class Trainer:
             gb,
         )
 
-    def _eval_dataset(self):
-        pattern = inputs.split_pattern(self.cfg.data, "eval")
+    @functools.cached_property
+    def _eval_batch(self) -> int:
+        """The global evaluation batch (`memory.eval_batch`), planned once per run: the plan
+        builds the model's graph to count its memory."""
         cfg = self.cfg
         plan = memory.eval_batch([cfg], self.strategy, cfg.train, cfg.runtime)
         log.info("evaluation batch %d (%d per replica): %s", *dataclasses.astuple(plan))
-        batch = plan.global_size
+        return plan.global_size
+
+    def _eval_dataset(self):
+        pattern = inputs.split_pattern(self.cfg.data, "eval")
+        batch = self._eval_batch
         ds = inputs.build_dataset(
             pattern,
             list(self.cfg.model_modalities()),

@@ -132,11 +132,6 @@ def check_record(data: bytes, modalities, num_classes: int | None) -> tuple[list
         if ts and not (start <= ts[0] and ts[-1] < end):
             errors.append(f"{m}: timestamps outside the clip window [{start}, {end})")
         _check_image(errors, m, enc[0][0] if enc else None, c, p)
-    if timestamps is not None and flow_ts is not None and flow_ts != timestamps[:-1]:
-        errors.append(
-            f"flow: expected T-1={len(timestamps) - 1} steps stamped as frames 0..T-2, "
-            f"got {len(flow_ts)}"
-        )
     with_keypoints = ms.carries_keypoints(modalities)
     if timestamps is None and with_keypoints:  # keypoints without an RGB or pose stream
         region_ts = steps(ms.REGION_TIMESTAMP_KEY)
@@ -148,11 +143,11 @@ def check_record(data: bytes, modalities, num_classes: int | None) -> tuple[list
                 errors.append("region/timestamp: not strictly increasing")
             if timestamps and not (start <= timestamps[0] and timestamps[-1] < end):
                 errors.append(f"region/timestamp: outside the clip window [{start}, {end})")
-            if flow_ts is not None and flow_ts != timestamps[:-1]:
-                errors.append(
-                    f"flow: expected T-1={len(timestamps) - 1} steps stamped as frames 0..T-2, "
-                    f"got {len(flow_ts)}"
-                )
+    if timestamps is not None and flow_ts is not None and flow_ts != timestamps[:-1]:
+        errors.append(
+            f"flow: expected T-1={len(timestamps) - 1} steps stamped as frames 0..T-2, "
+            f"got {len(flow_ts)}"
+        )
     if timestamps is not None:
         frames = len(timestamps)
     else:  # flow only: T = flow steps + 1

@@ -22,7 +22,13 @@ import shutil
 import numpy as np
 import pytest
 import tensorflow as tf
-from training_records import LABELS, flow_image, run_without_pipeline_imports, write_records
+from training_records import (
+    LABELS,
+    clip_context,
+    flow_image,
+    run_without_pipeline_imports,
+    write_records,
+)
 
 from render.style import VARIANTS, RenderStyle
 from schemas import layout
@@ -131,17 +137,7 @@ def odd_clip(example_id, label, num_frames, height, width, rng, subsampling=Fals
     t % 3 persons in frame t (scores in [0.1, 1): some under the 0.3 threshold) and their
     boxes (half the keypoints' extent: in 48x60 frames 1 px bars, not the extent's 2 px)."""
     streams = {m: ms.StreamInfo(height, width) for m in ms.IMAGE_MODALITIES}
-    ctx = ms.ClipContext(
-        example_id=example_id,
-        dataset_name="tiny",
-        data_path=f"/videos/{example_id}.mp4",
-        media_id=example_id,
-        start_us=0,
-        end_us=num_frames * 40_000,
-        label_index=label,
-        label=LABELS[label],
-    )
-    builder = ms.SequenceExampleBuilder(ctx, streams)
+    builder = ms.SequenceExampleBuilder(clip_context(example_id, label, num_frames), streams)
 
     def encode(img, quality=95):
         img = np.clip(img, 0, 255).astype(np.uint8)

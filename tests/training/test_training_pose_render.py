@@ -13,7 +13,7 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
-from training_records import jpeg, write_records
+from training_records import clip_context, jpeg, write_records
 
 from render import palette
 from render.style import TABLE2_VARIANTS, VARIANTS
@@ -203,16 +203,7 @@ def clip_record(example_id, label, num_frames, rng, *, pose_stream):
         from render import render_poses
 
         streams[ms.MODALITY_POSE] = ms.StreamInfo(FH, FW)
-    context = ms.ClipContext(
-        example_id=example_id,
-        dataset_name="live",
-        data_path=f"/videos/{example_id}.mp4",
-        media_id=example_id,
-        start_us=0,
-        end_us=num_frames * 40_000,
-        label_index=label,
-        label=str(label),
-    )
+    context = clip_context(example_id, label, num_frames, "live", str(label))
     builder = ms.SequenceExampleBuilder(context, streams, keypoints=not pose_stream)
     for t in range(num_frames):
         frame = np.clip(rng.normal(100 + 40 * label, 15, (FH, FW, 3)), 0, 255).astype(np.uint8)

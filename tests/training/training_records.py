@@ -85,6 +85,23 @@ def flow_image(vx: np.ndarray, vy: np.ndarray) -> np.ndarray:
     return np.stack([quantize_flow(vx), quantize_flow(vy), np.zeros_like(quantize_flow(vx))], -1)
 
 
+def clip_context(
+    example_id: str, label: int, num_frames: int, dataset_name: str = "tiny", name: str = ""
+) -> ms.ClipContext:
+    """The context of a test clip of `num_frames` frames at 25 fps from 0 (`/videos/<id>.mp4`),
+    class `label` named `name` (default `LABELS[label]`)."""
+    return ms.ClipContext(
+        example_id=example_id,
+        dataset_name=dataset_name,
+        data_path=f"/videos/{example_id}.mp4",
+        media_id=example_id,
+        start_us=0,
+        end_us=num_frames * 40_000,
+        label_index=label,
+        label=name or LABELS[label],
+    )
+
+
 def serialize_clip(
     example_id: str,
     label: int,
@@ -101,17 +118,7 @@ def serialize_clip(
     if flow is not None:
         streams[ms.MODALITY_FLOW] = ms.StreamInfo(height, width)
     n = len(rgb)
-    ctx = ms.ClipContext(
-        example_id=example_id,
-        dataset_name="tiny",
-        data_path=f"/videos/{example_id}.mp4",
-        media_id=example_id,
-        start_us=0,
-        end_us=n * 40_000,
-        label_index=label,
-        label=LABELS[label],
-    )
-    builder = ms.SequenceExampleBuilder(ctx, streams)
+    builder = ms.SequenceExampleBuilder(clip_context(example_id, label, n), streams)
     empty = dict(
         keypoints=np.zeros((0, ms.NUM_JOINTS, 2)),
         keypoint_scores=np.zeros((0, ms.NUM_JOINTS)),
