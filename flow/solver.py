@@ -4,16 +4,18 @@
 primal-dual scheme (Zach, Pock, Bischof 2007; Sanchez Perez et al., IPOL 2013), which it runs as
 seven separate passes over the frame per iteration, with a double-precision `hypot` per pixel and a
 single-threaded error sum. `TVL1Solver` runs the same scheme with the same float32 arithmetic in
-the same order, in two passes per iteration compiled with numba (vectorised where the order of
-operations allows). The warps are compiled too, fused with the data term that follows them
-(`_warp_linearize`): they reproduce `cv2.remap` (OpenCV 5, bicubic, float maps, zero outside the
-frame) bit for bit on the frame and its two gradients, including its fused multiply-adds
-(tests/flow/test_flow_warp.py); maps that are NaN or huge go to `cv2.remap` itself. OpenCV is
-called for the rest: the pyramid (`cv2.resize`, bilinear) and the median filter
-(`cv2.medianBlur`). Its flow is therefore bit-for-bit OpenCV's on the frames we have tested
-(tests/flow/test_flow_solver.py; `benchmarks/flow_bench.py` prints the difference on any clip),
-at about 15x the pairs per core-second (docs/cost.md). The warp depends on OpenCV's version:
-OpenCV 4 rounded the maps to 1/32 pixel and summed differently; the solver tests catch that.
+the same order: the iteration as one fused sweep of explicit vector code per iteration
+(`flow.vector_iteration`; `_iterate` below, compiled with numba, is the same iteration written
+plainly, and runs on frames narrower than one vector), the warps as explicit vector code fused
+with the data term that follows them (`flow.vector_warp`), which reproduces `cv2.remap` (OpenCV 5,
+bicubic, float maps, zero outside the frame) bit for bit on the frame and its two gradients,
+including its fused multiply-adds (tests/flow/test_flow_warp.py); maps that are NaN or huge go to
+`cv2.remap` itself. OpenCV is called for the rest: the pyramid (`cv2.resize`, bilinear) and the
+median filter (`cv2.medianBlur`). Its flow is therefore bit-for-bit OpenCV's on the frames we
+have tested (tests/flow/test_flow_solver.py; `benchmarks/flow_bench.py` prints the difference on
+any clip), at about 20x the pairs per core-second (docs/cost.md). The warp depends on OpenCV's
+version: OpenCV 4 rounded the maps to 1/32 pixel and summed differently; the solver tests catch
+that.
 
 The stopping test needs OpenCV's error, a float32 sum in row-major order: a serial chain of adds
 that no vector unit can run. The iteration sums the same float32 terms in float64 instead, in any
@@ -49,10 +51,10 @@ import math
 
 import cv2
 import numpy as np
-from llvmlite import ir
-from numba import njit, types
-from numba.core import cgutils
-from numba.extending import intrinsic
+from numba import njit
+
+from flow import vector_iteration
+from flow.vector_warp import padded, warp_linearize
 
 _F32 = np.float32
 # The smallest squared gradient for which the thresholding step divides by it (FLT_EPSILON).
@@ -204,126 +206,12 @@ def _iterate(i1wx, i1wy, grad, rho_c, u1, u2, p11, p12, p21, p22, l_t, theta, ta
     return n, error
 
 
-# Zero border around the stacked frame and gradients for `_warp_linearize`: wide enough that every
-# 4x4 bicubic window that touches the frame lies inside, and that the corner holds a 4x4 window of
-# zeros for the windows that do not.
-_PAD = 4
-# `_warp_linearize` leaves maps at or beyond this many pixels (and NaN) to `cv2.remap`.
-_MAP_LIMIT = np.float32(2.0**22)
-
-
-@intrinsic
-def _fma(typingctx, a, b, c):
-    """float32 a * b + c rounded once (LLVM's fma: the hardware instruction where there is one)."""
-    sig = types.float32(types.float32, types.float32, types.float32)
-
-    def codegen(context, builder, signature, args):
-        f = ir.FloatType()
-        fn = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(f, [f, f, f]), "llvm.fma.f32"
-        )
-        return builder.call(fn, args)
-
-    return sig, codegen
-
-
-@njit(cache=True, inline="always", error_model="numpy")
-def _cubic_weights(t):
-    """OpenCV 5's bicubic weights (A = -0.75) at fraction t in [0, 1), in its float32 order."""
-    one = np.float32(1.0)
-    a = np.float32(-0.75)
-    tm1 = t - one
-    tt = t * t
-    w0 = a * (t * (tm1 * tm1))
-    w1 = _fma(tt, _fma(np.float32(1.25), t, np.float32(-2.25)), one)
-    w3 = a * (tt * (one - t))
-    w2 = ((one - w0) - w1) - w3
-    return w0, w1, w2, w3
-
-
-def _padded(stacked: np.ndarray) -> np.ndarray:
-    """float32 [H, W, 3] -> float32 [H + 2 * _PAD, W + 2 * _PAD, 3], zero outside."""
-    h, w, c = stacked.shape
-    out = np.zeros((h + 2 * _PAD, w + 2 * _PAD, c), np.float32)
-    out[_PAD : _PAD + h, _PAD : _PAD + w] = stacked
-    return out
-
-
-@njit(cache=True, error_model="numpy", boundscheck=False)
-def _warp_linearize(padded, u1, u2, i0, i1wx, i1wy, grad, rho_c):
-    """`cv2.remap(stacked, x + u1, y + u2, INTER_CUBIC)` (zero outside the frame) followed by
-    `_linearize`; `padded` is `_padded(stacked)`. The same float32 values bit for bit: OpenCV 5
-    takes the window's corner as floor(map) - 1 and the fraction as map - floor(map), the weights
-    as `_cubic_weights`, and sums each of the 4 rows left to right, then the rows top to bottom, as
-    chains of fused multiply-adds (zero taps outside the frame). Row by row: the weights and
-    window offsets first (vectorised), then the sums. Returns False, having written part of the
-    outputs, where a map is NaN or at least `_MAP_LIMIT` in size (the caller then uses OpenCV);
-    True otherwise."""
-    h, w = u1.shape
-    wp = padded.shape[1]
-    flat = padded.reshape(-1)
-    row = np.uintp(wp * 3)
-    off = np.empty(w, np.uintp)
-    wx = np.empty((4, w), np.float32)
-    wy = np.empty((4, w), np.float32)
-    big = np.float32(2 * _MAP_LIMIT)
-    for y in range(h):
-        fy = np.float32(y)
-        bad = False
-        for x in range(w):
-            mx = np.float32(x) + u1[y, x]
-            my = fy + u2[y, x]
-            bad |= not (abs(mx) < _MAP_LIMIT and abs(my) < _MAP_LIMIT)
-            mx = min(max(mx, -big), big)  # keeps the conversions below defined; refused anyway
-            my = min(max(my, -big), big)
-            fx0 = np.floor(mx)
-            fy0 = np.floor(my)
-            ix = np.int32(fx0) - 1
-            iy = np.int32(fy0) - 1
-            wx[0, x], wx[1, x], wx[2, x], wx[3, x] = _cubic_weights(mx - fx0)
-            wy[0, x], wy[1, x], wy[2, x], wy[3, x] = _cubic_weights(my - fy0)
-            outside = (ix < -_PAD) | (ix > w) | (iy < -_PAD) | (iy > h)
-            # Wholly outside: the same sums over the window of zeros in the corner.
-            off[x] = np.uintp(0 if outside else ((iy + _PAD) * wp + (ix + _PAD)) * 3)
-        if bad:
-            return False
-        for x in range(w):
-            p = off[x]
-            a0 = wx[0, x]
-            a1 = wx[1, x]
-            a2 = wx[2, x]
-            a3 = wx[3, x]
-            o0 = o1 = o2 = np.float32(0.0)
-            for i in range(4):
-                q = p + np.uintp(i) * row
-                r0 = flat[q] * a0
-                r1 = flat[q + np.uintp(1)] * a0
-                r2 = flat[q + np.uintp(2)] * a0
-                r0 = _fma(flat[q + np.uintp(3)], a1, r0)
-                r1 = _fma(flat[q + np.uintp(4)], a1, r1)
-                r2 = _fma(flat[q + np.uintp(5)], a1, r2)
-                r0 = _fma(flat[q + np.uintp(6)], a2, r0)
-                r1 = _fma(flat[q + np.uintp(7)], a2, r1)
-                r2 = _fma(flat[q + np.uintp(8)], a2, r2)
-                r0 = _fma(flat[q + np.uintp(9)], a3, r0)
-                r1 = _fma(flat[q + np.uintp(10)], a3, r1)
-                r2 = _fma(flat[q + np.uintp(11)], a3, r2)
-                b = wy[i, x]
-                if i == 0:
-                    o0 = r0 * b
-                    o1 = r1 * b
-                    o2 = r2 * b
-                else:
-                    o0 = _fma(r0, b, o0)
-                    o1 = _fma(r1, b, o1)
-                    o2 = _fma(r2, b, o2)
-            a = u1[y, x]
-            b = u2[y, x]
-            i1wx[y, x] = o1
-            i1wy[y, x] = o2
-            grad[y, x] = o1 * o1 + o2 * o2
-            rho_c[y, x] = o0 - o1 * a - o2 * b - i0[y, x]
-    return True
+def _run_iterations(*args):
+    """`_iterate(*args)`, as the fused vector sweep of `flow.vector_iteration` (the same results
+    bit for bit, faster) on frames at least `LANES` pixels wide; `_iterate` on narrower ones."""
+    if args[4].shape[1] >= vector_iteration.LANES:
+        return vector_iteration.iterate(*args)
+    return _iterate(*args)
 
 
 @njit(cache=True, error_model="numpy")
@@ -458,12 +346,12 @@ class TVL1Solver:
         theta = _F32(self.theta)
         # The frame and its gradients as the three channels of one image: one remap warps all.
         stacked = np.dstack([i1, *_centered_gradient(i1)])
-        padded = _padded(stacked)
+        border = padded(stacked)
         p11, p12, p21, p22 = (np.zeros_like(i0) for _ in range(4))
         i1wx, i1wy, grad, rho_c = (np.empty_like(i0) for _ in range(4))
         iterations = 0
         for _ in range(self.warps):
-            if not _warp_linearize(padded, u1, u2, i0, i1wx, i1wy, grad, rho_c):
+            if not warp_linearize(border, u1, u2, i0, i1wx, i1wy, grad, rho_c):
                 map_x, map_y = np.empty_like(i0), np.empty_like(i0)
                 _warp_maps(u1, u2, map_x, map_y)
                 warped = cv2.remap(stacked, map_x, map_y, cv2.INTER_CUBIC)
@@ -475,7 +363,7 @@ class TVL1Solver:
                 if self.median_filtering > 1:
                     u1 = cv2.medianBlur(u1, self.median_filtering)
                     u2 = cv2.medianBlur(u2, self.median_filtering)
-                n, error = _iterate(
+                n, error = _run_iterations(
                     i1wx, i1wy, grad, rho_c, u1, u2, p11, p12, p21, p22,
                     l_t, theta, taut, stop, self.inner_iterations,
                 )  # fmt: skip

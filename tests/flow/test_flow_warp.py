@@ -1,17 +1,11 @@
-"""The compiled bicubic warp and data term give OpenCV's `cv2.remap` values bit for bit."""
+"""The vector bicubic warp and data term give OpenCV's `cv2.remap` values bit for bit."""
 
 import cv2
 import numpy as np
 import pytest
 
-from flow.solver import (
-    _MAP_LIMIT,
-    _centered_gradient,
-    _linearize,
-    _padded,
-    _warp_linearize,
-    _warp_maps,
-)
+from flow.solver import _centered_gradient, _linearize, _warp_maps
+from flow.vector_warp import MAP_LIMIT, padded, warp_linearize
 
 
 def _opencv(stacked, u1, u2, i0):
@@ -26,7 +20,7 @@ def _opencv(stacked, u1, u2, i0):
 
 def _compiled(stacked, u1, u2, i0):
     outs = [np.empty_like(u1) for _ in range(4)]
-    ok = _warp_linearize(_padded(stacked), u1, u2, i0, *outs)
+    ok = warp_linearize(padded(stacked), u1, u2, i0, *outs)
     return ok, outs
 
 
@@ -74,7 +68,7 @@ def test_compiled_warp_refuses_maps_it_does_not_reproduce():
     rng = np.random.default_rng(0)
     i1 = rng.standard_normal((h, w)).astype(np.float32)
     stacked = np.dstack([i1, *_centered_gradient(i1)])
-    for bad in (np.nan, np.inf, -np.inf, float(_MAP_LIMIT)):
+    for bad in (np.nan, np.inf, -np.inf, float(MAP_LIMIT)):
         u1 = np.zeros((h, w), np.float32)
         u1[3, 4] = bad
         ok, _ = _compiled(stacked, u1, np.zeros_like(u1), np.zeros_like(u1))

@@ -1,0 +1,326 @@
+"""The solver's bicubic warp and linearised data term as explicit vector code, compiled with LLVM.
+
+`flow.solver._warp_linearize` reproduces `cv2.remap` (OpenCV 5, bicubic, float maps, zero outside
+the frame) bit for bit on the stacked frame and its two gradients, then computes the data term.
+Numba runs its 48 taps a pixel one at a time. Here each pixel's 4x4 window is summed with 4-lane
+vectors instead: the three channels of a tap are adjacent in the stacked image, so one 4-lane
+load takes a tap's three channels (and one value that is never used), and each window row is a
+multiply and three fused multiply-adds over such loads, then the rows one multiply and three
+fused multiply-adds: exactly the per-channel chains of the scalar code, lane by lane. The window
+weights and offsets are computed 16 pixels at a time first, as in the scalar code.
+
+Same contract as `_warp_linearize`: returns False, having written part of the outputs, where a
+map is NaN or at least `flow.solver.MAP_LIMIT` pixels in size (the caller then uses OpenCV).
+`tests/flow/test_flow_warp.py` checks it against `cv2.remap` and the scalar code.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+
+import numpy as np
+
+from flow._llvm import LANES, Block, compile_module, f32
+
+# Zero border around the stacked frame and gradients (`padded`): wide enough that every 4x4
+# window that touches the frame lies inside, and that the corner holds a 4x4 window of zeros for
+# the windows that do not.
+_PAD = 4
+# Maps at or beyond this many pixels (and NaN) are left to `cv2.remap`.
+MAP_LIMIT = 2.0**22
+# Floats after the padded image: a window's last 4-lane load reads one value past its last tap.
+_SPARE = 4
+
+
+def _fma(e: Block, a: str, b: str, c: str, ty: str, suffix: str) -> str:
+    return e.op(f"call {ty} @llvm.fma.{suffix}({ty} {a}, {ty} {b}, {ty} {c})")
+
+
+def _cubic_weights(e: Block, t: str) -> list[str]:
+    """OpenCV 5's bicubic weights (A = -0.75) at fractions t in [0, 1), in its float32 order."""
+    one = e.splat("1.0")
+    a = e.splat(f32(-0.75))
+    tm1 = e.bin("fsub", t, one)
+    tt = e.bin("fmul", t, t)
+    w0 = e.bin("fmul", a, e.bin("fmul", t, e.bin("fmul", tm1, tm1)))
+    inner = _fma(e, e.splat(f32(1.25)), t, e.splat(f32(-2.25)), e.f, f"v{e.n}f32")
+    w1 = _fma(e, tt, inner, one, e.f, f"v{e.n}f32")
+    w3 = e.bin("fmul", a, e.bin("fmul", tt, e.bin("fsub", one, t)))
+    w2 = e.bin("fsub", e.bin("fsub", e.bin("fsub", one, w0), w1), w3)
+    return [w0, w1, w2, w3]
+
+
+def _window_block(e: Block, x: str) -> str:
+    """Maps, window weights and offsets of the 16 pixels at x of row %y (stored in the scratch
+    rows); returns the mask of lanes whose map is NaN or too large."""
+    iota = ", ".join(f"i64 {i}" for i in range(e.n))
+    xs = e.op(f"add <{e.n} x i64> {e.splat(x, 'i64')}, <{iota}>")
+    mx = e.bin("fadd", e.op(f"sitofp <{e.n} x i64> {xs} to {e.f}"), e.load("%u1", x))
+    my = e.bin("fadd", e.splat("%fy"), e.load("%u2", x))
+    limit = e.splat(f32(MAP_LIMIT))
+    big = e.splat(f32(2 * MAP_LIMIT))
+    fits = []
+    for m in (mx, my):
+        absolute = e.op(f"call {e.f} @llvm.fabs.v{e.n}f32({e.f} {m})")
+        fits.append(e.op(f"fcmp olt {e.f} {absolute}, {limit}"))
+    good = e.bin("and", fits[0], fits[1], e.b)
+    bad = e.bin("xor", good, "splat (i1 true)", e.b)
+    if e.mask is not None:
+        bad = e.bin("and", bad, e.mask, e.b)
+    corner = []
+    for m, k0, side in ((mx, 0, "%w32"), (my, 4, "%h32")):
+        neg = e.op(f"fneg {e.f} {big}")
+        m = e.op(f"call {e.f} @llvm.maxnum.v{e.n}f32({e.f} {m}, {e.f} {neg})")
+        m = e.op(f"call {e.f} @llvm.minnum.v{e.n}f32({e.f} {m}, {e.f} {big})")
+        floor = e.op(f"call {e.f} @llvm.floor.v{e.n}f32({e.f} {m})")
+        i = e.op(f"fptosi {e.f} {floor} to <{e.n} x i32>")
+        i = e.op(f"add <{e.n} x i32> {i}, splat (i32 -1)")
+        for k, weight in enumerate(_cubic_weights(e, e.bin("fsub", m, floor))):
+            e.store(weight, "%scratch", e.op(f"add i64 {x}, %w{k0 + k}"))
+        low = e.op(f"icmp slt <{e.n} x i32> {i}, splat (i32 {-_PAD})")
+        high = e.op(f"icmp sgt <{e.n} x i32> {i}, {e.splat(side, 'i32')}")
+        corner.append((i, e.bin("or", low, high, e.b)))
+    (ix, out_x), (iy, out_y) = corner
+    outside = e.bin("or", out_x, out_y, e.b)
+    i64 = f"<{e.n} x i64>"
+    row = e.op(f"sext <{e.n} x i32> {e.op(f'add <{e.n} x i32> {iy}, splat (i32 {_PAD})')} to {i64}")
+    col = e.op(f"sext <{e.n} x i32> {e.op(f'add <{e.n} x i32> {ix}, splat (i32 {_PAD})')} to {i64}")
+    wp = e.splat("%wp", "i64")
+    off = e.op(f"add {i64} {e.op(f'mul {i64} {row}, {wp}')}, {col}")
+    off = e.op(f"mul {i64} {off}, splat (i64 3)")
+    off = e.op(f"select {e.b} {outside}, {i64} zeroinitializer, {i64} {off}")
+    ptr = e.op(f"getelementptr inbounds i64, ptr %offsets, i64 {x}")
+    if e.mask is None:
+        e.lines.append(f"  store {i64} {off}, ptr {ptr}, align 8")
+    else:
+        e.lines.append(
+            f"  call void @llvm.masked.store.v{e.n}i64.p0({i64} {off}, ptr {ptr}, i32 8,"
+            f" {e.b} {e.mask})"
+        )
+    return bad
+
+
+_PIXEL = """
+pixel:
+  %x = phi i64 [ 0, %pass2 ], [ %x1, %pixel ]
+  %offp = getelementptr inbounds i64, ptr %offsets, i64 %x
+  %off = load i64, ptr %offp, align 8
+WEIGHTS
+TAPS
+  %c0 = extractelement <4 x float> %sum3, i64 0
+  %c1 = extractelement <4 x float> %sum3, i64 1
+  %c2 = extractelement <4 x float> %sum3, i64 2
+  %ux = getelementptr inbounds float, ptr %u1, i64 %x
+  %uy = getelementptr inbounds float, ptr %u2, i64 %x
+  %ia = getelementptr inbounds float, ptr %i0, i64 %x
+  %a = load float, ptr %ux, align 4
+  %b = load float, ptr %uy, align 4
+  %i0v = load float, ptr %ia, align 4
+  %px = getelementptr inbounds float, ptr %i1wx, i64 %x
+  %py = getelementptr inbounds float, ptr %i1wy, i64 %x
+  %pg = getelementptr inbounds float, ptr %grad, i64 %x
+  %pr = getelementptr inbounds float, ptr %rho_c, i64 %x
+  store float %c1, ptr %px, align 4
+  store float %c2, ptr %py, align 4
+  %g1 = fmul float %c1, %c1
+  %g2 = fmul float %c2, %c2
+  %g = fadd float %g1, %g2
+  store float %g, ptr %pg, align 4
+  %r1 = fmul float %c1, %a
+  %r2 = fsub float %c0, %r1
+  %r3 = fmul float %c2, %b
+  %r4 = fsub float %r2, %r3
+  %r5 = fsub float %r4, %i0v
+  store float %r5, ptr %pr, align 4
+  %x1 = add i64 %x, 1
+  %more = icmp slt i64 %x1, %w
+  br i1 %more, label %pixel, label %rowdone
+"""
+
+
+def _pixel_loop() -> str:
+    """Pass 2 of a row: each pixel's window summed with 4-lane vectors, then the data term."""
+    weights, taps = [], []
+    for k in range(8):
+        weights.append(
+            f"  %wp{k} = getelementptr inbounds float, ptr %scratch, i64 %x\n"
+            f"  %wq{k} = getelementptr inbounds float, ptr %wp{k}, i64 %w{k}\n"
+            f"  %ws{k} = load float, ptr %wq{k}, align 4\n"
+            f"  %wi{k} = insertelement <4 x float> poison, float %ws{k}, i64 0\n"
+            f"  %wv{k} = shufflevector <4 x float> %wi{k}, <4 x float> poison,"
+            " <4 x i32> zeroinitializer"
+        )
+    fma = "call <4 x float> @llvm.fma.v4f32"
+    for i in range(4):
+        lines = [f"  %q{i} = add i64 %off, %rowoff{i}"]
+        for t in range(4):
+            lines.append(f"  %qa{i}{t} = add i64 %q{i}, {3 * t}")
+            lines.append(f"  %pp{i}{t} = getelementptr inbounds float, ptr %padded, i64 %qa{i}{t}")
+            lines.append(f"  %tap{i}{t} = load <4 x float>, ptr %pp{i}{t}, align 4")
+        lines.append(f"  %s{i}0 = fmul <4 x float> %tap{i}0, %wv0")
+        for t in range(1, 4):
+            lines.append(
+                f"  %s{i}{t} = {fma}(<4 x float> %tap{i}{t}, <4 x float> %wv{t},"
+                f" <4 x float> %s{i}{t - 1})"
+            )
+        if i == 0:
+            lines.append("  %sum0 = fmul <4 x float> %s03, %wv4")
+        else:
+            lines.append(
+                f"  %sum{i} = {fma}(<4 x float> %s{i}3, <4 x float> %wv{4 + i},"
+                f" <4 x float> %sum{i - 1})"
+            )
+        taps.extend(lines)
+    return _PIXEL.replace("WEIGHTS", "\n".join(weights)).replace("TAPS", "\n".join(taps))
+
+
+def module_ir() -> str:
+    """The whole module's LLVM IR (text)."""
+    lines: list[str] = []
+    e = Block(lines, [0])
+    n = e.n
+    body_lines: list[str] = []
+    blocks = Block(body_lines, e.counter)
+
+    # Pass 1, whole blocks (a loop) and the masked rest.
+    loop = [
+        "pass1:",
+        "  br label %p1head",
+        "p1head:",
+        "  %bx = phi i64 [ 0, %pass1 ], [ %bx1, %p1body ]",
+        "  %badacc = phi <16 x i1> [ zeroinitializer, %pass1 ], [ %badacc1, %p1body ]",
+        f"  %bx1 = add i64 %bx, {n}",
+        "  %bfit = icmp sle i64 %bx1, %w",
+        "  br i1 %bfit, label %p1body, label %p1rest",
+        "p1body:",
+    ]
+    body_lines.extend(loop)
+    bad = _window_block(blocks, "%bx")
+    body_lines.append(f"  %badacc1 = or <{n} x i1> %badacc, {bad}")
+    body_lines.append("  br label %p1head")
+    body_lines.append("p1rest:")
+    body_lines.append("  %anyleft = icmp slt i64 %bx, %w")
+    body_lines.append("  br i1 %anyleft, label %p1tail, label %p1check")
+    body_lines.append("p1tail:")
+    blocks.mask = blocks.lanes_below("%bx", "%w")
+    badt = _window_block(blocks, "%bx")
+    body_lines.append(f"  %badt = or <{n} x i1> %badacc, {badt}")
+    body_lines.append("  br label %p1check")
+    body_lines.append("p1check:")
+    body_lines.append(f"  %badall = phi <{n} x i1> [ %badacc, %p1rest ], [ %badt, %p1tail ]")
+    body_lines.append(f"  %anybad = call i1 @llvm.vector.reduce.or.v{n}i1(<{n} x i1> %badall)")
+    body_lines.append("  br i1 %anybad, label %fail, label %pass2")
+    body_lines.append("pass2:")
+    body_lines.append("  br label %pixel")
+
+    row_ptrs = "\n".join(
+        f"  %{a} = getelementptr inbounds float, ptr %{a}.base, i64 %rowstart"
+        for a in ("u1", "u2", "i0", "i1wx", "i1wy", "grad", "rho_c")
+    )
+    scratch_offsets = "\n".join(f"  %w{k} = mul i64 %w, {k}" for k in range(8))
+    row_offsets = "\n".join(f"  %rowoff{i} = mul i64 %rowstride, {i}" for i in range(4))
+    return f"""
+declare <{n} x float> @llvm.fabs.v{n}f32(<{n} x float>)
+declare <{n} x float> @llvm.floor.v{n}f32(<{n} x float>)
+declare <{n} x float> @llvm.minnum.v{n}f32(<{n} x float>, <{n} x float>)
+declare <{n} x float> @llvm.maxnum.v{n}f32(<{n} x float>, <{n} x float>)
+declare <{n} x float> @llvm.fma.v{n}f32(<{n} x float>, <{n} x float>, <{n} x float>)
+declare <4 x float> @llvm.fma.v4f32(<4 x float>, <4 x float>, <4 x float>)
+declare <{n} x float> @llvm.masked.load.v{n}f32.p0(ptr, i32, <{n} x i1>, <{n} x float>)
+declare void @llvm.masked.store.v{n}f32.p0(<{n} x float>, ptr, i32, <{n} x i1>)
+declare void @llvm.masked.store.v{n}i64.p0(<{n} x i64>, ptr, i32, <{n} x i1>)
+declare i1 @llvm.vector.reduce.or.v{n}i1(<{n} x i1>)
+
+define i64 @warp_linearize(ptr %padded, i64 %rowstride, ptr %u1.base, ptr %u2.base,
+    ptr %i0.base, ptr %i1wx.base, ptr %i1wy.base, ptr %grad.base, ptr %rho_c.base, i64 %h,
+    i64 %w, ptr %scratch, ptr %offsets) {{
+entry:
+  %w32 = trunc i64 %w to i32
+  %h32 = trunc i64 %h to i32
+  %wp = add i64 %w, {2 * _PAD}
+{scratch_offsets}
+{row_offsets}
+  br label %row
+row:
+  %y = phi i64 [ 0, %entry ], [ %y1, %rowdone ]
+  %fy = sitofp i64 %y to float
+  %rowstart = mul i64 %y, %w
+{row_ptrs}
+  br label %pass1
+{chr(10).join(body_lines)}
+{_pixel_loop()}
+rowdone:
+  %y1 = add i64 %y, 1
+  %rows = icmp slt i64 %y1, %h
+  br i1 %rows, label %row, label %done
+done:
+  ret i64 1
+fail:
+  ret i64 0
+}}
+"""
+
+
+_SIGNATURE = ctypes.CFUNCTYPE(
+    ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64, *([ctypes.c_void_p] * 7),
+    ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p,
+)  # fmt: skip
+
+
+@functools.cache
+def _compiled():
+    """(ctypes function, the engine that owns its code), compiled for this CPU on first use."""
+    addresses, engine = compile_module(module_ir(), ("warp_linearize",))
+    return _SIGNATURE(addresses["warp_linearize"]), engine
+
+
+def padded(stacked: np.ndarray) -> np.ndarray:
+    """float32 [H, W, 3] -> float32 [H + 8, W + 8, 3]: zero outside the frame, C-contiguous, and
+    followed in memory by a few spare zeros (for `warp_linearize`'s last loads)."""
+    h, w, c = stacked.shape
+    size = (h + 2 * _PAD) * (w + 2 * _PAD) * c
+    out = np.zeros(size + _SPARE, np.float32)[:size].reshape(h + 2 * _PAD, w + 2 * _PAD, c)
+    out[_PAD : _PAD + h, _PAD : _PAD + w] = stacked
+    return out
+
+
+def warp_linearize(border, u1, u2, i0, i1wx, i1wy, grad, rho_c) -> bool:
+    """Warps the frame and its gradients by the flow and fills the linearised data term.
+
+    `cv2.remap(stacked, x + u1, y + u2, cv2.INTER_CUBIC)` (zero outside the frame), then
+    `flow.solver._linearize`, the same float32 values bit for bit; `border` is `padded(stacked)`.
+
+    Args:
+      border: float32 [H + 8, W + 8, 3] from `padded` (frame, d/dx, d/dy).
+      u1, u2: float32 [H, W], the flow in pixels; i0: float32 [H, W], the first frame.
+      i1wx, i1wy, grad, rho_c: float32 [H, W], written: the warped gradients, their squared
+        norm and rho_c = I1w - I1wx * u1 - I1wy * u2 - I0.
+
+    Returns:
+      True; False, with the outputs partly written, where a map (x + u1 or y + u2) is NaN or at
+      least MAP_LIMIT pixels in size: the caller then warps with OpenCV.
+    """
+    fn, _ = _compiled()
+    h, w = u1.shape
+    expected = (h + 2 * _PAD, w + 2 * _PAD, 3)
+    owner = border.base if border.base is not None else border
+    spare = owner.ctypes.data + owner.nbytes - (border.ctypes.data + border.nbytes)
+    if border.shape != expected or not border.flags.c_contiguous or spare < 4:
+        raise ValueError(
+            f"border.shape={border.shape}: expected padded(stacked), {expected}, with a spare float"
+        )
+    for name, a in (("u1", u1), ("u2", u2), ("i0", i0), ("i1wx", i1wx), ("i1wy", i1wy),
+                    ("grad", grad), ("rho_c", rho_c)):  # fmt: skip
+        if a.shape != (h, w) or a.dtype != np.float32 or not a.flags.c_contiguous:
+            raise ValueError(
+                f"{name}: expected C-contiguous float32 {(h, w)}, got {a.dtype} {a.shape}"
+            )
+    scratch = np.empty(8 * w + LANES, np.float32)
+    offsets = np.empty(w + LANES, np.int64)
+    arrays = (u1, u2, i0, i1wx, i1wy, grad, rho_c)
+    ok = fn(
+        border.ctypes.data, border.shape[1] * 3, *(a.ctypes.data for a in arrays), h, w,
+        scratch.ctypes.data, offsets.ctypes.data,
+    )  # fmt: skip
+    return bool(ok)
