@@ -400,7 +400,7 @@ def breakdown(args) -> None:
         **{k: getattr(real_cv2, k) for k in dir(real_cv2) if not k.startswith("__")}
     )
     wrap(solver, "_run_iterations", "iteration (compiled)")
-    wrap(solver, "_warp_linearize", "warps and data term (compiled)")
+    wrap(solver, "warp_linearize", "warps and data term (compiled)")
     wrap(solver.cv2, "remap", "warps (cv2.remap, maps out of range)")
     wrap(solver.cv2, "medianBlur", "median filter (cv2.medianBlur)")
     wrap(solver, "_linearize", "data term (compiled)")

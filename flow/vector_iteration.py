@@ -100,7 +100,7 @@ def _primal(e: Block, x: str, first_row: bool, first_block: bool) -> str:
     e.store(sq, "%sq", x)
     if e.mask is not None:
         sq = e.select(e.mask, sq, e.splat("0.0"))
-    return e.op(f"fpext {e.f} {sq} to {e.d}")
+    return sq
 
 
 # Row pointers of the dual update when it runs alone (its row, the next row) and when it runs
@@ -135,6 +135,12 @@ def _dual(e: Block, x: str, last_row: bool, inner: str | None, rows: dict) -> No
             e.store(new, p, x)
 
 
+def _row_sum(e: Block, lanes: str) -> str:
+    """The float64 sum of a row's per-lane float32 sums of squared updates."""
+    wide = e.op(f"fpext {e.f} {lanes} to {e.d}")
+    return e.op(f"call double @llvm.vector.reduce.fadd.v{LANES}f64(double 0.0, {e.d} {wide})")
+
+
 def _loop(e: Block, start: str, stop: str, body) -> tuple[str, str]:
     """Emits `for x = start; x + LANES <= stop; x += LANES: acc += body(x)` (x, stop: i64 IR
     values); `body(x)` emits straight-line code for the block at x and returns a <LANES x double>
@@ -145,13 +151,13 @@ def _loop(e: Block, start: str, stop: str, body) -> tuple[str, str]:
     lines = e.lines
     lines += [f"  br label %{pre}", f"{pre}:", f"  br label %{head}", f"{head}:"]
     lines.append(f"  %x{k} = phi i64 [ {start}, %{pre} ], [ %xn{k}, %{run} ]")
-    lines.append(f"  %acc{k} = phi {e.d} [ zeroinitializer, %{pre} ], [ %accn{k}, %{run} ]")
+    lines.append(f"  %acc{k} = phi {e.f} [ zeroinitializer, %{pre} ], [ %accn{k}, %{run} ]")
     lines.append(f"  %xn{k} = add i64 %x{k}, {LANES}")
     lines.append(f"  %ok{k} = icmp sle i64 %xn{k}, {stop}")
     lines.append(f"  br i1 %ok{k}, label %{run}, label %{done}")
     lines.append(f"{run}:")
     value = body(f"%x{k}")
-    lines.append(f"  %accn{k} = fadd {e.d} %acc{k}, {value or 'zeroinitializer'}")
+    lines.append(f"  %accn{k} = fadd {e.f} %acc{k}, {value or 'zeroinitializer'}")
     lines += [f"  br label %{head}", f"{done}:"]
     return f"%x{k}", f"%acc{k}"
 
@@ -172,8 +178,8 @@ def _primal_row(first_row: bool) -> list[str]:
     x, acc = _loop(e, str(LANES), "%w", lambda x: _primal(e, x, first_row, False))
     e.mask = e.lanes_below(x, "%w")
     rest = _primal(e, x, first_row, False)
-    total = e.bin("fadd", e.bin("fadd", first, acc, e.d), rest, e.d)
-    out = e.op(f"call double @llvm.vector.reduce.fadd.v{LANES}f64(double 0.0, {e.d} {total})")
+    total = e.bin("fadd", e.bin("fadd", first, acc), rest)
+    out = _row_sum(e, total)
     lines += [f"  ret double {out}", "}"]
     return lines
 
@@ -201,7 +207,7 @@ def _fused_row() -> list[str]:
     wm1 = e.op("add i64 %w, -1")
     total = _primal(e, "0", False, True)
     for k in range(1, _LAG):
-        total = e.bin("fadd", total, _primal(e, str(k * LANES), False, False), e.d)
+        total = e.bin("fadd", total, _primal(e, str(k * LANES), False, False))
 
     def block(x):
         out = _primal(e, x, False, False)
@@ -214,8 +220,8 @@ def _fused_row() -> list[str]:
     e.mask = e.lanes_below(x, "%w")
     rest = _primal(e, x, False, False)
     _dual(e, x, False, e.lanes_below(x, wm1), _DUAL_FUSED)
-    total = e.bin("fadd", e.bin("fadd", total, acc, e.d), rest, e.d)
-    out = e.op(f"call double @llvm.vector.reduce.fadd.v{LANES}f64(double 0.0, {e.d} {total})")
+    total = e.bin("fadd", e.bin("fadd", total, acc), rest)
+    out = _row_sum(e, total)
     lines += [f"  ret double {out}", "}"]
     return lines
 

@@ -101,78 +101,113 @@ def _window_block(e: Block, x: str) -> str:
     return bad
 
 
-_PIXEL = """
-pixel:
-  %x = phi i64 [ 0, %pass2 ], [ %x1, %pixel ]
-  %offp = getelementptr inbounds i64, ptr %offsets, i64 %x
-  %off = load i64, ptr %offp, align 8
-WEIGHTS
-TAPS
-  %c0 = extractelement <4 x float> %sum3, i64 0
-  %c1 = extractelement <4 x float> %sum3, i64 1
-  %c2 = extractelement <4 x float> %sum3, i64 2
-  %ux = getelementptr inbounds float, ptr %u1, i64 %x
-  %uy = getelementptr inbounds float, ptr %u2, i64 %x
-  %ia = getelementptr inbounds float, ptr %i0, i64 %x
-  %a = load float, ptr %ux, align 4
-  %b = load float, ptr %uy, align 4
-  %i0v = load float, ptr %ia, align 4
-  %px = getelementptr inbounds float, ptr %i1wx, i64 %x
-  %py = getelementptr inbounds float, ptr %i1wy, i64 %x
-  %pg = getelementptr inbounds float, ptr %grad, i64 %x
-  %pr = getelementptr inbounds float, ptr %rho_c, i64 %x
-  store float %c1, ptr %px, align 4
-  store float %c2, ptr %py, align 4
-  %g1 = fmul float %c1, %c1
-  %g2 = fmul float %c2, %c2
-  %g = fadd float %g1, %g2
-  store float %g, ptr %pg, align 4
-  %r1 = fmul float %c1, %a
-  %r2 = fsub float %c0, %r1
-  %r3 = fmul float %c2, %b
-  %r4 = fsub float %r2, %r3
-  %r5 = fsub float %r4, %i0v
-  store float %r5, ptr %pr, align 4
-  %x1 = add i64 %x, 1
-  %more = icmp slt i64 %x1, %w
-  br i1 %more, label %pixel, label %rowdone
-"""
+# Pixels summed together in pass 2: their 4-lane taps side by side in one 16-lane vector.
+_GROUP = 4
 
 
-def _pixel_loop() -> str:
-    """Pass 2 of a row: each pixel's window summed with 4-lane vectors, then the data term."""
-    weights, taps = [], []
+def _pixels(g: int, x: str, tag: str) -> list[str]:
+    """Pass 2 for the `g` pixels at x of row %y (g = 1 or _GROUP): each pixel's 4x4 window summed
+    with its 4-lane taps (three channels and one unused value) side by side, then the data term.
+    `tag` keeps the block's SSA names apart."""
+    n = 4 * g
+    v, fma = f"<{n} x float>", f"call <{n} x float> @llvm.fma.v{n}f32"
+    out = []
+
+    def op(name, text):
+        out.append(f"  %{tag}{name} = {text}")
+        return f"%{tag}{name}"
+
+    offs = []
+    for j in range(g):
+        xj = op(f"x{j}", f"add i64 {x}, {j}")
+        ptr = op(f"op{j}", f"getelementptr inbounds i64, ptr %offsets, i64 {xj}")
+        offs.append(op(f"off{j}", f"load i64, ptr {ptr}, align 8"))
+    # The 8 weights (4 across, 4 down) of each pixel, each repeated over that pixel's 4 lanes.
+    spread = ", ".join(f"i32 {lane // 4}" for lane in range(n))
+    weights = []
     for k in range(8):
-        weights.append(
-            f"  %wp{k} = getelementptr inbounds float, ptr %scratch, i64 %x\n"
-            f"  %wq{k} = getelementptr inbounds float, ptr %wp{k}, i64 %w{k}\n"
-            f"  %ws{k} = load float, ptr %wq{k}, align 4\n"
-            f"  %wi{k} = insertelement <4 x float> poison, float %ws{k}, i64 0\n"
-            f"  %wv{k} = shufflevector <4 x float> %wi{k}, <4 x float> poison,"
-            " <4 x i32> zeroinitializer"
-        )
-    fma = "call <4 x float> @llvm.fma.v4f32"
+        ptr = op(f"wp{k}", f"getelementptr inbounds float, ptr %scratch, i64 {x}")
+        ptr = op(f"wq{k}", f"getelementptr inbounds float, ptr {ptr}, i64 %w{k}")
+        few = op(f"ws{k}", f"load <{g} x float>, ptr {ptr}, align 4")
+        spread_k = f"<{g} x float> {few}, <{g} x float> poison, <{n} x i32> <{spread}>"
+        weights.append(op(f"wv{k}", f"shufflevector {spread_k}"))
+
+    def taps(i, t):
+        """The 4-lane loads of tap t of window row i, pixel after pixel."""
+        parts = []
+        for j in range(g):
+            q = op(f"q{i}{t}{j}", f"add i64 {offs[j]}, %rowoff{i}")
+            q = op(f"qa{i}{t}{j}", f"add i64 {q}, {3 * t}")
+            ptr = op(f"pp{i}{t}{j}", f"getelementptr inbounds float, ptr %padded, i64 {q}")
+            parts.append(op(f"tap{i}{t}{j}", f"load <4 x float>, ptr {ptr}, align 4"))
+        width = 4
+        while len(parts) > 1:  # concatenate pairs: 4 + 4 -> 8, 8 + 8 -> 16
+            order = ", ".join(f"i32 {lane}" for lane in range(2 * width))
+            parts = [
+                op(f"cat{i}{t}{width}{m}",
+                   f"shufflevector <{width} x float> {parts[2 * m]}, <{width} x float>"
+                   f" {parts[2 * m + 1]}, <{2 * width} x i32> <{order}>")
+                for m in range(len(parts) // 2)
+            ]  # fmt: skip
+            width *= 2
+        return parts[0]
+
+    total = None
     for i in range(4):
-        lines = [f"  %q{i} = add i64 %off, %rowoff{i}"]
-        for t in range(4):
-            lines.append(f"  %qa{i}{t} = add i64 %q{i}, {3 * t}")
-            lines.append(f"  %pp{i}{t} = getelementptr inbounds float, ptr %padded, i64 %qa{i}{t}")
-            lines.append(f"  %tap{i}{t} = load <4 x float>, ptr %pp{i}{t}, align 4")
-        lines.append(f"  %s{i}0 = fmul <4 x float> %tap{i}0, %wv0")
+        row = op(f"s{i}0", f"fmul {v} {taps(i, 0)}, {weights[0]}")
         for t in range(1, 4):
-            lines.append(
-                f"  %s{i}{t} = {fma}(<4 x float> %tap{i}{t}, <4 x float> %wv{t},"
-                f" <4 x float> %s{i}{t - 1})"
-            )
-        if i == 0:
-            lines.append("  %sum0 = fmul <4 x float> %s03, %wv4")
+            row = op(f"s{i}{t}", f"{fma}({v} {taps(i, t)}, {v} {weights[t]}, {v} {row})")
+        if total is None:
+            total = op(f"o{i}", f"fmul {v} {row}, {weights[4]}")
         else:
-            lines.append(
-                f"  %sum{i} = {fma}(<4 x float> %s{i}3, <4 x float> %wv{4 + i},"
-                f" <4 x float> %sum{i - 1})"
-            )
-        taps.extend(lines)
-    return _PIXEL.replace("WEIGHTS", "\n".join(weights)).replace("TAPS", "\n".join(taps))
+            total = op(f"o{i}", f"{fma}({v} {row}, {v} {weights[4 + i]}, {v} {total})")
+    q = f"<{g} x float>"
+    chans = []
+    for c in range(3):
+        pick = ", ".join(f"i32 {4 * j + c}" for j in range(g))
+        chans.append(op(f"c{c}", f"shufflevector {v} {total}, {v} poison, <{g} x i32> <{pick}>"))
+    c0, c1, c2 = chans
+    loaded = {}
+    for name in ("u1", "u2", "i0"):
+        ptr = op(f"in{name}", f"getelementptr inbounds float, ptr %{name}, i64 {x}")
+        loaded[name] = op(f"v{name}", f"load {q}, ptr {ptr}, align 4")
+    g1 = op("g1", f"fmul {q} {c1}, {c1}")
+    g2 = op("g2", f"fmul {q} {c2}, {c2}")
+    grad = op("g", f"fadd {q} {g1}, {g2}")
+    r1 = op("r1", f"fmul {q} {c1}, {loaded['u1']}")
+    rho = op("r2", f"fsub {q} {c0}, {r1}")
+    r3 = op("r3", f"fmul {q} {c2}, {loaded['u2']}")
+    rho = op("r4", f"fsub {q} {rho}, {r3}")
+    rho = op("r5", f"fsub {q} {rho}, {loaded['i0']}")
+    for name, value in (("i1wx", c1), ("i1wy", c2), ("grad", grad), ("rho_c", rho)):
+        ptr = op(f"st{name}", f"getelementptr inbounds float, ptr %{name}, i64 {x}")
+        out.append(f"  store {q} {value}, ptr {ptr}, align 4")
+    return out
+
+
+def _pass2() -> str:
+    """Pass 2 of a row: groups of _GROUP pixels, then one pixel at a time."""
+    lines = [
+        "pass2:",
+        "  br label %gh",
+        "gh:",
+        "  %gx = phi i64 [ 0, %pass2 ], [ %gx1, %gb ]",
+        f"  %gx1 = add i64 %gx, {_GROUP}",
+        "  %gfit = icmp sle i64 %gx1, %w",
+        "  br i1 %gfit, label %gb, label %sh",
+        "gb:",
+        *_pixels(_GROUP, "%gx", "G."),
+        "  br label %gh",
+        "sh:",
+        "  %sx = phi i64 [ %gx, %gh ], [ %sx1, %sb ]",
+        "  %smore = icmp slt i64 %sx, %w",
+        "  br i1 %smore, label %sb, label %rowdone",
+        "sb:",
+        *_pixels(1, "%sx", "S."),
+        "  %sx1 = add i64 %sx, 1",
+        "  br label %sh",
+    ]
+    return "\n".join(lines)
 
 
 def module_ir() -> str:
@@ -211,8 +246,6 @@ def module_ir() -> str:
     body_lines.append(f"  %badall = phi <{n} x i1> [ %badacc, %p1rest ], [ %badt, %p1tail ]")
     body_lines.append(f"  %anybad = call i1 @llvm.vector.reduce.or.v{n}i1(<{n} x i1> %badall)")
     body_lines.append("  br i1 %anybad, label %fail, label %pass2")
-    body_lines.append("pass2:")
-    body_lines.append("  br label %pixel")
 
     row_ptrs = "\n".join(
         f"  %{a} = getelementptr inbounds float, ptr %{a}.base, i64 %rowstart"
@@ -249,7 +282,7 @@ row:
 {row_ptrs}
   br label %pass1
 {chr(10).join(body_lines)}
-{_pixel_loop()}
+{_pass2()}
 rowdone:
   %y1 = add i64 %y, 1
   %rows = icmp slt i64 %y1, %h
