@@ -12,6 +12,7 @@ written as `llvm.fma`): every lane computes the IEEE operations written, in the 
 from __future__ import annotations
 
 import struct
+import threading
 
 # Lanes per vector.
 LANES = 16
@@ -91,6 +92,23 @@ class Block:
         s = self.bin("fadd", xx, self.bin("fmul", yd, yd, self.d), self.d)
         r = self.op(f"call {self.d} @llvm.sqrt.v{self.n}f64({self.d} {s})")
         return self.op(f"fptrunc {self.d} {r} to {self.f}")
+
+
+# Compiled kernels by name: (ctypes function, the engine that owns its code). The engines are
+# kept for the life of the process, so the functions stay valid; the lock keeps two threads
+# from compiling (and one of them from freeing) the same kernel.
+_KERNELS: dict[str, tuple] = {}
+_LOCK = threading.Lock()
+
+
+def kernel(name: str, make_ir, signature):
+    """The ctypes function `name` (of type `signature`, a ctypes.CFUNCTYPE) from the module
+    `make_ir()` returns, compiled on first use in this process."""
+    with _LOCK:
+        if name not in _KERNELS:
+            addresses, engine = compile_module(make_ir(), (name,))
+            _KERNELS[name] = (signature(addresses[name]), engine)
+        return _KERNELS[name][0]
 
 
 def compile_module(ir_text: str, names: tuple[str, ...]):

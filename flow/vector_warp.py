@@ -17,11 +17,10 @@ map is NaN or at least `flow.solver.MAP_LIMIT` pixels in size (the caller then u
 from __future__ import annotations
 
 import ctypes
-import functools
 
 import numpy as np
 
-from flow._llvm import LANES, Block, compile_module, f32
+from flow._llvm import LANES, Block, f32, kernel
 
 # Zero border around the stacked frame and gradients (`padded`): wide enough that every 4x4
 # window that touches the frame lies inside, and that the corner holds a 4x4 window of zeros for
@@ -301,13 +300,6 @@ _SIGNATURE = ctypes.CFUNCTYPE(
 )  # fmt: skip
 
 
-@functools.cache
-def _compiled():
-    """(ctypes function, the engine that owns its code), compiled for this CPU on first use."""
-    addresses, engine = compile_module(module_ir(), ("warp_linearize",))
-    return _SIGNATURE(addresses["warp_linearize"]), engine
-
-
 def padded(stacked: np.ndarray) -> np.ndarray:
     """float32 [H, W, 3] -> float32 [H + 8, W + 8, 3]: zero outside the frame, C-contiguous, and
     followed in memory by a few spare zeros (for `warp_linearize`'s last loads)."""
@@ -334,7 +326,7 @@ def warp_linearize(border, u1, u2, i0, i1wx, i1wy, grad, rho_c) -> bool:
       True; False, with the outputs partly written, where a map (x + u1 or y + u2) is NaN or at
       least MAP_LIMIT pixels in size: the caller then warps with OpenCV.
     """
-    fn, _ = _compiled()
+    fn = kernel("warp_linearize", module_ir, _SIGNATURE)
     h, w = u1.shape
     expected = (h + 2 * _PAD, w + 2 * _PAD, 3)
     owner = border.base if border.base is not None else border

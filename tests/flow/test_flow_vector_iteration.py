@@ -96,3 +96,43 @@ def test_vector_iteration_runs_nothing_at_a_zero_limit():
     assert (n, error) == (0, np.inf)
     for a, b in zip(arrays, state):
         np.testing.assert_array_equal(a, b)
+
+
+def test_vector_iteration_checks_its_arrays():
+    state = _state(np.random.default_rng(0), 4, LANES)
+    with pytest.raises(ValueError, match="rows must be at least 16 wide"):
+        iterate(*[a[:, :8].copy() for a in state], L_T, THETA, TAUT, np.float32(0.0), 1)
+    bad = list(state)
+    bad[7] = state[7][:, ::-1]  # p12, not contiguous
+    with pytest.raises(ValueError, match=r"p12: expected C-contiguous float32 \(4, 16\)"):
+        iterate(*bad, L_T, THETA, TAUT, np.float32(0.0), 1)
+    bad[7] = state[7].astype(np.float64)
+    with pytest.raises(ValueError, match="p12: .* got float64"):
+        iterate(*bad, L_T, THETA, TAUT, np.float32(0.0), 1)
+
+
+def test_kernels_compile_once_under_threads():
+    """Threads that all reach a kernel's first use get one compiled kernel (a fresh process, so
+    that the first use is theirs), and the same results."""
+    import subprocess
+    import sys
+
+    code = """
+import threading, numpy as np
+from flow import _llvm
+from flow.solver import TVL1Solver
+rng = np.random.default_rng(0)
+a = rng.integers(0, 255, (40, 61), np.uint8)
+b = np.roll(a, 2, axis=1)
+out = [None] * 6
+def run(k):
+    out[k] = TVL1Solver(0.25, 0.15, 0.3, 3, 2, 0.01, 10, 3, 0.8, 5).calc(a, b, None)
+threads = [threading.Thread(target=run, args=(k,)) for k in range(6)]
+for t in threads: t.start()
+for t in threads: t.join()
+assert all(o.tobytes() == out[0].tobytes() for o in out)
+print(sorted(_llvm._KERNELS))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "['tvl1_iterate', 'warp_linearize']"

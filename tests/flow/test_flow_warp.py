@@ -73,3 +73,18 @@ def test_compiled_warp_refuses_maps_it_does_not_reproduce():
         u1[3, 4] = bad
         ok, _ = _compiled(stacked, u1, np.zeros_like(u1), np.zeros_like(u1))
         assert not ok
+
+
+def test_vector_warp_checks_its_arrays():
+    rng = np.random.default_rng(1)
+    i1 = rng.standard_normal((6, 7)).astype(np.float32)
+    stacked = np.dstack([i1, *_centered_gradient(i1)])
+    flow = np.zeros((6, 7), np.float32)
+    outs = [np.empty_like(flow) for _ in range(4)]
+    with pytest.raises(ValueError, match=r"border.shape=\(6, 7, 3\): expected padded"):
+        warp_linearize(stacked, flow, flow, flow, *outs)
+    border = padded(stacked)
+    with pytest.raises(ValueError, match=r"border.shape=\(14, 15, 3\): .* with a spare float"):
+        warp_linearize(border.copy(), flow, flow, flow, *outs)  # no spare float after it
+    with pytest.raises(ValueError, match=r"rho_c: expected C-contiguous float32 \(6, 7\)"):
+        warp_linearize(border, flow, flow, flow, *outs[:3], np.empty((6, 8), np.float32))
