@@ -432,8 +432,6 @@ def machine() -> str:
 
 
 def main(argv=None) -> int:
-    from pipelines.job.progress import KINETICS_600_CLIPS
-
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("clips", nargs="*", help="video files (default: the sample clips)")
     p.add_argument("--fps", type=float, default=25.0)
@@ -447,7 +445,7 @@ def main(argv=None) -> int:
     p.add_argument("--flow_pairs", type=int, default=6, help="pairs timed per clip and preset")
     p.add_argument("--presets", nargs="+", default=None, help="default: every preset")
     p.add_argument("--kinetics", action="store_true", help="add the Kinetics-600-size estimate")
-    p.add_argument("--videos", type=int, default=KINETICS_600_CLIPS)
+    p.add_argument("--videos", type=int, default=None, help="default: Kinetics-600's clips")
     p.add_argument("--clip_seconds", type=float, default=10.0)
     p.add_argument("--json", help="also write the raw figures here")
     p.add_argument("--memory", action="store_true", help="measure peak RSS instead")
@@ -483,6 +481,10 @@ def main(argv=None) -> int:
         preload = [m for m in args._preload.split(",") if m]
         _worker_child(args._worker_child, args._modalities.split(","), preload)
         return 0
+    # Imported here, not above: a child process's first memory mark must not include Beam.
+    from pipelines.job.progress import KINETICS_600_CLIPS
+
+    args.videos = args.videos or KINETICS_600_CLIPS
     print(machine())
     if args.worker:
         print(worker_report(args))
