@@ -402,7 +402,7 @@ def breakdown(args) -> None:
     wrap(solver, "_run_iterations", "iteration (compiled)")
     wrap(solver, "warp_linearize", "warps and data term (compiled)")
     wrap(solver.cv2, "remap", "warps (cv2.remap, maps out of range)")
-    wrap(solver.cv2, "medianBlur", "median filter (cv2.medianBlur)")
+    wrap(solver, "_median", "median filter (compiled; OpenCV's where it must)")
     wrap(solver, "_linearize", "data term (compiled)")
     wrap(solver, "_warp_maps", "warp maps (compiled)")
     wrap(solver.cv2, "resize", "pyramid and upsampling (cv2.resize)")

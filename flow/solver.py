@@ -10,12 +10,14 @@ plainly, and runs on frames narrower than one vector), the warps as explicit vec
 with the data term that follows them (`flow.vector_warp`), which reproduces `cv2.remap` (OpenCV 5,
 bicubic, float maps, zero outside the frame) bit for bit on the frame and its two gradients,
 including its fused multiply-adds (tests/flow/test_flow_warp.py); maps that are NaN or huge go to
-`cv2.remap` itself. OpenCV is called for the rest: the pyramid (`cv2.resize`, bilinear) and the
-median filter (`cv2.medianBlur`). Its flow is therefore bit-for-bit OpenCV's on the frames we
-have tested (tests/flow/test_flow_solver.py; `benchmarks/flow_bench.py` prints the difference on
-any clip), at about 20x the pairs per core-second (docs/cost.md). The warp depends on OpenCV's
-version: OpenCV 4 rounded the maps to 1/32 pixel and summed differently; the solver tests catch
-that.
+`cv2.remap` itself. The 5x5 median filter is explicit vector code as well (`flow.vector_median`:
+any correct median gives `cv2.medianBlur`'s bits where the window holds no NaN or -0.0, and
+OpenCV filters the rare flow that does). OpenCV is called for the rest: the pyramid
+(`cv2.resize`, bilinear) and 3x3 median filters. Its flow is therefore bit-for-bit OpenCV's on
+the frames we have tested (tests/flow/test_flow_solver.py; `benchmarks/flow_bench.py` prints the
+difference on any clip), at about 20x the pairs per core-second (docs/cost.md). The warp
+depends on OpenCV's version: OpenCV 4 rounded the maps to 1/32 pixel and summed differently; the
+solver tests catch that.
 
 The stopping test needs OpenCV's error, a float32 sum in row-major order: a serial chain of adds
 that no vector unit can run. The iteration sums the same float32 terms in float64 instead, in any
@@ -54,6 +56,7 @@ import numpy as np
 from numba import njit
 
 from flow import vector_iteration
+from flow.vector_median import median5
 from flow.vector_warp import padded, warp_linearize
 
 _F32 = np.float32
@@ -204,6 +207,17 @@ def _iterate(i1wx, i1wy, grad, rho_c, u1, u2, p11, p12, p21, p22, l_t, theta, ta
         if not error > stop64:
             break
     return n, error
+
+
+def _median(u: np.ndarray, size: int) -> np.ndarray:
+    """`cv2.medianBlur(u, size)` (float32 [H, W]): the vector 5x5 filter of `flow.vector_median`
+    where it gives the same bits (5x5, rows of at least `LANES` pixels, no NaN or -0.0 in `u`),
+    OpenCV's otherwise."""
+    if size == 5 and u.shape[1] >= vector_iteration.LANES:
+        out = median5(u)
+        if out is not None:
+            return out
+    return cv2.medianBlur(u, size)
 
 
 def _run_iterations(*args):
@@ -361,8 +375,8 @@ class TVL1Solver:
                 if not error > stop:
                     break
                 if self.median_filtering > 1:
-                    u1 = cv2.medianBlur(u1, self.median_filtering)
-                    u2 = cv2.medianBlur(u2, self.median_filtering)
+                    u1 = _median(u1, self.median_filtering)
+                    u2 = _median(u2, self.median_filtering)
                 n, error = _run_iterations(
                     i1wx, i1wy, grad, rho_c, u1, u2, p11, p12, p21, p22,
                     l_t, theta, taut, stop, self.inner_iterations,
