@@ -383,8 +383,11 @@ def breakdown(args) -> None:
 
     spent: dict[str, float] = {}
 
+    restore = []
+
     def wrap(owner, name: str, part: str) -> None:
         fn = getattr(owner, name)
+        restore.append((owner, name, fn))
 
         def timed_call(*a, **k):
             t = time.process_time()
@@ -399,14 +402,15 @@ def breakdown(args) -> None:
     solver.cv2 = types.SimpleNamespace(
         **{k: getattr(real_cv2, k) for k in dir(real_cv2) if not k.startswith("__")}
     )
-    wrap(solver, "_run_iterations", "iteration (compiled)")
-    wrap(solver, "warp_linearize", "warps and data term (compiled)")
+    wrap(solver.Iteration, "__call__", "iteration (compiled)")
+    wrap(solver, "_iterate", "iteration (compiled, narrow frames)")
+    wrap(solver.Warp, "__call__", "warps and data term (compiled)")
     wrap(solver.cv2, "remap", "warps (cv2.remap, maps out of range)")
-    wrap(solver, "_median", "median filter (compiled; OpenCV's where it must)")
+    wrap(solver, "_median", "median filter (compiled)")
     wrap(solver, "_linearize", "data term (compiled)")
     wrap(solver, "_warp_maps", "warp maps (compiled)")
     wrap(solver.cv2, "resize", "pyramid and upsampling (cv2.resize)")
-    wrap(solver, "_centered_gradient", "gradients")
+    wrap(solver, "_fill_border", "frame and gradients (compiled)")
     algo = FLOW_PRESETS["fast"].create()
     clips = [load_frames(p, args.pairs, args.at, args.fps, args.short_side) for p in args.clips]
     algo.calc(clips[0][0], clips[0][1], None)  # compiled code loaded before timing
@@ -424,6 +428,8 @@ def breakdown(args) -> None:
                     h, w = round(h * algo.scale_step), round(w * algo.scale_step)
     finally:
         solver.cv2 = real_cv2
+        for owner, name, fn in restore:
+            setattr(owner, name, fn)
     print(f"`fast` on {pairs} pairs ({len(clips)} clips): {1000 * total / pairs:.1f} ms/pair")
     rest = total - sum(spent.values())
     for part, cpu in [*sorted(spent.items(), key=lambda kv: -kv[1]), ("the rest", rest)]:

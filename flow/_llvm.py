@@ -14,6 +14,8 @@ from __future__ import annotations
 import struct
 import threading
 
+import numpy as np
+
 # Lanes per vector.
 LANES = 16
 
@@ -109,6 +111,20 @@ def kernel(name: str, make_ir, signature):
             addresses, engine = compile_module(make_ir(), (name,))
             _KERNELS[name] = (signature(addresses[name]), engine)
         return _KERNELS[name][0]
+
+
+def pointers(shape: tuple[int, int], **arrays) -> list[int]:
+    """The data addresses of the named arrays, after checking that each is C-contiguous float32
+    of `shape` (the kernels read and write them as raw rows); ValueError naming the first that
+    is not."""
+    out = []
+    for name, a in arrays.items():
+        if a.shape != shape or a.dtype != np.float32 or not a.flags.c_contiguous:
+            raise ValueError(
+                f"{name}: expected C-contiguous float32 {shape}, got {a.dtype} {a.shape}"
+            )
+        out.append(a.ctypes.data)
+    return out
 
 
 def compile_module(ir_text: str, names: tuple[str, ...]):

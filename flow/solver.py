@@ -56,8 +56,9 @@ import numpy as np
 from numba import njit
 
 from flow import vector_iteration
-from flow.vector_median import median5
-from flow.vector_warp import padded, warp_linearize
+from flow.vector_iteration import Iteration
+from flow.vector_median import Median5
+from flow.vector_warp import Warp, interior, padded
 
 _F32 = np.float32
 # The smallest squared gradient for which the thresholding step divides by it (FLT_EPSILON).
@@ -209,25 +210,6 @@ def _iterate(i1wx, i1wy, grad, rho_c, u1, u2, p11, p12, p21, p22, l_t, theta, ta
     return n, error
 
 
-def _median(u: np.ndarray, size: int) -> np.ndarray:
-    """`cv2.medianBlur(u, size)` (float32 [H, W]): the vector 5x5 filter of `flow.vector_median`
-    where it gives the same bits (5x5, rows of at least `LANES` pixels, no NaN or -0.0 in `u`),
-    OpenCV's otherwise."""
-    if size == 5 and u.shape[1] >= vector_iteration.LANES:
-        out = median5(u)
-        if out is not None:
-            return out
-    return cv2.medianBlur(u, size)
-
-
-def _run_iterations(*args):
-    """`_iterate(*args)`, as the fused vector sweep of `flow.vector_iteration` (the same results
-    bit for bit, faster) on frames at least `LANES` pixels wide; `_iterate` on narrower ones."""
-    if args[4].shape[1] >= vector_iteration.LANES:
-        return vector_iteration.iterate(*args)
-    return _iterate(*args)
-
-
 @njit(cache=True, error_model="numpy")
 def _warp_maps(u1, u2, map_x, map_y):
     """Fills map_x = x + u1 and map_y = y + u2 (float32 [H, W], pixels) for `cv2.remap`."""
@@ -256,27 +238,63 @@ def _linearize(warped, u1, u2, i0, i1wx, i1wy, grad, rho_c):
             rho_c[y, x] = i1w - ix * u1[y, x] - iy * u2[y, x] - i0[y, x]
 
 
-def _centered_gradient(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """float32 [H, W] -> (d/dx, d/dy), each float32 [H, W]: half central differences inside,
-    half one-sided differences on the border."""
-    half = _F32(0.5)
-    dx = np.empty_like(img)
-    dy = np.empty_like(img)
-    dx[:, 1:-1] = half * (img[:, 2:] - img[:, :-2])
-    dx[:, 0] = half * (img[:, 1] - img[:, 0])
-    dx[:, -1] = half * (img[:, -1] - img[:, -2])
-    dy[1:-1] = half * (img[2:] - img[:-2])
-    dy[0] = half * (img[1] - img[0])
-    dy[-1] = half * (img[-1] - img[-2])
-    return dx, dy
+@njit(cache=True, error_model="numpy")
+def _fill_border(img, border):
+    """Writes the frame `img` (float32 [H, W], H, W >= 2) and its gradients d/dx, d/dy as the
+    three channels of `border`'s interior (float32 [H + 8, W + 8, 3]), leaving its zero border
+    as it is. The gradients are OpenCV's: half the central difference inside, half the one-sided
+    difference on the frame's edges, in float32."""
+    h, w = img.shape
+    half = np.float32(0.5)
+    pad = (border.shape[0] - h) // 2
+    for y in range(h):
+        up = y - 1 if y > 0 else 0
+        down = y + 1 if y < h - 1 else h - 1
+        for x in range(w):
+            left = x - 1 if x > 0 else 0
+            right = x + 1 if x < w - 1 else w - 1
+            border[y + pad, x + pad, 0] = img[y, x]
+            border[y + pad, x + pad, 1] = half * (img[y, right] - img[y, left])
+            border[y + pad, x + pad, 2] = half * (img[down, x] - img[up, x])
+
+
+class _Level:
+    """One pyramid level's buffers and vector kernels bound to them, for frames of one size:
+    kept by the solver across calls, so that a video's pairs allocate nothing (fresh buffers
+    cost page faults on every pair)."""
+
+    def __init__(self, h: int, w: int, l_t, theta, taut, median_filtering: int):
+        self.i0 = np.empty((h, w), _F32)
+        self.border = padded(np.zeros((h, w, 3), _F32))  # the stacked frame, zero around it
+        self.p = [np.empty((h, w), _F32) for _ in range(4)]  # the dual field
+        self.data = [np.empty((h, w), _F32) for _ in range(4)]  # i1wx, i1wy, grad, rho_c
+        self.warp = Warp(self.border, self.i0, *self.data)
+        wide = w >= vector_iteration.LANES
+        if wide:
+            self.iterate = Iteration(*self.data, *self.p, l_t, theta, taut)
+        else:  # frames narrower than one vector: the plain iteration
+
+            def iterate(u1, u2, stop, limit):
+                args = (*self.data, u1, u2, *self.p)
+                return _iterate(*args, l_t, theta, taut, stop, limit)
+
+            self.iterate = iterate
+        vector = wide and median_filtering == 5
+        self.medians = [Median5((h, w)) if vector else None for _ in range(2)]
+
+    def stacked(self) -> np.ndarray:
+        """The frame and its gradients, float32 [H, W, 3], for `cv2.remap`."""
+        return np.ascontiguousarray(interior(self.border))
 
 
 class TVL1Solver:
     """Dual TV-L1 optical flow with OpenCV's parameters and results (see the module docstring).
 
-    Same call as OpenCV's algorithm object: `calc(prev, next, None)`. Keeps no state between
-    calls except `last_iterations`; OpenCV's thread count (`cv2.setNumThreads`) applies to the
-    OpenCV calls, and the compiled iteration runs on the calling thread.
+    Same call as OpenCV's algorithm object: `calc(prev, next, None)`. Between calls it keeps
+    `last_iterations` and, for frames of the last call's size, its buffers and the kernels bound
+    to them (so a solver serves one thread at a time, as OpenCV's object does). OpenCV's thread
+    count (`cv2.setNumThreads`) applies to the OpenCV calls; the compiled code runs on the
+    calling thread.
 
     Args:
       tau, lambda_, theta, nscales, warps, epsilon, inner_iterations, outer_iterations,
@@ -306,6 +324,9 @@ class TVL1Solver:
         self.scale_step, self.median_filtering = scale_step, int(median_filtering)
         # Iterations run per pyramid level at the last call, finest level first (for profiling).
         self.last_iterations: list[int] = []
+        # The levels' buffers and bound kernels, for the frame size of the last call.
+        self._levels: dict[tuple[int, int], _Level] = {}
+        self._frame_shape: tuple[int, int] | None = None
 
     def calc(self, prev: np.ndarray, next_: np.ndarray, flow=None) -> np.ndarray:
         """TV-L1 flow from `prev` to `next_`.
@@ -330,6 +351,8 @@ class TVL1Solver:
         if prev.shape != next_.shape:
             raise ValueError(f"prev.shape={prev.shape} != next_.shape={next_.shape}")
 
+        if prev.shape != self._frame_shape:  # another video: let the last one's buffers go
+            self._levels, self._frame_shape = {}, prev.shape
         i0s, i1s = [prev.astype(_F32)], [next_.astype(_F32)]
         for _ in range(1, self.nscales):
             a = cv2.resize(i0s[-1], None, fx=self.scale_step, fy=self.scale_step)
@@ -355,32 +378,43 @@ class TVL1Solver:
         """Solves one pyramid level from the flow (u1, u2), all float32 [h, w]; returns it."""
         h, w = i0.shape
         stop = _F32(self.epsilon * self.epsilon * h * w)
-        l_t = _F32(self.lambda_ * self.theta)
-        taut = _F32(self.tau / self.theta)
-        theta = _F32(self.theta)
-        # The frame and its gradients as the three channels of one image: one remap warps all.
-        stacked = np.dstack([i1, *_centered_gradient(i1)])
-        border = padded(stacked)
-        p11, p12, p21, p22 = (np.zeros_like(i0) for _ in range(4))
-        i1wx, i1wy, grad, rho_c = (np.empty_like(i0) for _ in range(4))
+        level = self._levels.get((h, w))
+        if level is None:
+            l_t = _F32(self.lambda_ * self.theta)
+            taut = _F32(self.tau / self.theta)
+            theta = _F32(self.theta)
+            level = _Level(h, w, l_t, theta, taut, self.median_filtering)
+            self._levels[(h, w)] = level
+        level.i0[...] = i0
+        # The frame and its gradients as the three channels of one image: one warp warps all.
+        _fill_border(i1, level.border)
+        for p in level.p:  # the dual field starts at zero on every level, as OpenCV's does
+            p.fill(0.0)
         iterations = 0
         for _ in range(self.warps):
-            if not warp_linearize(border, u1, u2, i0, i1wx, i1wy, grad, rho_c):
+            if not level.warp(u1, u2):
                 map_x, map_y = np.empty_like(i0), np.empty_like(i0)
                 _warp_maps(u1, u2, map_x, map_y)
-                warped = cv2.remap(stacked, map_x, map_y, cv2.INTER_CUBIC)
-                _linearize(warped, u1, u2, i0, i1wx, i1wy, grad, rho_c)
+                warped = cv2.remap(level.stacked(), map_x, map_y, cv2.INTER_CUBIC)
+                _linearize(warped, u1, u2, level.i0, *level.data)
             error = _NO_ERROR
             for _ in range(self.outer_iterations):
                 if not error > stop:
                     break
                 if self.median_filtering > 1:
-                    u1 = _median(u1, self.median_filtering)
-                    u2 = _median(u2, self.median_filtering)
-                n, error = _run_iterations(
-                    i1wx, i1wy, grad, rho_c, u1, u2, p11, p12, p21, p22,
-                    l_t, theta, taut, stop, self.inner_iterations,
-                )  # fmt: skip
+                    u1 = _median(u1, self.median_filtering, level.medians[0])
+                    u2 = _median(u2, self.median_filtering, level.medians[1])
+                n, error = level.iterate(u1, u2, stop, self.inner_iterations)
                 iterations += n
         self.last_iterations.append(iterations)
         return u1, u2
+
+
+def _median(u: np.ndarray, size: int, vector: Median5 | None) -> np.ndarray:
+    """`cv2.medianBlur(u, size)` (float32 [H, W]): by `vector`, the vector 5x5 filter, where it
+    gives the same bits (it refuses flow holding NaN or -0.0); by OpenCV otherwise."""
+    if vector is not None:
+        out = vector(u)
+        if out is not None:
+            return out
+    return cv2.medianBlur(u, size)

@@ -40,7 +40,7 @@ import ctypes
 
 import numpy as np
 
-from flow._llvm import LANES, Block, f32, kernel
+from flow._llvm import LANES, Block, f32, kernel, pointers
 
 # The smallest squared gradient for which the thresholding step divides by it (FLT_EPSILON).
 _GRAD_EPS = float(np.finfo(np.float32).eps)
@@ -399,26 +399,43 @@ _SIGNATURE = ctypes.CFUNCTYPE(
 )
 
 
-def iterate(i1wx, i1wy, grad, rho_c, u1, u2, p11, p12, p21, p22, l_t, theta, taut, stop, limit):
-    """`flow.solver._iterate` (same arguments, same results bit for bit), as one fused sweep.
+class Iteration:
+    """The iteration bound to one pyramid level's arrays, which stay put across its warps (the
+    warp rewrites i1wx, i1wy, grad and rho_c in place), so that each call passes only the flow.
 
-    All arrays C-contiguous float32 [H, W], W >= LANES (u and p updated in place; ValueError
-    naming the array otherwise); l_t, theta, taut, stop float32; limit int. Returns (iterations
-    run, last error as float64, on the same side of `stop` as OpenCV's float32 error)."""
-    h, w = u1.shape
-    if w < LANES:
-        raise ValueError(f"u1.shape={u1.shape}: rows must be at least {LANES} wide")
-    sq = np.empty((h, w), np.float32)
-    arrays = (i1wx, i1wy, grad, rho_c, u1, u2, p11, p12, p21, p22, sq)
-    for name, a in zip(_ARRAYS, arrays):  # the kernel reads and writes them as raw H x W floats
-        if a.shape != (h, w) or a.dtype != np.float32 or not a.flags.c_contiguous:
-            raise ValueError(
-                f"{name}: expected C-contiguous float32 {(h, w)}, got {a.dtype} {a.shape}"
-            )
-    fn = kernel("tvl1_iterate", module_ir, _SIGNATURE)
-    error = ctypes.c_double()
-    n = fn(
-        *(a.ctypes.data for a in arrays), h, w,
-        float(l_t), float(theta), float(taut), float(stop), int(limit), ctypes.byref(error),
-    )  # fmt: skip
-    return n, error.value
+    Args:
+      i1wx, i1wy, grad, rho_c, p11, p12, p21, p22: C-contiguous float32 [H, W], W >= LANES
+        (ValueError naming the array otherwise); the dual field p is updated in place.
+      l_t, theta, taut: float32, as `flow.solver._iterate`.
+    """
+
+    def __init__(self, i1wx, i1wy, grad, rho_c, p11, p12, p21, p22, l_t, theta, taut):
+        self.shape = h, w = i1wx.shape
+        if w < LANES:
+            raise ValueError(f"i1wx.shape={i1wx.shape}: rows must be at least {LANES} wide")
+        self._sq = np.empty((h, w), np.float32)  # squared updates, for the exact error sum
+        data = pointers(self.shape, i1wx=i1wx, i1wy=i1wy, grad=grad, rho_c=rho_c)
+        dual = pointers(self.shape, p11=p11, p12=p12, p21=p21, p22=p22)
+        self._arrays = (i1wx, i1wy, grad, rho_c, p11, p12, p21, p22)  # kept alive
+        self._data, self._dual = data, [*dual, self._sq.ctypes.data]
+        self._scalars = (h, w, float(l_t), float(theta), float(taut))
+        self._error = ctypes.c_double()
+        self._fn = kernel("tvl1_iterate", module_ir, _SIGNATURE)
+
+    def __call__(self, u1, u2, stop, limit) -> tuple[int, float]:
+        """Up to `limit` iterations on the flow u1, u2 (float32 [H, W], updated in place), until
+        the error is at most `stop` (float32). Returns (iterations run, last error as float64, on
+        the same side of `stop` as OpenCV's float32 error)."""
+        flow = pointers(self.shape, u1=u1, u2=u2)
+        n = self._fn(
+            *self._data, *flow, *self._dual, *self._scalars,
+            float(stop), int(limit), ctypes.byref(self._error),
+        )  # fmt: skip
+        return n, self._error.value
+
+
+def iterate(i1wx, i1wy, grad, rho_c, u1, u2, p11, p12, p21, p22, l_t, theta, taut, stop, limit):
+    """`flow.solver._iterate` (same arguments, same results bit for bit), as one fused sweep:
+    `Iteration` bound and called once. Arrays as `Iteration` takes them."""
+    bound = Iteration(i1wx, i1wy, grad, rho_c, p11, p12, p21, p22, l_t, theta, taut)
+    return bound(u1, u2, stop, limit)

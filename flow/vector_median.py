@@ -28,7 +28,7 @@ import ctypes
 
 import numpy as np
 
-from flow._llvm import LANES, Block, kernel
+from flow._llvm import LANES, Block, kernel, pointers
 
 # The optimal sorting network for 5 values (Knuth, TAOCP 5.3.4): (min, max) slot pairs.
 SORT5 = ((0, 1), (3, 4), (2, 4), (2, 3), (1, 4), (0, 3), (0, 2), (1, 3), (1, 2))
@@ -291,18 +291,36 @@ _SIGNATURE = ctypes.CFUNCTYPE(
 )  # fmt: skip
 
 
+class Median5:
+    """`cv2.medianBlur(u, 5)` for float32 [H, W] images of one shape (W >= LANES), bit for bit,
+    into buffers of its own: two, used in turn, so that an image it returned can be filtered
+    again (the solver filters the flow it iterated on, in place, the call before).
+    """
+
+    def __init__(self, shape: tuple[int, int]):
+        h, w = shape
+        if w < LANES:
+            raise ValueError(f"shape={shape}: rows must be at least {LANES} wide")
+        self.shape = (h, w)
+        self._outputs = [np.empty((h, w), np.float32) for _ in range(2)]
+        stride = w + 4 + 2 * LANES
+        self._columns = np.empty(5 * stride, np.float32)  # a row's sorted columns
+        self._pairs = np.empty(10 * stride, np.float32)  # and merged pairs of columns
+        self._scratch = (self._columns.ctypes.data, self._pairs.ctypes.data)
+        self._fn = kernel("median5", module_ir, _SIGNATURE)
+
+    def __call__(self, u: np.ndarray) -> np.ndarray | None:
+        """The filtered `u` (float32 [H, W], C-contiguous; ValueError otherwise), in one of the
+        filter's buffers (not `u`'s); None where `u` holds a NaN or a -0.0."""
+        (src,) = pointers(self.shape, u=u)
+        out = self._outputs[0] if src != self._outputs[0].ctypes.data else self._outputs[1]
+        ok = self._fn(src, out.ctypes.data, *self.shape, *self._scratch)
+        return out if ok else None
+
+
 def median5(u: np.ndarray) -> np.ndarray | None:
-    """`cv2.medianBlur(u, 5)` bit for bit: float32 [H, W] (W >= 16, C-contiguous) -> a new
-    float32 [H, W]; None where `u` holds a NaN or a -0.0 (the caller then uses OpenCV)."""
-    if u.ndim != 2 or u.dtype != np.float32 or not u.flags.c_contiguous or u.shape[1] < LANES:
-        raise ValueError(
-            f"u: expected C-contiguous float32 [H, W] with W >= {LANES}, got {u.dtype} {u.shape}"
-        )
-    h, w = u.shape
-    fn = kernel("median5", module_ir, _SIGNATURE)
-    out = np.empty_like(u)
-    stride = w + 4 + 2 * LANES
-    columns = np.empty(5 * stride, np.float32)
-    pairs = np.empty(10 * stride, np.float32)
-    ok = fn(u.ctypes.data, out.ctypes.data, h, w, columns.ctypes.data, pairs.ctypes.data)
-    return out if ok else None
+    """`Median5(u.shape)(u)`: `cv2.medianBlur(u, 5)` bit for bit, as a new float32 [H, W]; None
+    where `u` holds a NaN or a -0.0 (the caller then uses OpenCV)."""
+    if u.ndim != 2 or u.shape[1] < LANES:
+        raise ValueError(f"u: expected float32 [H, W] with W >= {LANES}, got {u.dtype} {u.shape}")
+    return Median5(u.shape)(u)

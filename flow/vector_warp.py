@@ -20,7 +20,7 @@ import ctypes
 
 import numpy as np
 
-from flow._llvm import LANES, Block, f32, kernel
+from flow._llvm import LANES, Block, f32, kernel, pointers
 
 # Zero border around the stacked frame and gradients (`padded`): wide enough that every 4x4
 # window that touches the frame lies inside, and that the corner holds a 4x4 window of zeros for
@@ -310,42 +310,50 @@ def padded(stacked: np.ndarray) -> np.ndarray:
     return out
 
 
-def warp_linearize(border, u1, u2, i0, i1wx, i1wy, grad, rho_c) -> bool:
-    """Warps the frame and its gradients by the flow and fills the linearised data term.
+def interior(border: np.ndarray) -> np.ndarray:
+    """The stacked frame inside `padded`'s border: a view, float32 [H, W, 3]."""
+    return border[_PAD:-_PAD, _PAD:-_PAD]
 
-    `cv2.remap(stacked, x + u1, y + u2, cv2.INTER_CUBIC)` (zero outside the frame), then
-    `flow.solver._linearize`, the same float32 values bit for bit; `border` is `padded(stacked)`.
+
+class Warp:
+    """The warp bound to one pyramid level's frame and outputs, so that each call passes only the
+    flow: `cv2.remap(stacked, x + u1, y + u2, cv2.INTER_CUBIC)` (zero outside the frame), then
+    `flow.solver._linearize`, the same float32 values bit for bit.
 
     Args:
-      border: float32 [H + 8, W + 8, 3] from `padded` (frame, d/dx, d/dy).
-      u1, u2: float32 [H, W], the flow in pixels; i0: float32 [H, W], the first frame.
-      i1wx, i1wy, grad, rho_c: float32 [H, W], written: the warped gradients, their squared
-        norm and rho_c = I1w - I1wx * u1 - I1wy * u2 - I0.
-
-    Returns:
-      True; False, with the outputs partly written, where a map (x + u1 or y + u2) is NaN or at
-      least MAP_LIMIT pixels in size: the caller then warps with OpenCV.
+      border: float32 [H + 8, W + 8, 3], `padded(stacked)` (frame, d/dx, d/dy).
+      i0: float32 [H, W], the first frame.
+      i1wx, i1wy, grad, rho_c: float32 [H, W], written by each call: the warped gradients, their
+        squared norm and rho_c = I1w - I1wx * u1 - I1wy * u2 - I0.
+    ValueError naming any array of the wrong shape, type or layout.
     """
-    fn = kernel("warp_linearize", module_ir, _SIGNATURE)
-    h, w = u1.shape
-    expected = (h + 2 * _PAD, w + 2 * _PAD, 3)
-    owner = border.base if border.base is not None else border
-    spare = owner.ctypes.data + owner.nbytes - (border.ctypes.data + border.nbytes)
-    if border.shape != expected or not border.flags.c_contiguous or spare < 4:
-        raise ValueError(
-            f"border.shape={border.shape}: expected padded(stacked), {expected}, with a spare float"
-        )
-    for name, a in (("u1", u1), ("u2", u2), ("i0", i0), ("i1wx", i1wx), ("i1wy", i1wy),
-                    ("grad", grad), ("rho_c", rho_c)):  # fmt: skip
-        if a.shape != (h, w) or a.dtype != np.float32 or not a.flags.c_contiguous:
+
+    def __init__(self, border, i0, i1wx, i1wy, grad, rho_c):
+        self.shape = h, w = i0.shape
+        expected = (h + 2 * _PAD, w + 2 * _PAD, 3)
+        owner = border.base if border.base is not None else border
+        spare = owner.ctypes.data + owner.nbytes - (border.ctypes.data + border.nbytes)
+        if border.shape != expected or not border.flags.c_contiguous or spare < 4:
             raise ValueError(
-                f"{name}: expected C-contiguous float32 {(h, w)}, got {a.dtype} {a.shape}"
+                f"border.shape={border.shape}: expected padded(stacked), {expected}, "
+                "with a spare float"
             )
-    scratch = np.empty(8 * w + LANES, np.float32)
-    offsets = np.empty(w + LANES, np.int64)
-    arrays = (u1, u2, i0, i1wx, i1wy, grad, rho_c)
-    ok = fn(
-        border.ctypes.data, border.shape[1] * 3, *(a.ctypes.data for a in arrays), h, w,
-        scratch.ctypes.data, offsets.ctypes.data,
-    )  # fmt: skip
-    return bool(ok)
+        fixed = pointers(self.shape, i0=i0, i1wx=i1wx, i1wy=i1wy, grad=grad, rho_c=rho_c)
+        self._scratch = np.empty(8 * w + LANES, np.float32)  # a row's window weights
+        self._offsets = np.empty(w + LANES, np.int64)  # and window offsets
+        self._arrays = (border, i0, i1wx, i1wy, grad, rho_c)  # kept alive
+        self._head = (border.ctypes.data, border.shape[1] * 3)
+        self._tail = (*fixed, h, w, self._scratch.ctypes.data, self._offsets.ctypes.data)
+        self._fn = kernel("warp_linearize", module_ir, _SIGNATURE)
+
+    def __call__(self, u1, u2) -> bool:
+        """Warps by the flow u1, u2 (float32 [H, W], pixels). Returns True; False, with the
+        outputs partly written, where a map (x + u1 or y + u2) is NaN or at least MAP_LIMIT
+        pixels in size: the caller then warps with OpenCV."""
+        flow = pointers(self.shape, u1=u1, u2=u2)
+        return bool(self._fn(*self._head, *flow, *self._tail))
+
+
+def warp_linearize(border, u1, u2, i0, i1wx, i1wy, grad, rho_c) -> bool:
+    """`Warp(border, i0, i1wx, i1wy, grad, rho_c)(u1, u2)`: one warp, bound and run."""
+    return Warp(border, i0, i1wx, i1wy, grad, rho_c)(u1, u2)

@@ -91,20 +91,37 @@ def test_vector_median_refuses_nan_and_negative_zero():
         bad = u.copy()
         bad[4, 19] = value
         assert median5(bad) is None
-    with pytest.raises(ValueError, match=r"u: expected C-contiguous float32 \[H, W\] with W >= 16"):
+    with pytest.raises(ValueError, match=r"u: expected float32 \[H, W\] with W >= 16"):
         median5(u[:, :8].copy())
-    with pytest.raises(ValueError, match="got float64"):
+    wrong = r"u: expected C-contiguous float32 \(9, 20\), got float64"
+    with pytest.raises(ValueError, match=wrong):
         median5(u.astype(np.float64))
 
 
 def test_solver_median_falls_back_to_opencv_where_it_must():
     from flow.solver import _median
+    from flow.vector_median import Median5
 
     u = np.random.default_rng(1).standard_normal((9, 20)).astype(np.float32)
+    clean = u.copy()
     u[3, 3] = -0.0
     u[5, 7] = np.nan
-    for size in (3, 5):
-        got, want = _median(u, size), cv2.medianBlur(u, size)
-        np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
-    narrow = u[:, :10].copy()
-    np.testing.assert_array_equal(_median(narrow, 5), cv2.medianBlur(narrow, 5))
+    vector = Median5(u.shape)
+    for image in (clean, u):
+        for size, filt in ((3, None), (5, None), (5, vector)):
+            got, want = _median(image, size, filt), cv2.medianBlur(image, size)
+            np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
+def test_median_filter_alternates_its_buffers():
+    """The solver filters the flow the filter returned the call before: the output must never be
+    the input's buffer."""
+    from flow.vector_median import Median5
+
+    u = np.random.default_rng(2).standard_normal((12, 30)).astype(np.float32)
+    vector = Median5(u.shape)
+    once = vector(u)
+    twice = vector(once)
+    thrice = vector(twice)
+    assert once is not twice and thrice is once
+    np.testing.assert_array_equal(twice, cv2.medianBlur(cv2.medianBlur(u, 5), 5))

@@ -165,3 +165,28 @@ def test_one_remap_of_stacked_channels_is_three_remaps():
         for k, plane in enumerate(planes):
             alone = cv2.remap(plane, map_x, map_y, cv2.INTER_CUBIC)
             assert together[..., k].tobytes() == alone.tobytes(), (scale, k)
+
+
+def test_solver_warps_with_opencv_where_its_warp_refuses(monkeypatch):
+    """Where the vector warp refuses a map (NaN or huge), the solver warps with `cv2.remap` and
+    the data term in numba: force that path on every warp and the flow is still OpenCV's."""
+    from flow.vector_warp import Warp
+
+    a, b = _textured_pair(37, 53)
+    want = compute_flow(REFERENCE.create(), a, b)
+    monkeypatch.setattr(Warp, "__call__", lambda self, u1, u2: False)
+    got = compute_flow(dataclasses.replace(REFERENCE, solver="compiled").create(), a, b)
+    np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
+def test_one_solver_reused_across_pairs_and_sizes_gives_fresh_solvers_flow():
+    """The solver keeps its levels' buffers between calls: reusing it, on pairs of one size and
+    then another, must give what a fresh solver gives."""
+    params = dataclasses.replace(REFERENCE, solver="compiled")
+    pairs = [_textured_pair(40, 61, seed=1), _textured_pair(40, 61, (0, 3), seed=2),
+             _textured_pair(33, 20, seed=3), _textured_pair(40, 61, seed=4)]  # fmt: skip
+    reused = params.create()
+    for a, b in pairs:
+        got = compute_flow(reused, a, b)
+        want = compute_flow(params.create(), a, b)
+        np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))

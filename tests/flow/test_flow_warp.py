@@ -4,8 +4,31 @@ import cv2
 import numpy as np
 import pytest
 
-from flow.solver import _centered_gradient, _linearize, _warp_maps
+from flow.solver import _fill_border, _linearize, _warp_maps
 from flow.vector_warp import MAP_LIMIT, padded, warp_linearize
+
+
+def _centered_gradient(img):
+    """OpenCV's gradients (half central differences, one-sided on the edges), in numpy."""
+    half = np.float32(0.5)
+    dx, dy = np.empty_like(img), np.empty_like(img)
+    dx[:, 1:-1] = half * (img[:, 2:] - img[:, :-2])
+    dx[:, 0] = half * (img[:, 1] - img[:, 0])
+    dx[:, -1] = half * (img[:, -1] - img[:, -2])
+    dy[1:-1] = half * (img[2:] - img[:-2])
+    dy[0] = half * (img[1] - img[0])
+    dy[-1] = half * (img[-1] - img[-2])
+    return dx, dy
+
+
+@pytest.mark.parametrize("shape", [(2, 2), (3, 5), (17, 4), (40, 61)])
+def test_border_holds_the_frame_and_its_gradients(shape):
+    rng = np.random.default_rng(shape[0])
+    i1 = (rng.standard_normal(shape) * 40).astype(np.float32)
+    border = padded(np.zeros(shape + (3,), np.float32))
+    _fill_border(i1, border)
+    want = padded(np.dstack([i1, *_centered_gradient(i1)]))
+    np.testing.assert_array_equal(border.view(np.uint32), want.view(np.uint32))
 
 
 def _opencv(stacked, u1, u2, i0):
