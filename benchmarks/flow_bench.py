@@ -203,6 +203,19 @@ def compare(flow: np.ndarray, ref: np.ndarray, moving: float, tally: Tally) -> N
     tally.identical += bool(np.array_equal(flow, ref))
 
 
+def warm_up(params_list) -> float:
+    """Loads what a process loads once before its first flow (numba's cached code, the vector
+    kernels compiled for this CPU) by one solve on a small synthetic pair; returns the CPU
+    seconds it took. A job's worker pays this once, not per video or pair."""
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (48, 64), dtype=np.uint8)
+    b = np.roll(a, 1, axis=1)
+    t = time.process_time()
+    for params in params_list:
+        compute_flow(params.create(), a, b)
+    return time.process_time() - t
+
+
 def run_side_by_side(frames, methods: dict, moving: float) -> dict[str, Tally]:
     """methods: name -> a fresh FlowStream (`push(gray) -> flow | None`).
 
@@ -280,6 +293,8 @@ def benchmark(args) -> None:
         f"CPU-second (per core); EPE = end-point difference from the reference, px; same = pairs "
         f"equal to the reference bit for bit; moving = |reference| > {args.moving:g} px\n"
     )
+    once = warm_up(tests.values())
+    print(f"once per process, before timing: {once:.2f} CPU-s (loading and compiling the solver)\n")
     print(HEADER)
     total = {k: Tally() for k in ["ref", *tests]}
     per_clip = []
@@ -350,6 +365,7 @@ def cuts(args) -> None:
         ][: args.pairs],
     }
     opencv, compiled = FLOW_PRESETS["reference"].create(), fast.create()
+    print(f"once per process, before timing: {warm_up([fast]):.2f} CPU-s")
     print(f"{'kind':<16}{'pairs':>6}{'OpenCV ms':>11}{'fast ms':>9}{'ratio':>8}  same  "
           "fast iterations per level, finest first")  # fmt: skip
     for kind, pairs in kinds.items():
