@@ -70,14 +70,18 @@ class Block:
             f" {self.b} {mask}, {self.f} zeroinitializer)"
         )
 
-    def store(self, value: str, base: str, index: str) -> None:
-        ptr = self.op(f"getelementptr inbounds float, ptr {base}, i64 {index}")
+    def store(self, value: str, base: str, index: str, element: str = "float") -> None:
+        """Stores the lanes at base[index...] (elements "float" or "i64"), under the block's
+        mask if it has one."""
+        ptr = self.op(f"getelementptr inbounds {element}, ptr {base}, i64 {index}")
+        vector, size = f"<{self.n} x {element}>", 4 if element == "float" else 8
         if self.mask is None:
-            self.lines.append(f"  store {self.f} {value}, ptr {ptr}, align 4")
+            self.lines.append(f"  store {vector} {value}, ptr {ptr}, align {size}")
         else:
+            name = f"v{self.n}{'f32' if element == 'float' else element}"
             self.lines.append(
-                f"  call void @llvm.masked.store.v{self.n}f32.p0({self.f} {value}, ptr {ptr},"
-                f" i32 4, {self.b} {self.mask})"
+                f"  call void @llvm.masked.store.{name}.p0({vector} {value}, ptr {ptr},"
+                f" i32 {size}, {self.b} {self.mask})"
             )
 
     def bin(self, opcode: str, a: str, b: str, ty: str | None = None) -> str:

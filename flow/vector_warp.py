@@ -89,14 +89,7 @@ def _window_block(e: Block, x: str) -> str:
     off = e.op(f"add {i64} {e.op(f'mul {i64} {row}, {wp}')}, {col}")
     off = e.op(f"mul {i64} {off}, splat (i64 3)")
     off = e.op(f"select {e.b} {outside}, {i64} zeroinitializer, {i64} {off}")
-    ptr = e.op(f"getelementptr inbounds i64, ptr %offsets, i64 {x}")
-    if e.mask is None:
-        e.lines.append(f"  store {i64} {off}, ptr {ptr}, align 8")
-    else:
-        e.lines.append(
-            f"  call void @llvm.masked.store.v{e.n}i64.p0({i64} {off}, ptr {ptr}, i32 8,"
-            f" {e.b} {e.mask})"
-        )
+    e.store(off, "%offsets", x, element="i64")
     return bad
 
 
