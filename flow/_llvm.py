@@ -11,6 +11,7 @@ written as `llvm.fma`): every lane computes the IEEE operations written, in the 
 
 from __future__ import annotations
 
+import os
 import struct
 import threading
 
@@ -131,17 +132,28 @@ def pointers(shape: tuple[int, int], **arrays) -> list[int]:
     return out
 
 
+# Compile for this CPU model instead of the host's (an LLVM CPU name such as "haswell", or
+# "x86-64" for the baseline): the tests check that the kernels give the same bits when compiled
+# for older instruction sets (AVX2, SSE2) than the machine they run on.
+CPU_ENV = "PERFNET_LLVM_CPU"
+
+
 def compile_module(ir_text: str, names: tuple[str, ...]):
-    """Compiles the IR module for this CPU (optimised as -O3); returns ({name: function address},
-    the engine that owns the code: keep it alive as long as the addresses are used)."""
+    """Compiles the IR module for this CPU (optimised as -O3; or for the CPU model named by
+    $PERFNET_LLVM_CPU); returns ({name: function address}, the engine that owns the code: keep
+    it alive as long as the addresses are used)."""
     import llvmlite.binding as llvm
 
     llvm.initialize_native_target()
     llvm.initialize_native_asmprinter()
     target = llvm.Target.from_default_triple()
-    machine = target.create_target_machine(
-        cpu=llvm.get_host_cpu_name(), features=llvm.get_host_cpu_features().flatten(), opt=3
-    )
+    cpu = os.environ.get(CPU_ENV)
+    if cpu:  # that model's own features only
+        machine = target.create_target_machine(cpu=cpu, features="", opt=3)
+    else:
+        machine = target.create_target_machine(
+            cpu=llvm.get_host_cpu_name(), features=llvm.get_host_cpu_features().flatten(), opt=3
+        )
     module = llvm.parse_assembly(ir_text)
     module.verify()
     builder = llvm.create_pass_builder(machine, llvm.create_pipeline_tuning_options(speed_level=3))

@@ -1,6 +1,8 @@
 """The compiled TV-L1 solver gives OpenCV's flow, bit for bit, on real and synthetic frames."""
 
 import dataclasses
+import os
+import platform
 
 import cv2
 import numpy as np
@@ -190,3 +192,33 @@ def test_one_solver_reused_across_pairs_and_sizes_gives_fresh_solvers_flow():
         got = compute_flow(reused, a, b)
         want = compute_flow(params.create(), a, b)
         np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
+@pytest.mark.skipif(
+    platform.machine().lower() not in ("x86_64", "amd64"), reason="x86 CPU models only"
+)
+@pytest.mark.parametrize("cpu", ["haswell", "x86-64"])
+def test_vector_kernels_compiled_for_older_cpus_give_the_same_flow(cpu):
+    """The kernels are compiled for the host CPU (here AVX-512 where it has it): compiled for an
+    AVX2 model and for the x86-64 baseline (SSE2), in a fresh process, the solver's flow is still
+    OpenCV's bit for bit."""
+    import subprocess
+    import sys
+
+    code = """
+import sys, numpy as np
+from flow import FLOW_PRESETS, compute_flow
+rng = np.random.default_rng(5)
+a = rng.integers(0, 256, (52, 75), dtype=np.uint8)
+a = (a // 3 + np.roll(a, 1, 0) // 3 + np.roll(a, 1, 1) // 3).astype(np.uint8)
+b = np.roll(a, (1, -2), axis=(0, 1))
+for name in ("reference", "fast"):
+    sys.stdout.buffer.write(compute_flow(FLOW_PRESETS[name].create(), a, b).tobytes())
+"""
+    env = {**os.environ, "PERFNET_LLVM_CPU": cpu}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, env=env, timeout=300, check=True
+    )
+    half = len(done.stdout) // 2
+    assert half == 52 * 75 * 2 * 4
+    assert done.stdout[:half] == done.stdout[half:]
