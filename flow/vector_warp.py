@@ -216,7 +216,7 @@ def module_ir() -> str:
         "  br label %p1head",
         "p1head:",
         "  %bx = phi i64 [ 0, %pass1 ], [ %bx1, %p1body ]",
-        "  %badacc = phi <16 x i1> [ zeroinitializer, %pass1 ], [ %badacc1, %p1body ]",
+        f"  %badacc = phi <{n} x i1> [ zeroinitializer, %pass1 ], [ %badacc1, %p1body ]",
         f"  %bx1 = add i64 %bx, {n}",
         "  %bfit = icmp sle i64 %bx1, %w",
         "  br i1 %bfit, label %p1body, label %p1rest",
