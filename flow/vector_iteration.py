@@ -60,8 +60,8 @@ def _divergence(e: Block, here_x, left_x, here_y, above_y) -> str:
 
 def _primal(e: Block, x: str, first_row: bool, first_block: bool) -> str:
     """Thresholding step, divergence and primal update of the lanes at x of one row (lane 0 of
-    the first block is the first column); stores the new flow and squared updates and returns
-    the squared updates as doubles (zero outside the block's mask)."""
+    the first block is the first column); stores the new flow and the squared updates and
+    returns the squared updates (zero outside the block's mask) for the row's lane sums."""
     a = e.load("%u1", x)
     b = e.load("%u2", x)
     ix = e.load("%i1wx", x)
@@ -152,7 +152,7 @@ def _row_sum(e: Block, lanes: str) -> str:
 
 def _loop(e: Block, start: str, stop: str, body) -> tuple[str, str]:
     """Emits `for x = start; x + LANES <= stop; x += LANES: acc += body(x)` (x, stop: i64 IR
-    values); `body(x)` emits straight-line code for the block at x and returns a <LANES x double>
+    values); `body(x)` emits straight-line code for the block at x and returns a <LANES x float>
     to add up, or None. Returns (the first x the loop did not run, the sum), valid after it."""
     e.counter[0] += 1
     k = e.counter[0]
@@ -174,7 +174,7 @@ def _loop(e: Block, start: str, stop: str, body) -> tuple[str, str]:
 def _primal_row(first_row: bool) -> list[str]:
     """`double @primal_row[_first](...)`: the primal update of one row (the first row or any
     other) of w >= LANES pixels: whole blocks, then one masked block for the rest. Returns the
-    row's squared updates summed in double (in no particular order)."""
+    float64 sum of the row's per-lane float32 sums of squared updates."""
     name = "primal_row_first" if first_row else "primal_row"
     lines = [
         f"define internal double @{name}(ptr %i1wx, ptr %i1wy, ptr %grad, ptr %rho_c, ptr %u1,"
@@ -204,7 +204,7 @@ def _fused_row() -> list[str]:
     """`double @fused_row(...)`: the primal update of row y > 0 and the dual update of row y - 1
     in one pass, the dual block at x - _LAG * LANES after the primal block at x, so that the dual
     update's roots and divisions overlap the primal update's loads and arithmetic. Rows of at
-    least _FUSED_MIN_WIDTH pixels. Returns row y's squared updates summed in double."""
+    least _FUSED_MIN_WIDTH pixels. Returns row y's error sum, as `@primal_row`'s."""
     lines = [
         "define internal double @fused_row(ptr %i1wx, ptr %i1wy, ptr %grad, ptr %rho_c, ptr %u1,"
         " ptr %u2, ptr %p11, ptr %p12, ptr %p21, ptr %p22, ptr %u1u, ptr %u2u, ptr %p11u,"
