@@ -25,7 +25,9 @@ order (vectorised); the float32 row-major sum differs from the exact sum by at m
 (n - 1) * 2^-24 of it (n terms, all >= 0), the float64 sum by far less, so wherever the float64
 sum lies farther than n * 2^-23 of itself from the threshold both sums fall on the same side of
 it. Only within that margin, once per stopping decision at most, is the row-major float32 sum
-taken (`_exact_error`), so the decision, and with it the flow, is OpenCV's.
+taken (`_exact_error`), so the decision, and with it the flow, is OpenCV's. (The vector iteration
+first sums each lane's terms along a row in float32; its module docstring shows that the same
+margin still covers that.)
 
 Two identical frames have zero flow: the warps interpolate at whole pixels, the data term is zero,
 and the first iteration of every level stops with a zero update; OpenCV returns +0.0 everywhere.

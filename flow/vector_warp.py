@@ -1,17 +1,25 @@
 """The solver's bicubic warp and linearised data term as explicit vector code, compiled with LLVM.
 
-`flow.solver._warp_linearize` reproduces `cv2.remap` (OpenCV 5, bicubic, float maps, zero outside
-the frame) bit for bit on the stacked frame and its two gradients, then computes the data term.
-Numba runs its 48 taps a pixel one at a time. Here each pixel's 4x4 window is summed with 4-lane
-vectors instead: the three channels of a tap are adjacent in the stacked image, so one 4-lane
-load takes a tap's three channels (and one value that is never used), and each window row is a
-multiply and three fused multiply-adds over such loads, then the rows one multiply and three
-fused multiply-adds: exactly the per-channel chains of the scalar code, lane by lane. The window
-weights and offsets are computed 16 pixels at a time first, as in the scalar code.
+`Warp` gives `cv2.remap(stacked, x + u1, y + u2, cv2.INTER_CUBIC)` (OpenCV 5, float maps, zero
+outside the frame) bit for bit on the frame and its two gradients, stacked as three channels,
+then the linearised data term from them. OpenCV 5's kernel, found by probing `cv2.remap`: the
+window's corner is floor(map) - 1 and the fraction t = map - floor(map); the weights (A = -0.75)
+are A*(t*((t-1)*(t-1))), fma(t*t, fma(1.25, t, -2.25), 1), ((1 - w0) - w1) - w3 and
+A*((t*t)*(1 - t)); each of the 4 window rows is summed left to right, then the rows top to
+bottom, as chains of fused multiply-adds, with zero taps outside the frame (here: a zero border
+around the stacked image, `padded`, whose corner also serves the windows wholly outside).
 
-Same contract as `_warp_linearize`: returns False, having written part of the outputs, where a
-map is NaN or at least `flow.solver.MAP_LIMIT` pixels in size (the caller then uses OpenCV).
-`tests/flow/test_flow_warp.py` checks it against `cv2.remap` and the scalar code.
+Pass 1 of a row computes the maps, weights and window offsets 16 pixels at a time. Pass 2 sums
+the windows: a tap's three channels are adjacent in the stacked image, so one 4-lane load takes
+them (and one value that is never used), and the taps of 4 pixels side by side fill a 16-lane
+vector; each window row is then a multiply and three fused multiply-adds, and the rows one
+multiply and three more: lane by lane, the per-channel chains above.
+
+Maps that are NaN or at least MAP_LIMIT pixels in size are refused (the call returns False) and
+the caller warps with `cv2.remap` itself; NaN and infinite maps are the only ones seen to
+differ. `tests/flow/test_flow_warp.py` checks the warp against `cv2.remap` on random frames and
+maps (every 1/64 fraction, smooth flow, far outside, near-whole maps, values up to 1e5). The
+kernel depends on OpenCV's version: OpenCV 4 rounded maps to 1/32 px and summed differently.
 """
 
 from __future__ import annotations
@@ -51,7 +59,7 @@ def _cubic_weights(e: Block, t: str) -> list[str]:
 
 
 def _window_block(e: Block, x: str) -> str:
-    """Maps, window weights and offsets of the 16 pixels at x of row %y (stored in the scratch
+    """Maps, window weights and offsets of the LANES pixels at x of row %y (stored in the scratch
     rows); returns the mask of lanes whose map is NaN or too large."""
     iota = ", ".join(f"i64 {i}" for i in range(e.n))
     xs = e.op(f"add <{e.n} x i64> {e.splat(x, 'i64')}, <{iota}>")
