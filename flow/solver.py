@@ -243,9 +243,9 @@ def _linearize(warped, u1, u2, i0, i1wx, i1wy, grad, rho_c):
 @njit(cache=True, error_model="numpy")
 def _fill_border(img, border):
     """Writes the frame `img` (float32 [H, W], H, W >= 2) and its gradients d/dx, d/dy as the
-    three channels of `border`'s interior (float32 [H + 8, W + 8, 3]), leaving its zero border
-    as it is. The gradients are OpenCV's: half the central difference inside, half the one-sided
-    difference on the frame's edges, in float32."""
+    first three channels of `border`'s interior (float32 [H + 8, W + 8, 4]), leaving its zero
+    border and fourth channel as they are. The gradients are OpenCV's: half the central
+    difference inside, half the one-sided difference on the frame's edges, in float32."""
     h, w = img.shape
     half = np.float32(0.5)
     pad = (border.shape[0] - h) // 2

@@ -10,10 +10,11 @@ bottom, as chains of fused multiply-adds, with zero taps outside the frame (here
 around the stacked image, `padded`, whose corner also serves the windows wholly outside).
 
 Pass 1 of a row computes the maps, weights and window offsets 16 pixels at a time. Pass 2 sums
-the windows: a tap's three channels are adjacent in the stacked image, so one 4-lane load takes
-them (and one value that is never used), and the taps of 4 pixels side by side fill a 16-lane
-vector; each window row is then a multiply and three fused multiply-adds, and the rows one
-multiply and three more: lane by lane, the per-channel chains above.
+the windows, 4 pixels at a time. The padded image keeps 4 floats a pixel (the three channels and
+a zero), so one 16-lane load takes a pixel's window row (4 taps of 4 lanes), and a transpose of
+4-lane blocks over the 4 pixels' loads (8 shuffles) gives, per tap, the 4 pixels side by side.
+Each window row is then a multiply and three fused multiply-adds, and the rows one multiply and
+three more: lane by lane, the per-channel chains above (the fourth lane of each pixel is unused).
 
 Maps that are NaN or at least MAP_LIMIT pixels in size are refused (the call returns False) and
 the caller warps with `cv2.remap` itself; NaN and infinite maps are the only ones seen to
@@ -36,8 +37,9 @@ from flow._llvm import LANES, Block, f32, kernel, pointers
 _PAD = 4
 # Maps at or beyond this many pixels (and NaN) are left to `cv2.remap`.
 MAP_LIMIT = 2.0**22
-# Floats after the padded image: a window's last 4-lane load reads one value past its last tap.
-_SPARE = 4
+# Floats per pixel of the padded image: frame, d/dx, d/dy and a zero, so that a tap is one
+# aligned 4-lane load and a window row of taps one 16-lane load.
+CHANNELS = 4
 
 
 def _fma(e: Block, a: str, b: str, c: str, ty: str, suffix: str) -> str:
@@ -95,7 +97,7 @@ def _window_block(e: Block, x: str) -> str:
     col = e.op(f"sext <{e.n} x i32> {e.op(f'add <{e.n} x i32> {ix}, splat (i32 {_PAD})')} to {i64}")
     wp = e.splat("%wp", "i64")
     off = e.op(f"add {i64} {e.op(f'mul {i64} {row}, {wp}')}, {col}")
-    off = e.op(f"mul {i64} {off}, splat (i64 3)")
+    off = e.op(f"mul {i64} {off}, splat (i64 {CHANNELS})")
     off = e.op(f"select {e.b} {outside}, {i64} zeroinitializer, {i64} {off}")
     e.store(off, "%offsets", x, element="i64")
     return bad
@@ -103,6 +105,7 @@ def _window_block(e: Block, x: str) -> str:
 
 # Pixels summed together in pass 2: their 4-lane taps side by side in one 16-lane vector.
 _GROUP = 4
+assert _GROUP * CHANNELS == 16
 
 
 def _pixels(g: int, x: str, tag: str) -> list[str]:
@@ -132,31 +135,45 @@ def _pixels(g: int, x: str, tag: str) -> list[str]:
         spread_k = f"<{g} x float> {few}, <{g} x float> poison, <{n} x i32> <{spread}>"
         weights.append(op(f"wv{k}", f"shufflevector {spread_k}"))
 
-    def taps(i, t):
-        """The 4-lane loads of tap t of window row i, pixel after pixel."""
-        parts = []
+    def window_row(i):
+        """Tap t of window row i for each pixel, side by side: [pixel 0's 4 lanes, pixel 1's...]."""
+        rows = []
         for j in range(g):
-            q = op(f"q{i}{t}{j}", f"add i64 {offs[j]}, %rowoff{i}")
-            q = op(f"qa{i}{t}{j}", f"add i64 {q}, {3 * t}")
-            ptr = op(f"pp{i}{t}{j}", f"getelementptr inbounds float, ptr %padded, i64 {q}")
-            parts.append(op(f"tap{i}{t}{j}", f"load <4 x float>, ptr {ptr}, align 4"))
-        width = 4
-        while len(parts) > 1:  # concatenate pairs: 4 + 4 -> 8, 8 + 8 -> 16
-            order = ", ".join(f"i32 {lane}" for lane in range(2 * width))
-            parts = [
-                op(f"cat{i}{t}{width}{m}",
-                   f"shufflevector <{width} x float> {parts[2 * m]}, <{width} x float>"
-                   f" {parts[2 * m + 1]}, <{2 * width} x i32> <{order}>")
-                for m in range(len(parts) // 2)
+            q = op(f"q{i}{j}", f"add i64 {offs[j]}, %rowoff{i}")
+            ptr = op(f"pp{i}{j}", f"getelementptr inbounds float, ptr %padded, i64 {q}")
+            rows.append(op(f"row{i}{j}", f"load <16 x float>, ptr {ptr}, align 16"))
+        if g == 1:  # one pixel: its taps are the row's four 4-lane quarters
+            quarter = "<4 x float>", "<4 x i32>"
+            return [
+                op(f"tap{i}{t}", f"shufflevector <16 x float> {rows[0]}, <16 x float> poison,"
+                   f" {quarter[1]} <{', '.join(f'i32 {4 * t + k}' for k in range(4))}>")
+                for t in range(4)
             ]  # fmt: skip
-            width *= 2
-        return parts[0]
+
+        def pick(a, b, blocks, name):
+            """The 4-lane blocks `blocks` (0-3 of a, 4-7 of b) of two 16-lane vectors."""
+            order = ", ".join(f"i32 {4 * blk + k}" for blk in blocks for k in range(4))
+            both = f"<16 x float> {a}, <16 x float> {b}"
+            return op(name, f"shufflevector {both}, <16 x i32> <{order}>")
+
+        # A 4x4 transpose of 4-lane blocks: pixel-major rows in, tap-major vectors out.
+        even01 = pick(rows[0], rows[1], (0, 4, 2, 6), f"e01{i}")  # taps 0 and 2 of pixels 0, 1
+        odd01 = pick(rows[0], rows[1], (1, 5, 3, 7), f"o01{i}")  # taps 1 and 3
+        even23 = pick(rows[2], rows[3], (0, 4, 2, 6), f"e23{i}")
+        odd23 = pick(rows[2], rows[3], (1, 5, 3, 7), f"o23{i}")
+        return [
+            pick(even01, even23, (0, 1, 4, 5), f"tap{i}0"),
+            pick(odd01, odd23, (0, 1, 4, 5), f"tap{i}1"),
+            pick(even01, even23, (2, 3, 6, 7), f"tap{i}2"),
+            pick(odd01, odd23, (2, 3, 6, 7), f"tap{i}3"),
+        ]
 
     total = None
     for i in range(4):
-        row = op(f"s{i}0", f"fmul {v} {taps(i, 0)}, {weights[0]}")
+        taps = window_row(i)
+        row = op(f"s{i}0", f"fmul {v} {taps[0]}, {weights[0]}")
         for t in range(1, 4):
-            row = op(f"s{i}{t}", f"{fma}({v} {taps(i, t)}, {v} {weights[t]}, {v} {row})")
+            row = op(f"s{i}{t}", f"{fma}({v} {taps[t]}, {v} {weights[t]}, {v} {row})")
         if total is None:
             total = op(f"o{i}", f"fmul {v} {row}, {weights[4]}")
         else:
@@ -302,18 +319,17 @@ _SIGNATURE = ctypes.CFUNCTYPE(
 
 
 def padded(stacked: np.ndarray) -> np.ndarray:
-    """float32 [H, W, 3] -> float32 [H + 8, W + 8, 3]: zero outside the frame, C-contiguous, and
-    followed in memory by a few spare zeros (for `warp_linearize`'s last loads)."""
+    """float32 [H, W, 3] (frame, d/dx, d/dy) -> float32 [H + 8, W + 8, 4]: the three channels and
+    a zero one, zero outside the frame, C-contiguous."""
     h, w, c = stacked.shape
-    size = (h + 2 * _PAD) * (w + 2 * _PAD) * c
-    out = np.zeros(size + _SPARE, np.float32)[:size].reshape(h + 2 * _PAD, w + 2 * _PAD, c)
-    out[_PAD : _PAD + h, _PAD : _PAD + w] = stacked
+    out = np.zeros((h + 2 * _PAD, w + 2 * _PAD, CHANNELS), np.float32)
+    out[_PAD : _PAD + h, _PAD : _PAD + w, :c] = stacked
     return out
 
 
 def interior(border: np.ndarray) -> np.ndarray:
     """The stacked frame inside `padded`'s border: a view, float32 [H, W, 3]."""
-    return border[_PAD:-_PAD, _PAD:-_PAD]
+    return border[_PAD:-_PAD, _PAD:-_PAD, :3]
 
 
 class Warp:
@@ -322,7 +338,7 @@ class Warp:
     `flow.solver._linearize`, the same float32 values bit for bit.
 
     Args:
-      border: float32 [H + 8, W + 8, 3], `padded(stacked)` (frame, d/dx, d/dy).
+      border: float32 [H + 8, W + 8, 4], `padded(stacked)` (frame, d/dx, d/dy, zero).
       i0: float32 [H, W], the first frame.
       i1wx, i1wy, grad, rho_c: float32 [H, W], written by each call: the warped gradients, their
         squared norm and rho_c = I1w - I1wx * u1 - I1wy * u2 - I0.
@@ -331,19 +347,17 @@ class Warp:
 
     def __init__(self, border, i0, i1wx, i1wy, grad, rho_c):
         self.shape = h, w = i0.shape
-        expected = (h + 2 * _PAD, w + 2 * _PAD, 3)
-        owner = border.base if border.base is not None else border
-        spare = owner.ctypes.data + owner.nbytes - (border.ctypes.data + border.nbytes)
-        if border.shape != expected or not border.flags.c_contiguous or spare < 4:
+        expected = (h + 2 * _PAD, w + 2 * _PAD, CHANNELS)
+        if border.shape != expected or border.dtype != np.float32 or not border.flags.c_contiguous:
             raise ValueError(
-                f"border.shape={border.shape}: expected padded(stacked), {expected}, "
-                "with a spare float"
+                f"border: expected padded(stacked), C-contiguous float32 {expected}, got "
+                f"{border.dtype} {border.shape}"
             )
         fixed = pointers(self.shape, i0=i0, i1wx=i1wx, i1wy=i1wy, grad=grad, rho_c=rho_c)
         self._scratch = np.empty(8 * w + LANES, np.float32)  # a row's window weights
         self._offsets = np.empty(w + LANES, np.int64)  # and window offsets
         self._arrays = (border, i0, i1wx, i1wy, grad, rho_c)  # kept alive
-        self._head = (border.ctypes.data, border.shape[1] * 3)
+        self._head = (border.ctypes.data, border.shape[1] * CHANNELS)
         self._tail = (*fixed, h, w, self._scratch.ctypes.data, self._offsets.ctypes.data)
         self._fn = kernel("warp_linearize", module_ir, _SIGNATURE)
 
