@@ -15,7 +15,7 @@ any correct median gives `cv2.medianBlur`'s bits where the window holds no NaN o
 OpenCV filters the rare flow that does). OpenCV is called for the rest: the pyramid
 (`cv2.resize`, bilinear) and 3x3 median filters. Its flow is therefore bit-for-bit OpenCV's on
 the frames we have tested (tests/flow/test_flow_solver.py; `benchmarks/flow_bench.py` prints the
-difference on any clip), at about 24x the pairs per core-second (docs/cost.md). The warp
+difference on any clip), at about 25x the pairs per core-second (docs/cost.md). The warp
 depends on OpenCV's version: OpenCV 4 rounded the maps to 1/32 pixel and summed differently; the
 solver tests catch that.
 

@@ -87,7 +87,7 @@ class TVL1Params:
 
 # `reference`: OpenCV's implementation with its default parameters, what I3D-style pipelines
 # compute. `fast`, the project's default: the same parameters solved by `flow.solver.TVL1Solver`,
-# which reproduces OpenCV's flow bit for bit (tests/flow/test_flow_solver.py) at about 24x the pairs
+# which reproduces OpenCV's flow bit for bit (tests/flow/test_flow_solver.py) at about 25x the pairs
 # per core-second (benchmarks/flow_bench.py; figures in docs/cost.md). `draft`: the compiled solver
 # stopping sooner (3 warps per level instead of 5, epsilon 0.025 instead of 0.01), for runs where
 # cost matters more than fidelity: several times faster again, but it is not the reference's flow
