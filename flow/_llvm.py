@@ -101,6 +101,54 @@ class Block:
         return self.op(f"fptrunc {self.d} {r} to {self.f}")
 
 
+def block_loop(e: Block, start: str, stop: str, body, combine=None, tail: bool = False):
+    """Emits `for x = start; x + LANES <= stop; x += LANES: body(x)` over whole blocks (x, stop:
+    i64 IR values), then, if `tail`, `body(x)` once more under the mask of lanes below `stop`
+    where any are left. `body(x)` emits straight-line IR for the block at x (with `e`'s mask set
+    for the masked block) and returns a value to fold with `combine`, (IR type, opcode) such as
+    ("<16 x float>", "fadd"), starting from zero; or None without `combine`.
+
+    Returns (the first x the whole blocks did not reach, the folded value or None), valid in the
+    block the emitted code ends in, where the caller goes on."""
+    e.counter[0] += 1
+    tag = f"%B{e.counter[0]}"
+    pre, head, run, rest, masked, done = (
+        f"B{e.counter[0]}.{s}" for s in ("pre", "head", "body", "rest", "tail", "done")
+    )
+    lines = e.lines
+    lines += [f"  br label %{pre}", f"{pre}:", f"  br label %{head}", f"{head}:"]
+    x = f"{tag}.x"
+    lines.append(f"  {x} = phi i64 [ {start}, %{pre} ], [ {tag}.xn, %{run} ]")
+    acc = None
+    if combine is not None:
+        kind, opcode = combine
+        acc = f"{tag}.acc"
+        lines.append(f"  {acc} = phi {kind} [ zeroinitializer, %{pre} ], [ {tag}.accn, %{run} ]")
+    lines.append(f"  {tag}.xn = add i64 {x}, {LANES}")
+    lines.append(f"  {tag}.fit = icmp sle i64 {tag}.xn, {stop}")
+    lines.append(f"  br i1 {tag}.fit, label %{run}, label %{rest}")
+    lines.append(f"{run}:")
+    value = body(x)
+    if combine is not None:
+        lines.append(f"  {tag}.accn = {opcode} {kind} {acc}, {value}")
+    lines += [f"  br label %{head}", f"{rest}:"]
+    if not tail:
+        return x, acc
+    lines.append(f"  {tag}.left = icmp slt i64 {x}, {stop}")
+    lines.append(f"  br i1 {tag}.left, label %{masked}, label %{done}")
+    lines.append(f"{masked}:")
+    outer, e.mask = e.mask, e.lanes_below(x, stop)
+    value = body(x)
+    e.mask = outer
+    if combine is not None:
+        lines.append(f"  {tag}.acct = {opcode} {kind} {acc}, {value}")
+    lines += [f"  br label %{done}", f"{done}:"]
+    if combine is not None:
+        lines.append(f"  {tag}.accd = phi {kind} [ {acc}, %{rest} ], [ {tag}.acct, %{masked} ]")
+        acc = f"{tag}.accd"
+    return x, acc
+
+
 # Compiled kernels by name: (ctypes function, the engine that owns its code). The engines are
 # kept for the life of the process, so the functions stay valid; the lock keeps two threads
 # from compiling (and one of them from freeing) the same kernel.

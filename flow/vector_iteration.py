@@ -40,7 +40,7 @@ import ctypes
 
 import numpy as np
 
-from flow._llvm import LANES, Block, f32, kernel, pointers
+from flow._llvm import LANES, Block, block_loop, f32, kernel, pointers
 
 # The smallest squared gradient for which the thresholding step divides by it (FLT_EPSILON).
 _GRAD_EPS = float(np.finfo(np.float32).eps)
@@ -150,27 +150,6 @@ def _row_sum(e: Block, lanes: str) -> str:
     return e.op(f"call double @llvm.vector.reduce.fadd.v{LANES}f64(double 0.0, {e.d} {wide})")
 
 
-def _loop(e: Block, start: str, stop: str, body) -> tuple[str, str]:
-    """Emits `for x = start; x + LANES <= stop; x += LANES: acc += body(x)` (x, stop: i64 IR
-    values); `body(x)` emits straight-line code for the block at x and returns a <LANES x float>
-    to add up, or None. Returns (the first x the loop did not run, the sum), valid after it."""
-    e.counter[0] += 1
-    k = e.counter[0]
-    pre, head, run, done = (f"L{k}.{s}" for s in ("pre", "head", "body", "done"))
-    lines = e.lines
-    lines += [f"  br label %{pre}", f"{pre}:", f"  br label %{head}", f"{head}:"]
-    lines.append(f"  %x{k} = phi i64 [ {start}, %{pre} ], [ %xn{k}, %{run} ]")
-    lines.append(f"  %acc{k} = phi {e.f} [ zeroinitializer, %{pre} ], [ %accn{k}, %{run} ]")
-    lines.append(f"  %xn{k} = add i64 %x{k}, {LANES}")
-    lines.append(f"  %ok{k} = icmp sle i64 %xn{k}, {stop}")
-    lines.append(f"  br i1 %ok{k}, label %{run}, label %{done}")
-    lines.append(f"{run}:")
-    value = body(f"%x{k}")
-    lines.append(f"  %accn{k} = fadd {e.f} %acc{k}, {value or 'zeroinitializer'}")
-    lines += [f"  br label %{head}", f"{done}:"]
-    return f"%x{k}", f"%acc{k}"
-
-
 def _primal_row(first_row: bool) -> list[str]:
     """`double @primal_row[_first](...)`: the primal update of one row (the first row or any
     other) of w >= LANES pixels: whole blocks, then one masked block for the rest. Returns the
@@ -184,7 +163,9 @@ def _primal_row(first_row: bool) -> list[str]:
     ]
     e = Block(lines, [0])
     first = _primal(e, "0", first_row, True)
-    x, acc = _loop(e, str(LANES), "%w", lambda x: _primal(e, x, first_row, False))
+    x, acc = block_loop(
+        e, str(LANES), "%w", lambda x: _primal(e, x, first_row, False), (e.f, "fadd")
+    )
     e.mask = e.lanes_below(x, "%w")
     rest = _primal(e, x, first_row, False)
     total = e.bin("fadd", e.bin("fadd", first, acc), rest)
@@ -223,7 +204,7 @@ def _fused_row() -> list[str]:
         _dual(e, e.op(f"add i64 {x}, {-_LAG * LANES}"), False, None, _DUAL_FUSED)
         return out
 
-    x, acc = _loop(e, str(_LAG * LANES), wm1, block)
+    x, acc = block_loop(e, str(_LAG * LANES), wm1, block, (e.f, "fadd"))
     for k in range(_LAG, 0, -1):
         _dual(e, e.op(f"add i64 {x}, {-k * LANES}"), False, None, _DUAL_FUSED)
     e.mask = e.lanes_below(x, "%w")
@@ -247,7 +228,7 @@ def _dual_row(last_row: bool) -> list[str]:
     ]
     e = Block(lines, [0])
     wm1 = e.op("add i64 %w, -1")
-    x, _ = _loop(e, "0", wm1, lambda x: _dual(e, x, last_row, None, _DUAL_ALONE))
+    x, _ = block_loop(e, "0", wm1, lambda x: _dual(e, x, last_row, None, _DUAL_ALONE))
     e.mask = e.lanes_below(x, "%w")
     _dual(e, x, last_row, e.lanes_below(x, wm1), _DUAL_ALONE)
     lines += ["  ret void", "}"]

@@ -28,7 +28,7 @@ import ctypes
 
 import numpy as np
 
-from flow._llvm import LANES, Block, kernel, pointers
+from flow._llvm import LANES, Block, block_loop, kernel, pointers
 
 # The optimal sorting network for 5 values (Knuth, TAOCP 5.3.4): (min, max) slot pairs.
 SORT5 = ((0, 1), (3, 4), (2, 4), (2, 3), (1, 4), (0, 3), (0, 2), (1, 3), (1, 2))
@@ -119,41 +119,14 @@ def _exchange(e: Block, regs: dict, a: int, b: int, keep_min: bool = True, keep_
         regs[b] = high
 
 
-def _loop(lines: list[str], tag: str, stop: str, body) -> None:
-    """`for x = 0; x < stop; x += LANES: body(x, masked)`: whole blocks, then one masked block.
-    `body(x, mask)` emits straight-line IR for the block at x (mask None for a whole block)."""
-    head, run, rest, tail, done = (f"{tag}.{s}" for s in ("head", "body", "rest", "tail", "done"))
-    lines += [f"  br label %{tag}.pre", f"{tag}.pre:", f"  br label %{head}", f"{head}:"]
-    lines.append(f"  %{tag}.x = phi i64 [ 0, %{tag}.pre ], [ %{tag}.xn, %{run} ]")
-    lines.append(f"  %{tag}.xn = add i64 %{tag}.x, {LANES}")
-    lines.append(f"  %{tag}.fit = icmp sle i64 %{tag}.xn, {stop}")
-    lines.append(f"  br i1 %{tag}.fit, label %{run}, label %{rest}")
-    lines.append(f"{run}:")
-    body(f"%{tag}.x", None)
-    lines.append(f"  br label %{head}")
-    lines.append(f"{rest}:")
-    lines.append(f"  %{tag}.left = icmp slt i64 %{tag}.x, {stop}")
-    lines.append(f"  br i1 %{tag}.left, label %{tail}, label %{done}")
-    lines.append(f"{tail}:")
-    body(f"%{tag}.x", stop)
-    lines.append(f"  br label %{done}")
-    lines.append(f"{done}:")
-
-
 def module_ir() -> str:
     """The module's LLVM IR (text): `i64 @median5(src, dst, h, w, columns, pairs)`."""
     lines: list[str] = []
-    counter = [0]
+    e = Block(lines, [0])
 
-    def block(mask_stop, x):
-        e = Block(lines, counter)
-        if mask_stop is not None:
-            e.mask = e.lanes_below(x, mask_stop)
-        return e
-
-    def columns(x, stop):
-        """Step 1: the 5 rows' values of the columns at x, sorted, into the column scratch."""
-        e = block(stop, x)
+    def columns(x):
+        """Step 1: the 5 rows' values of the columns at x, sorted, into the column scratch;
+        returns the mask of lanes whose centre value is NaN or -0.0."""
         regs = {k: e.load(f"%row{k}", x) for k in range(5)}
         centre = e.op(f"bitcast {e.f} {regs[2]} to <{e.n} x i32>")
         bad = e.op(f"icmp eq <{e.n} x i32> {centre}, splat (i32 -2147483648)")
@@ -166,14 +139,10 @@ def module_ir() -> str:
         at = e.op(f"add i64 {x}, 2")
         for r in range(5):
             e.store(regs[r], f"%col{r}", at)
-        flag = e.op(f"call i1 @llvm.vector.reduce.or.v{e.n}i1({e.b} {bad})")
-        lines.append(f"  %badp{counter[0]} = load i1, ptr %bad, align 1")
-        lines.append(f"  %bado{counter[0]} = or i1 %badp{counter[0]}, {flag}")
-        lines.append(f"  store i1 %bado{counter[0]}, ptr %bad, align 1")
+        return bad
 
-    def pairs(x, stop):
+    def pairs(x):
         """Step 2: the sorted columns at x and x + 1 (scratch index) merged into the pairs."""
-        e = block(stop, x)
         nxt = e.op(f"add i64 {x}, 1")
         regs = {}
         for r in range(5):
@@ -185,10 +154,9 @@ def module_ir() -> str:
         for k, slot in enumerate(PAIR_RANKS):
             e.store(regs[slot], f"%pair{k}", x)
 
-    def medians(x, stop):
+    def medians(x):
         """Step 3: each output's four left columns (two merged pairs), ranks 7-12 of their
         merge, and the 13th smallest of those and the sorted column x + 2."""
-        e = block(stop, x)
         regs = {}
         at_cd = e.op(f"add i64 {x}, 2")
         at_e = e.op(f"add i64 {x}, 4")
@@ -210,7 +178,11 @@ def module_ir() -> str:
             median = e.select(e.op(f"fcmp olt {e.f} {high}, {median}"), high, median)
         e.store(median, "%out", x)
 
-    _loop(lines, "c", "%w", columns)
+    _, bad = block_loop(e, "0", "%w", columns, (e.b, "or"), tail=True)
+    # The row's verdict, folded into the image's once per row.
+    flag = e.op(f"call i1 @llvm.vector.reduce.or.v{e.n}i1({e.b} {bad})")
+    was = e.op("load i1, ptr %bad, align 1")
+    lines.append(f"  store i1 {e.bin('or', was, flag, 'i1')}, ptr %bad, align 1")
     # The two columns beyond each side repeat the edge column (replicated border).
     for r in range(5):
         lines.append(f"  %e0.{r} = load float, ptr %col{r}.2, align 4")
@@ -219,8 +191,8 @@ def module_ir() -> str:
         lines.append(f"  %e1.{r} = load float, ptr %col{r}.w1, align 4")
         lines.append(f"  store float %e1.{r}, ptr %col{r}.w2, align 4")
         lines.append(f"  store float %e1.{r}, ptr %col{r}.w3, align 4")
-    _loop(lines, "p", "%w2", pairs)
-    _loop(lines, "m", "%w", medians)
+    block_loop(e, "0", "%w2", pairs, tail=True)
+    block_loop(e, "0", "%w", medians, tail=True)
 
     n = LANES
     col_ptrs = "\n".join(

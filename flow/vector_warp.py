@@ -29,7 +29,7 @@ import ctypes
 
 import numpy as np
 
-from flow._llvm import LANES, Block, f32, kernel, pointers
+from flow._llvm import LANES, Block, block_loop, f32, kernel, pointers
 
 # Zero border around the stacked frame and gradients (`padded`): wide enough that every 4x4
 # window that touches the frame lies inside, and that the corner holds a 4x4 window of zeros for
@@ -235,33 +235,12 @@ def module_ir() -> str:
     body_lines: list[str] = []
     blocks = Block(body_lines, e.counter)
 
-    # Pass 1, whole blocks (a loop) and the masked rest.
-    loop = [
-        "pass1:",
-        "  br label %p1head",
-        "p1head:",
-        "  %bx = phi i64 [ 0, %pass1 ], [ %bx1, %p1body ]",
-        f"  %badacc = phi <{n} x i1> [ zeroinitializer, %pass1 ], [ %badacc1, %p1body ]",
-        f"  %bx1 = add i64 %bx, {n}",
-        "  %bfit = icmp sle i64 %bx1, %w",
-        "  br i1 %bfit, label %p1body, label %p1rest",
-        "p1body:",
-    ]
-    body_lines.extend(loop)
-    bad = _window_block(blocks, "%bx")
-    body_lines.append(f"  %badacc1 = or <{n} x i1> %badacc, {bad}")
-    body_lines.append("  br label %p1head")
-    body_lines.append("p1rest:")
-    body_lines.append("  %anyleft = icmp slt i64 %bx, %w")
-    body_lines.append("  br i1 %anyleft, label %p1tail, label %p1check")
-    body_lines.append("p1tail:")
-    blocks.mask = blocks.lanes_below("%bx", "%w")
-    badt = _window_block(blocks, "%bx")
-    body_lines.append(f"  %badt = or <{n} x i1> %badacc, {badt}")
-    body_lines.append("  br label %p1check")
-    body_lines.append("p1check:")
-    body_lines.append(f"  %badall = phi <{n} x i1> [ %badacc, %p1rest ], [ %badt, %p1tail ]")
-    body_lines.append(f"  %anybad = call i1 @llvm.vector.reduce.or.v{n}i1(<{n} x i1> %badall)")
+    # Pass 1: whole blocks, then the masked rest; any refused map fails the call.
+    body_lines.append("pass1:")
+    _, bad = block_loop(
+        blocks, "0", "%w", lambda x: _window_block(blocks, x), (blocks.b, "or"), tail=True
+    )
+    body_lines.append(f"  %anybad = call i1 @llvm.vector.reduce.or.v{n}i1(<{n} x i1> {bad})")
     body_lines.append("  br i1 %anybad, label %fail, label %pass2")
 
     row_ptrs = "\n".join(
